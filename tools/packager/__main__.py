@@ -1,0 +1,5 @@
+"""Entry point for `python -m packager`."""
+
+from packager.cli import main
+
+main()

@@ -1,0 +1,165 @@
+"""Reads a Triton `config.pbtxt` as the `ModelConfig` protobuf that tritonclient ships, with positions."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from packager.diagnostics import Diagnostic
+from packager.discovery import version_dirs
+from packager.textproto_positions import FieldPositions
+
+ModelConfig = model_config_pb2.ModelConfig
+
+
+@dataclass(frozen=True)
+class ParsedConfig:
+    """A parsed config.pbtxt and where each of its fields is written."""
+
+    path: Path
+    config: model_config_pb2.ModelConfig
+    positions: FieldPositions
+
+    def diagnostic(self, rule: str, message: str, *field: str | int) -> Diagnostic:
+        """A diagnostic pointing at `field` (a FieldPositions path), or at the file when it is not written."""
+        position = self.positions.at(*field) if field else None
+        if position is None:
+            return Diagnostic(self.path, None, None, message, rule)
+        return Diagnostic(self.path, position.line, position.column, message, rule)
+
+
+class ConfigUnreadable(Exception):
+    """config.pbtxt is not UTF-8 text or does not parse as a ModelConfig."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(str(diagnostic))
+        self.diagnostic = diagnostic
+
+
+def read_text(path: Path, rule: str) -> str:
+    """The UTF-8 text of `path`; raises ConfigUnreadable naming the line and column of a bad byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = data[: error.start]
+        line = before.count(b"\n") + 1
+        column = error.start - (before.rfind(b"\n") + 1) + 1
+        message = f"not UTF-8 text (byte 0x{data[error.start]:02x}); save the file as UTF-8"
+        raise ConfigUnreadable(Diagnostic(path, line, column, message, rule)) from None
+
+
+def read_config(path: Path) -> ParsedConfig:
+    """Parse `path` as a ModelConfig; raises ConfigUnreadable with the parser's line and column."""
+    text = read_text(path, "config-encoding")
+    config = ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as error:
+        line, column = error.GetLine(), error.GetColumn()
+        raise ConfigUnreadable(
+            Diagnostic(path, line, column, _parse_message(str(error), text, line), "config-parse")
+        ) from None
+    return ParsedConfig(path, config, FieldPositions(text))
+
+
+def _parse_message(message: str, text: str, line: int | None) -> str:
+    """protobuf's ParseError text without the position and echoed source line it starts with."""
+    message = re.sub(r"^\d+:\d+ : ", "", message)
+    if line is not None and 0 < line <= len(text.splitlines()):
+        message = message.removeprefix(f"'{text.splitlines()[line - 1]}': ")
+    message = message.replace('"inference.ModelConfig"', "ModelConfig").replace('"inference.', '"')
+    return f"does not parse as a Triton ModelConfig: {message}"
+
+
+ENSEMBLE = "ensemble"
+PYTHON = "python"
+DEFAULT_PYTHON_FILE = "model.py"
+# Platforms Triton knows, and the backend each implies.
+PLATFORM_BACKENDS = {
+    "tensorrt_plan": "tensorrt",
+    "onnxruntime_onnx": "onnxruntime",
+    "pytorch_libtorch": "pytorch",
+    "tensorflow_savedmodel": "tensorflow",
+    "tensorflow_graphdef": "tensorflow",
+}
+# Model file names from which Triton infers a backend when neither backend nor platform is set.
+FILE_BACKENDS = {
+    "model.savedmodel": "tensorflow",
+    "model.graphdef": "tensorflow",
+    "model.plan": "tensorrt",
+    "model.onnx": "onnxruntime",
+    "model.xml": "openvino",
+    "model.pt": "pytorch",
+    "model.py": PYTHON,
+}
+
+
+@dataclass(frozen=True)
+class TritonModel:
+    """A Triton model directory inside a model directory, with its parsed config."""
+
+    directory: Path
+    parsed: ParsedConfig
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    @property
+    def config(self) -> model_config_pb2.ModelConfig:
+        return self.parsed.config
+
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.config.platform == ENSEMBLE)
+
+    def versions(self) -> dict[int, Path]:
+        """Version directories by number."""
+        return version_dirs(self.directory)
+
+    def versions_to_load(self) -> list[int]:
+        """The versions Triton loads under the config's version_policy."""
+        available = sorted(self.versions())
+        policy = self.config.version_policy
+        kind = policy.WhichOneof("policy_choice")
+        if kind == "all":
+            return available
+        if kind == "specific":
+            return [version for version in available if version in set(policy.specific.versions)]
+        count = policy.latest.num_versions if kind == "latest" else 1
+        return available[len(available) - count :] if count > 0 else []
+
+    def backend(self) -> str:
+        """The backend Triton uses for this model, as it infers it at load time ("" when it cannot)."""
+        config = self.config
+        if config.backend or config.platform == ENSEMBLE:
+            return str(config.backend)
+        if config.platform:
+            return PLATFORM_BACKENDS.get(config.platform, "")
+        if config.default_model_filename:
+            return FILE_BACKENDS.get(config.default_model_filename, "")
+        inspected = self.inspected_subdirectory()
+        if inspected is not None:
+            for file_name, backend in FILE_BACKENDS.items():
+                if (inspected / file_name).exists():
+                    return backend
+        return self.name.partition(".")[2]
+
+    def inspected_subdirectory(self) -> Path | None:
+        """The one subdirectory Triton looks into to infer a backend: the first in byte order."""
+        subdirectories = sorted(entry.name for entry in self.directory.iterdir() if entry.is_dir())
+        return self.directory / subdirectories[0] if subdirectories else None
+
+    @property
+    def is_python(self) -> bool:
+        return self.backend() == PYTHON
+
+    @property
+    def python_file(self) -> str:
+        """The file the python backend loads from each version directory."""
+        return self.config.default_model_filename or DEFAULT_PYTHON_FILE

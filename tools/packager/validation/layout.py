@@ -1,0 +1,143 @@
+"""Rules on the files of a model directory: version file, names, symlinks and DVC pointers."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+from packager.diagnostics import Diagnostic
+from packager.discovery import CONFIG_FILE, ModelDir, version_dirs
+from packager.model_config import ConfigUnreadable, read_text
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+VERSION = re.compile(r"\s*([1-9][0-9]*)\s*")
+MD5 = re.compile(r"[0-9a-f]{32}(\.dir)?")
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be part of a tarball name, an S3 key and a URL, or None when it can."""
+    if not SAFE_NAME.fullmatch(name):
+        return "may hold only letters, digits, '_', '-' and '.'"
+    if ".." in name:
+        return "must not contain '..'"
+    return None
+
+
+def read_model_version(model: ModelDir) -> tuple[int | None, list[Diagnostic]]:
+    """The model's version from model_version.txt, or the problems that prevent reading one."""
+    path = model.version_file
+    try:
+        text = read_text(path, "model-version")
+    except ConfigUnreadable as error:
+        return None, [error.diagnostic]
+    match = VERSION.fullmatch(text)
+    if match:
+        return int(match.group(1)), []
+    shown = text.strip()[:40]
+    message = f"must hold one positive integer without leading zeros, such as 1; found {shown!r}"
+    return None, [Diagnostic(path, 1, 1, message, "model-version")]
+
+
+def check_names(model: ModelDir) -> Iterator[Diagnostic]:
+    """Model and Triton model names are safe for a tarball name, an S3 key and a URL."""
+    problem = name_problem(model.name)
+    if problem:
+        yield Diagnostic(
+            model.path, None, None, f"model name {model.name!r} {problem}; rename the directory", "name"
+        )
+    for directory in model.triton_model_dirs():
+        problem = name_problem(directory.name)
+        if problem:
+            message = f"Triton model name {directory.name!r} {problem}; rename the directory"
+            yield Diagnostic(directory, None, None, message, "name")
+
+
+def check_triton_model_dirs(model: ModelDir) -> Iterator[Diagnostic]:
+    """The model directory holds Triton models, each with at least one numeric version directory."""
+    triton_dirs = model.triton_model_dirs()
+    for directory in model.subdirectories():
+        if directory not in triton_dirs and version_dirs(directory):
+            message = f"has version directories but no {CONFIG_FILE}; add one (Triton cannot load it without)"
+            yield Diagnostic(directory, None, None, message, "triton-model")
+    if not triton_dirs:
+        message = f"holds no Triton model (a subdirectory with a {CONFIG_FILE})"
+        yield Diagnostic(model.path, None, None, message, "triton-model")
+    for directory in triton_dirs:
+        if not version_dirs(directory):
+            message = "has no version directory (such as 1/); Triton loads nothing without one"
+            zero_padded = sorted(entry.name for entry in directory.iterdir() if entry.name.isdigit())
+            if zero_padded:
+                message += f" (it ignores {', '.join(zero_padded)}: version numbers have no leading zeros)"
+            else:
+                message += " (for an ensemble, an empty 1/ holding a .gitkeep)"
+            yield Diagnostic(directory, None, None, message, "version-dir")
+
+
+def check_symlinks(model: ModelDir) -> Iterator[Diagnostic]:
+    """No symlink leaves the model directory or dangles: the packaged model would not hold its target."""
+    root = model.path.resolve()
+    for directory, subdirs, files in os.walk(model.path):
+        for name in sorted(subdirs + files):
+            link = Path(directory) / name
+            if not link.is_symlink():
+                continue
+            target = link.resolve()
+            if not target.exists():
+                message = f"symlink to {os.readlink(link)} dangles; remove it or restore its target"
+                yield Diagnostic(link, None, None, message, "symlink")
+            elif not target.is_relative_to(root):
+                message = (
+                    f"symlink leaves the model directory (to {target}); "
+                    "the packaged model would not hold it: copy the file into the model directory"
+                )
+                yield Diagnostic(link, None, None, message, "symlink")
+
+
+def check_dvc_pointers(model: ModelDir) -> Iterator[Diagnostic]:
+    """Every `*.dvc` pointer parses and names a file beside it, with an md5 to fetch it by."""
+    for directory, subdirs, files in os.walk(model.path):
+        subdirs[:] = sorted(name for name in subdirs if not name.startswith("."))
+        for name in sorted(files):
+            if name.endswith(".dvc"):
+                yield from _check_dvc_pointer(Path(directory) / name)
+
+
+def _check_dvc_pointer(path: Path) -> Iterator[Diagnostic]:
+    try:
+        document = yaml.safe_load(read_text(path, "dvc-pointer"))
+    except ConfigUnreadable as error:
+        yield error.diagnostic
+        return
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+        problem = getattr(error, "problem", None) or str(error)
+        yield Diagnostic(path, line, column, f"is not a valid DVC pointer (YAML: {problem})", "dvc-pointer")
+        return
+    outs = document.get("outs") if isinstance(document, dict) else None
+    if not isinstance(outs, list) or not outs:
+        message = "is not a DVC pointer: it has no 'outs' list; recreate it with `dvc add <file>`"
+        yield Diagnostic(path, 1, 1, message, "dvc-pointer")
+        return
+    for index, out in enumerate(outs):
+        yield from _check_dvc_out(path, index, out)
+
+
+def _check_dvc_out(path: Path, index: int, out: object) -> Iterator[Diagnostic]:
+    where = f"outs[{index}]"
+    fix = "recreate the pointer with `dvc add <file>` next to the file"
+    if not isinstance(out, dict) or not isinstance(out.get("path"), str):
+        yield Diagnostic(path, None, None, f"{where} has no 'path'; {fix}", "dvc-pointer")
+        return
+    target = out["path"]
+    if "/" in target or "\\" in target or target in ("", ".", ".."):
+        message = f"{where} path {target!r} must name a file beside the pointer, not another directory; {fix}"
+        yield Diagnostic(path, None, None, message, "dvc-pointer")
+    md5 = out.get("md5")
+    if not isinstance(md5, str) or not MD5.fullmatch(md5):
+        message = f"{where} ({target}) has no valid md5, so DVC cannot fetch it; {fix}"
+        yield Diagnostic(path, None, None, message, "dvc-pointer")

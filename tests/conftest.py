@@ -18,7 +18,8 @@ def run_packager() -> RunPackager:
     """Run `python -m packager ARGS` in `cwd` and return the finished process (text output)."""
 
     def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})}
+        python_path = os.pathsep.join(os.path.abspath(entry) for entry in sys.path)
+        environment = {**os.environ, "PYTHONPATH": python_path, **(env or {})}
         return subprocess.run(
             [sys.executable, "-m", "packager", *args],
             cwd=cwd,

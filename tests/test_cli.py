@@ -1,0 +1,150 @@
+"""The packager CLI as users call it: exit codes, output formats, help, and no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from packager import cli
+from tests.conftest import RunPackager
+
+CORPUS = Path(__file__).parent / "corpus"
+GOOD = CORPUS / "good" / "single_python"
+BAD = CORPUS / "bad" / "name_mismatch"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A monorepo with two models under models/: one good, one with a wrong config name."""
+    (tmp_path / "pants.toml").write_text("")
+    shutil.copytree(GOOD, tmp_path / "models" / "scorer")
+    shutil.copytree(BAD, tmp_path / "models" / "broken")
+    (tmp_path / "models" / "broken" / "case.toml").unlink()
+    return tmp_path
+
+
+def test_good_model_exits_0_with_summary(run_packager: RunPackager) -> None:
+    result = run_packager("validate", str(GOOD), cwd=GOOD.parent)
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert result.stderr == "1 model checked: 1 ok\n"
+
+
+def test_bad_model_exits_1_with_path_line_col(run_packager: RunPackager) -> None:
+    result = run_packager("validate", "name_mismatch", cwd=BAD.parent / ".." / ".." / "..")
+    assert result.returncode == 2, "a bare name is looked up under models/, which this repo does not have"
+    result = run_packager("validate", "./name_mismatch", cwd=BAD.parent)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "name_mismatch/scorer/config.pbtxt:1:7: name 'score' must equal its directory name 'scorer' "
+        "(Triton refuses the model otherwise)"
+    ]
+    assert result.stderr == "1 model checked: 0 ok, 1 with 1 problem\n"
+
+
+def test_every_problem_of_every_model_is_reported_at_once(run_packager: RunPackager) -> None:
+    result = run_packager("validate", "bad", cwd=CORPUS)
+    assert result.returncode == 1
+    cases = sorted(path.name for path in (CORPUS / "bad").iterdir())
+    reported = set()
+    for line in result.stdout.splitlines():
+        match = re.match(r"bad/([^/:]+)[/:]", line)
+        assert match, line
+        reported.add(match.group(1))
+    assert reported == set(cases)
+    assert result.stderr.startswith(f"{len(cases)} models checked: 0 ok, {len(cases)} with ")
+    assert "Traceback" not in result.stderr
+
+
+def test_names_resolve_under_models_and_default_is_all_models(run_packager: RunPackager, repo: Path) -> None:
+    named = run_packager("validate", "scorer", cwd=repo / "models" / "scorer")
+    assert named.returncode == 0
+    everything = run_packager("validate", cwd=repo)
+    assert everything.returncode == 1
+    assert everything.stdout.startswith("models/broken/scorer/config.pbtxt:1:7: name 'score'")
+    assert everything.stderr == "2 models checked: 1 ok, 1 with 1 problem\n"
+
+
+def test_json_report(run_packager: RunPackager, repo: Path) -> None:
+    result = run_packager("validate", "--json", "broken", "scorer", cwd=repo)
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    broken, scorer = report["models"]
+    assert (broken["name"], broken["version"], broken["ok"]) == ("broken", 1, False)
+    assert broken["diagnostics"] == [
+        {
+            "path": "models/broken/scorer/config.pbtxt",
+            "line": 1,
+            "column": 7,
+            "message": "name 'score' must equal its directory name 'scorer' (Triton refuses the model otherwise)",
+            "rule": "config-name",
+        }
+    ]
+    assert (scorer["name"], scorer["ok"], scorer["triton_models"]) == ("scorer", True, ["scorer"])
+
+
+def test_unknown_model_name_is_a_usage_error_listing_the_models(
+    run_packager: RunPackager, repo: Path
+) -> None:
+    result = run_packager("validate", "scorre", cwd=repo)
+    assert result.returncode == 2
+    assert "scorre: no such model under" in result.stderr
+    assert "(available: broken, scorer)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_path_without_models_is_a_usage_error(run_packager: RunPackager, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run_packager("validate", "empty", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "empty: no model here (a model is a directory holding model_version.txt)" in result.stderr
+
+
+def test_outside_a_repo_without_arguments_is_a_usage_error(run_packager: RunPackager, tmp_path: Path) -> None:
+    result = run_packager("validate", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not inside a model monorepo" in result.stderr
+
+
+def test_unknown_option_is_a_usage_error(run_packager: RunPackager, tmp_path: Path) -> None:
+    result = run_packager("validate", "--frobnicate", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "No such option '--frobnicate'" in result.stderr
+
+
+@pytest.mark.parametrize("command", [[], *([name] for name in sorted(cli.cli.commands))])
+def test_every_command_has_help_with_exit_codes(
+    run_packager: RunPackager, tmp_path: Path, command: list[str]
+) -> None:
+    result = run_packager(*command, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "Exit codes:" in result.stdout
+    assert "3  a tool or service the command needs failed" in result.stdout
+
+
+def test_a_bug_is_an_internal_error_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def explode(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "validate_models", explode)
+    monkeypatch.setattr(sys, "argv", ["packager", "validate", str(GOOD)])
+    monkeypatch.delenv("PACKAGER_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 3
+    err = capsys.readouterr().err
+    assert "packager: internal error: RuntimeError('boom') (set PACKAGER_DEBUG=1 for the traceback)" in err
+    assert "Traceback" not in err
+
+    monkeypatch.setenv("PACKAGER_DEBUG", "1")
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert "Traceback" in capsys.readouterr().err

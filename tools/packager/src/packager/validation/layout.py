@@ -108,7 +108,9 @@ def check_dvc_pointers(model: ModelDir) -> Iterator[Diagnostic]:
 
 def _check_dvc_pointer(path: Path) -> Iterator[Diagnostic]:
     try:
-        document = yaml.safe_load(read_text(path, "dvc-pointer"))
+        text = read_text(path, "dvc-pointer")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        document = yaml.safe_load(text)
     except ConfigUnreadable as error:
         yield error.diagnostic
         return
@@ -123,21 +125,37 @@ def _check_dvc_pointer(path: Path) -> Iterator[Diagnostic]:
         message = "is not a DVC pointer: it has no 'outs' list; recreate it with `dvc add <file>`"
         yield Diagnostic(path, 1, 1, message, "dvc-pointer")
         return
-    for index, out in enumerate(outs):
-        yield from _check_dvc_out(path, index, out)
-
-
-def _check_dvc_out(path: Path, index: int, out: object) -> Iterator[Diagnostic]:
-    where = f"outs[{index}]"
     fix = "recreate the pointer with `dvc add <file>` next to the file"
-    if not isinstance(out, dict) or not isinstance(out.get("path"), str):
-        yield Diagnostic(path, None, None, f"{where} has no 'path'; {fix}", "dvc-pointer")
-        return
-    target = out["path"]
-    if "/" in target or "\\" in target or target in ("", ".", ".."):
-        message = f"{where} path {target!r} must name a file beside the pointer, not another directory; {fix}"
-        yield Diagnostic(path, None, None, message, "dvc-pointer")
-    md5 = out.get("md5")
-    if not isinstance(md5, str) or not MD5.fullmatch(md5):
-        message = f"{where} ({target}) has no valid md5, so DVC cannot fetch it; {fix}"
-        yield Diagnostic(path, None, None, message, "dvc-pointer")
+    for index, out in enumerate(outs):
+        where = f"outs[{index}]"
+        if not isinstance(out, dict) or not isinstance(out.get("path"), str):
+            yield Diagnostic(
+                path, *_yaml_position(root, "outs", index), f"{where} has no 'path'; {fix}", "dvc-pointer"
+            )
+            continue
+        target = out["path"]
+        if "/" in target or "\\" in target or target in ("", ".", ".."):
+            message = (
+                f"{where} path {target!r} must name a file beside the pointer, not another directory; {fix}"
+            )
+            yield Diagnostic(path, *_yaml_position(root, "outs", index, "path"), message, "dvc-pointer")
+        md5 = out.get("md5")
+        if not isinstance(md5, str) or not MD5.fullmatch(md5):
+            message = f"{where} ({target}) has no valid md5, so DVC cannot fetch it; {fix}"
+            yield Diagnostic(path, *_yaml_position(root, "outs", index, "md5"), message, "dvc-pointer")
+
+
+def _yaml_position(node: yaml.Node | None, *path: str | int) -> tuple[int | None, int | None]:
+    """1-based line and column of the YAML value at `path`, or of the deepest node written on the way."""
+    for step in path:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((value for key, value in node.value if key.value == step), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+            child = node.value[step]
+        if child is None:
+            break
+        node = child
+    if node is None:
+        return None, None
+    return node.start_mark.line + 1, node.start_mark.column + 1

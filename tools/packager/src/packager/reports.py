@@ -1,0 +1,79 @@
+"""Replay results for people and CI: a terminal table, and JUnit XML a CI system can show."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Sequence
+
+from packager.replay import ModelReplay
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    """A plain-text table with aligned columns."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def replay_table(replays: Sequence[ModelReplay]) -> str:
+    """One row per case and protocol, with what differed under each failure."""
+    rows: list[list[str]] = []
+    details: list[str] = []
+    for replay in replays:
+        if replay.error is not None:
+            rows.append([replay.model, "-", "-", "ERROR", "-"])
+            details.append(f"{replay.model}: {replay.error}")
+        for result in replay.results:
+            status = "ok" if result.passed else "FAIL"
+            rows.append([replay.model, result.case, result.protocol, status, f"{result.seconds * 1000:.1f}"])
+            details.extend(
+                f"{replay.model} {result.case} [{result.protocol}]: {problem}" for problem in result.problems
+            )
+    text = table(rows, ["model", "case", "protocol", "result", "ms"])
+    return text + ("\n\n" + "\n".join(details) if details else "")
+
+
+def summary(replays: Sequence[ModelReplay]) -> str:
+    results = [result for replay in replays for result in replay.results]
+    failed = sum(not result.passed for result in results)
+    errors = sum(replay.error is not None for replay in replays)
+    text = f"{len(results) - failed} passed, {failed} failed"
+    return text + (f", {errors} model{'s' if errors != 1 else ''} did not run" if errors else "")
+
+
+def write_junit(replays: Sequence[ModelReplay], path: Path) -> None:
+    """JUnit XML: a testsuite per model directory, a testcase per case and protocol."""
+    suites = ElementTree.Element("testsuites", name="packager replay")
+    for replay in replays:
+        failures = sum(not result.passed for result in replay.results)
+        suite = ElementTree.SubElement(
+            suites,
+            "testsuite",
+            name=replay.model,
+            tests=str(len(replay.results) or 1),
+            failures=str(failures),
+            errors=str(int(replay.error is not None)),
+            time=f"{sum(result.seconds for result in replay.results):.4f}",
+        )
+        if replay.error is not None:
+            case = ElementTree.SubElement(suite, "testcase", classname=replay.model, name="serve")
+            ElementTree.SubElement(case, "error", message=replay.error.splitlines()[0]).text = replay.error
+        for result in replay.results:
+            case = ElementTree.SubElement(
+                suite,
+                "testcase",
+                classname=f"{replay.model}.{result.protocol}",
+                name=result.case,
+                time=f"{result.seconds:.4f}",
+            )
+            if not result.passed:
+                ElementTree.SubElement(case, "failure", message=result.problems[0]).text = "\n".join(
+                    result.problems
+                )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ElementTree.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)

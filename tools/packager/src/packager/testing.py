@@ -1,0 +1,38 @@
+"""Running a model's cases from pytest, so that `./pants test models/<name>::` replays what
+`packager replay` replays, through the same code (the cases are data; nothing is written twice)."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+from packager.cases import case_files, CASES_DIR
+from packager.config import load_config
+from packager.discovery import ModelDir, find_repo_root
+from packager.replay import ModelReplay, replay_model
+
+
+def case_ids(model_dir: Path) -> list[str]:
+    """The ids of a model's cases (their paths under tests/cases, without .json)."""
+    return [
+        path.relative_to(model_dir / CASES_DIR).with_suffix("").as_posix() for path in case_files(model_dir)
+    ]
+
+
+@functools.cache
+def replay_results(model_dir: Path) -> ModelReplay:
+    """Replay every case once per test process, on the repository's default runtime."""
+    runtime = load_config(find_repo_root(model_dir)).runtime()
+    log = Path(tempfile.mkdtemp(prefix="packager-test-")) / f"{model_dir.name}-triton.log"
+    return replay_model(ModelDir(model_dir), runtime, log, progress=False)
+
+
+def check_case(model_dir: Path, case_id: str) -> None:
+    """Fail (AssertionError) with expected vs got unless the case passed over every protocol."""
+    replay = replay_results(model_dir)
+    assert replay.error is None, replay.error
+    results = [result for result in replay.results if result.case == case_id]
+    assert results, f"case {case_id} did not run"
+    problems = [f"[{result.protocol}] {problem}" for result in results for problem in result.problems]
+    assert not problems, "\n".join(problems)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import onnxruntime
@@ -28,10 +29,16 @@ CASES = MODEL_DIR / "tests" / "cases"
 SEED = 20261127
 OPSET = 17
 # Case name -> the held-out rows it sends in one request.
-REQUESTS = {"customer_0": [0], "customer_1": [1], "customer_2": [2], "batch_of_8": list(range(3, 11)), "batch_of_20": list(range(11, 31))}
+REQUESTS = {
+    "customer_0": [0],
+    "customer_1": [1],
+    "customer_2": [2],
+    "batch_of_8": list(range(3, 11)),
+    "batch_of_20": list(range(11, 31)),
+}
 
 
-def write_case(path: Path, case: dict[str, object]) -> None:
+def write_case(path: Path, case: Mapping[str, object]) -> None:
     """JSON with two-space indents, and lists of numbers kept on one line."""
     text = json.dumps(case, indent=2)
     text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
@@ -43,8 +50,12 @@ def main() -> None:
         n_samples=6000, n_features=8, n_informative=5, n_redundant=1, weights=[0.8], random_state=SEED
     )
     features = features.astype(np.float32)
-    x_train, x_test, y_train, y_test = train_test_split(features, churned, test_size=0.2, random_state=SEED, stratify=churned)
-    model = GradientBoostingClassifier(n_estimators=80, max_depth=3, learning_rate=0.1, random_state=SEED).fit(x_train, y_train)
+    x_train, x_test, y_train, y_test = train_test_split(
+        features, churned, test_size=0.2, random_state=SEED, stratify=churned
+    )
+    model = GradientBoostingClassifier(
+        n_estimators=80, max_depth=3, learning_rate=0.1, random_state=SEED
+    ).fit(x_train, y_train)
     onnx_model = to_onnx(model, x_train[:1], options={id(model): {"zipmap": False}}, target_opset=OPSET)
     WEIGHTS.write_bytes(onnx_model.SerializeToString())
     session = onnxruntime.InferenceSession(str(WEIGHTS), providers=["CPUExecutionProvider"])
@@ -58,8 +69,19 @@ def main() -> None:
         batch = np.round(x_test[rows], 6)  # what the case file holds, so the outputs below are exact for it
         labels, probabilities = session.run(["label", "probabilities"], {"X": batch})
         case = {
-            "description": f"held-out customers {rows[0]}..{rows[-1]}" if len(rows) > 1 else f"held-out customer {rows[0]}",
-            "inputs": [{"name": "FEATURES", "datatype": "FP32", "shape": [len(rows), 8], "data": [[round(float(v), 6) for v in row] for row in batch]}],
+            "description": (
+                f"held-out customers {rows[0]}..{rows[-1]}"
+                if len(rows) > 1
+                else f"held-out customer {rows[0]}"
+            ),
+            "inputs": [
+                {
+                    "name": "FEATURES",
+                    "datatype": "FP32",
+                    "shape": [len(rows), 8],
+                    "data": [[round(float(v), 6) for v in row] for row in batch],
+                }
+            ],
             "outputs": [
                 {
                     "name": "PROBABILITY",
@@ -68,11 +90,18 @@ def main() -> None:
                     "data": [round(float(p), 6) for p in probabilities[:, 1]],
                     "tolerance": {"absolute": 1e-5},
                 },
-                {"name": "LABEL", "datatype": "INT64", "shape": [len(rows), 1], "data": [int(label) for label in labels]},
+                {
+                    "name": "LABEL",
+                    "datatype": "INT64",
+                    "shape": [len(rows), 1],
+                    "data": [int(label) for label in labels],
+                },
             ],
         }
         write_case(CASES / f"{name}.json", case)
-    print(f"wrote {WEIGHTS.relative_to(MODEL_DIR)} and {len(REQUESTS)} cases under {CASES.relative_to(MODEL_DIR)}")
+    print(
+        f"wrote {WEIGHTS.relative_to(MODEL_DIR)} and {len(REQUESTS)} cases under {CASES.relative_to(MODEL_DIR)}"
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import onnxruntime
@@ -43,7 +44,7 @@ def to_png(pixels: np.ndarray, side: int) -> bytes:
     return buffer.getvalue()
 
 
-def write_case(path: Path, case: dict[str, object]) -> None:
+def write_case(path: Path, case: Mapping[str, object]) -> None:
     """JSON with two-space indents, and lists of numbers or strings kept on one line."""
     text = json.dumps(case, indent=2)
     text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
@@ -53,12 +54,14 @@ def write_case(path: Path, case: dict[str, object]) -> None:
 def main() -> None:
     digits = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(
-        digits.data.astype(np.float32), digits.target, test_size=0.25, random_state=SEED, stratify=digits.target
+        digits.data.astype(np.float32),
+        digits.target,
+        test_size=0.25,
+        random_state=SEED,
+        stratify=digits.target,
     )
     classifier = LogisticRegression(max_iter=5000, C=0.5, random_state=SEED).fit(x_train, y_train)
-    model = to_onnx(
-        classifier, x_train[:1], options={id(classifier): {"zipmap": False}}, target_opset=OPSET
-    )
+    model = to_onnx(classifier, x_train[:1], options={id(classifier): {"zipmap": False}}, target_opset=OPSET)
     WEIGHTS.write_bytes(model.SerializeToString())
     session = onnxruntime.InferenceSession(str(WEIGHTS), providers=["CPUExecutionProvider"])
     held_out_accuracy = float((session.run(["label"], {"X": x_test})[0] == y_test).mean())
@@ -83,7 +86,9 @@ def main() -> None:
         probabilities = session.run(["probabilities"], {"X": x_test[index : index + 1]})[0]
         case = {
             "description": f"held-out digit {label} (test-split index {index}), {side}x{side} PNG",
-            "inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "files": [f"images/{name}.png"]}],
+            "inputs": [
+                {"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "files": [f"images/{name}.png"]}
+            ],
             "outputs": [
                 {"name": "LABEL", "datatype": "INT64", "shape": [1, 1], "data": [label]},
                 {
@@ -120,7 +125,9 @@ def main() -> None:
         ],
     }
     write_case(CASES / "batch_of_three.json", case)
-    print(f"wrote {WEIGHTS.relative_to(MODEL_DIR)} and {len(chosen) + 1} cases under {CASES.relative_to(MODEL_DIR)}")
+    print(
+        f"wrote {WEIGHTS.relative_to(MODEL_DIR)} and {len(chosen) + 1} cases under {CASES.relative_to(MODEL_DIR)}"
+    )
 
 
 if __name__ == "__main__":

@@ -31,26 +31,28 @@ class Member:
 def tree_members(
     root: Path, prefix: str = "", keep: Callable[[str], bool] = lambda name: True
 ) -> Iterator[Member]:
-    """Members for everything under `root`, sorted, named `prefix/<relative path>`; `keep` filters paths."""
-    for directory, subdirs, files in os.walk(root):
-        relative_dir = Path(directory).relative_to(root).as_posix()
-        subdirs.sort()
-        for name in sorted(subdirs + files):
-            relative = name if relative_dir == "." else f"{relative_dir}/{name}"
-            if not keep(relative):
-                if name in subdirs:
-                    subdirs.remove(name)
-                continue
-            path = Path(directory) / name
-            arcname = f"{prefix}/{relative}" if prefix else relative
-            if path.is_symlink():
-                yield Member(arcname, "symlink", target=os.readlink(path))
-            elif path.is_dir():
-                yield Member(arcname, "dir")
-            else:
-                yield Member(
-                    arcname, "file", source=path, executable=bool(path.stat().st_mode & stat.S_IXUSR)
-                )
+    """Members for everything under `root`, depth first in name order, named `prefix/<relative path>`.
+
+    `keep` sees each relative path; a directory it rejects is skipped whole.
+    """
+    yield from _walk(root, "", prefix, keep)
+
+
+def _walk(root: Path, relative_dir: str, prefix: str, keep: Callable[[str], bool]) -> Iterator[Member]:
+    directory = root / relative_dir if relative_dir else root
+    for name in sorted(os.listdir(directory)):
+        relative = f"{relative_dir}/{name}" if relative_dir else name
+        if not keep(relative):
+            continue
+        path = directory / name
+        arcname = f"{prefix}/{relative}" if prefix else relative
+        if path.is_symlink():
+            yield Member(arcname, "symlink", target=os.readlink(path))
+        elif path.is_dir():
+            yield Member(arcname, "dir")
+            yield from _walk(root, relative, prefix, keep)
+        else:
+            yield Member(arcname, "file", source=path, executable=bool(path.stat().st_mode & stat.S_IXUSR))
 
 
 def write_tar_gz(out: Path, members: Iterable[Member]) -> None:

@@ -237,11 +237,7 @@ def ensure_environment(model: ModelDir, runtime: Runtime, progress: bool = True)
     """The model's environment for `runtime`, from the cache or built now."""
     started = time.monotonic()
     requirements = read_requirements(model.path / REQUIREMENTS_FILE, runtime)
-    interpreter = find_interpreter(runtime.python)
-    if interpreter.minor != runtime.python:
-        raise RequirementsError(
-            f"the stub of runtime {runtime.name!r} runs Python {runtime.python}, not {interpreter.minor}"
-        )
+    interpreter = find_interpreter(runtime.python)  # refuses any other minor than the stub's
     builder = BUILDERS[runtime.env_builder]
     key = environment_key(requirements, interpreter, runtime, builder.name)
     directory = cache_root() / "envs" / key[:24]

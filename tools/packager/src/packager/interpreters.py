@@ -64,17 +64,31 @@ def probe(path: Path) -> Interpreter | None:
 
 def find_interpreter(minor: str) -> Interpreter:
     """A CPython `minor` (such as "3.11") with a shared libpython: PACKAGER_PYTHON_<3_11>, pyenv, then PATH."""
-    override = os.environ.get(f"PACKAGER_PYTHON_{minor.replace('.', '_')}")
+    variable = f"PACKAGER_PYTHON_{minor.replace('.', '_')}"
+    override = os.environ.get(variable)
+    if override:
+        chosen = probe(Path(override))
+        if chosen is None or chosen.minor != minor or not chosen.has_shared_libpython:
+            if chosen is None:
+                what = "not a working CPython"
+            elif chosen.minor != minor:
+                what = f"CPython {chosen.minor}"
+            else:
+                what = "a CPython without a shared libpython"
+            raise EnvironmentFailure(
+                f"{variable}={override} is {what}; the target's python-backend stub runs CPython {minor} "
+                "with its shared libpython, and an environment built on another minor fails to load in Triton"
+            )
+        return chosen
     pyenv = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
-    candidates = [override] if override else []
-    candidates += sorted(glob.glob(f"{pyenv}/versions/{minor}.*/bin/python{minor}"), reverse=True)
+    candidates = sorted(glob.glob(f"{pyenv}/versions/{minor}.*/bin/python{minor}"), reverse=True)
     candidates += [shutil.which(f"python{minor}") or ""]
     for candidate in filter(None, candidates):
         interpreter = probe(Path(candidate))
         if interpreter is not None and interpreter.minor == minor and interpreter.has_shared_libpython:
             return interpreter
     raise EnvironmentFailure(
-        f"no CPython {minor} with a shared libpython found (looked at PACKAGER_PYTHON_{minor.replace('.', '_')}, "
-        f"{pyenv}/versions, PATH); the Triton python backend stub needs one: "
+        f"no CPython {minor} with a shared libpython found (looked in {pyenv}/versions and PATH; "
+        f"{variable} names one); the Triton python backend stub needs one: "
         f"install it (`pyenv install {minor}` or `apt-get install python{minor} libpython{minor}`)"
     )

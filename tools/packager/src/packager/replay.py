@@ -127,12 +127,12 @@ def compare(expected: Tensor, got: np.ndarray | None) -> list[str]:
 
 
 def _difference(expected: Tensor, got: np.ndarray, flat_index: int) -> str:
-    position = list(np.unravel_index(flat_index, got.shape))
+    position = [int(index) for index in np.unravel_index(flat_index, got.shape)]
     want, have = expected.data.reshape(-1)[flat_index], got.reshape(-1)[flat_index]
     if expected.datatype == "BYTES":
         return f"{position} expected {bytes(want)!r}, got {bytes(have)!r}"
     tolerance = f" {expected.tolerance}" if expected.tolerance.absolute or expected.tolerance.relative else ""
-    return f"{position} expected {want}{tolerance}, got {have}"
+    return f"{position} expected {str(want)}{tolerance}, got {str(have)}"  # str: numpy's shortest repr
 
 
 def _show(array: np.ndarray) -> str:

@@ -101,11 +101,11 @@ BUILD = """\
 # Triton python-backend steps: formatted by Pants, run inside the model's own environment.
 python_sources(name="steps", sources=["*/[0-9]*/*.py"], skip_mypy=True)
 
-# Everything Triton loads and the cases replay, for the tests' sandbox.
-files(name="model", sources=["**/*", "!BUILD", "!**/*.py", "!tests/*.py"])
+# Everything Triton loads and the cases replay, as data for the tests' sandbox.
+files(name="model", sources=["**/*", "!BUILD", "!tests/*.py"])
 
 # `./pants test models/{name}::` replays tests/cases/*.json through a real Triton.
-python_tests(name="tests", sources=["tests/test_*.py"], dependencies=[":model", ":steps"], timeout=900)
+python_tests(name="tests", sources=["tests/test_*.py"], dependencies=[":model"], timeout=900)
 """
 
 TEST = '''\

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -136,14 +137,14 @@ class Server:
         return self.process.poll() is None
 
     def log_excerpt(self, lines: int = 30) -> str:
-        """The last lines of the server log, without the CPU-only startup noise."""
+        """The last lines of the server log, without its options table and the CPU-only noise."""
         if not self.log_path.is_file():
             return "(no server log)"
         noise = ("CUDA", "NVML", "DCGM", "cuda", "GPU", "pinned memory", "unable to create stream")
         kept = [
             line
             for line in self.log_path.read_text(errors="replace").splitlines()
-            if not any(n in line for n in noise)
+            if line.strip() and not line.startswith(("+", "|")) and not any(word in line for word in noise)
         ]
         return "\n".join(f"  | {line}" for line in kept[-lines:]) or "  | (empty)"
 
@@ -176,7 +177,9 @@ class Server:
     def load(self, model: str, timeout: float = LOAD_TIMEOUT) -> None:
         """Load one model (explicit model control); raise ServerError with the log when it fails or hangs."""
         try:
-            status, body = self._request("POST", f"/v2/repository/models/{model}/load", timeout=timeout)
+            status, body = self._request(
+                "POST", f"/v2/repository/models/{urllib.parse.quote(model, safe='')}/load", timeout=timeout
+            )
         except (TimeoutError, socket.timeout, urllib.error.URLError) as error:
             if isinstance(error, urllib.error.URLError) and not isinstance(
                 error.reason, (TimeoutError, socket.timeout)
@@ -232,15 +235,14 @@ class LocalLauncher:
     @contextmanager
     def start(self, repository: Path, log_path: Path) -> Iterator[Server]:
         http, grpc, metrics = free_ports(3)
-        shm_prefix = f"packager_{os.getpid()}_{http}_"
+        prefix = shm_prefix(http)
         command = [
             str(self.install.binary),
             f"--model-repository={repository}",
             "--model-control-mode=explicit",
-            "--exit-on-error=false",
             f"--backend-directory={self.install.directory / 'backends'}",
             f"--cache-directory={self.install.directory / 'caches'}",
-            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+            f"--backend-config=python,shm-region-prefix-name={prefix}",
             "--http-address=127.0.0.1",
             "--grpc-address=127.0.0.1",
             "--metrics-address=127.0.0.1",
@@ -265,13 +267,18 @@ class LocalLauncher:
             server.wait_ready(self.ready_timeout)
             yield server
         finally:
-            stop_process_group(process, started, shm_prefix)
+            stop_process_group(process, started, prefix)
 
 
-def stop_process_group(process: subprocess.Popen[bytes], started: float, shm_prefix: str) -> None:
+def shm_prefix(http_port: int) -> str:
+    """The name prefix of the /dev/shm regions of the server this process runs on `http_port`."""
+    return f"packager_{os.getpid()}_{http_port}_"
+
+
+def stop_process_group(process: subprocess.Popen[bytes], started: float, regions: str) -> None:
     """Stop the server's whole process group, then remove its unpacked environments and shm regions."""
     group = process.pid
-    envs = _envs_in_use(_group_members(group))
+    envs = envs_in_use(group_members(group))
     _signal_group(group, signal.SIGTERM)
     try:
         process.wait(timeout=STOP_GRACE)
@@ -280,15 +287,15 @@ def stop_process_group(process: subprocess.Popen[bytes], started: float, shm_pre
     _signal_group(group, signal.SIGKILL)
     process.wait()
     deadline = time.monotonic() + STOP_GRACE
-    while _group_members(group) and time.monotonic() < deadline:
+    while group_members(group) and time.monotonic() < deadline:
         time.sleep(0.05)
-    in_use_elsewhere = _envs_in_use(_all_pids())
+    in_use_elsewhere = envs_in_use(_all_pids())
     for directory in glob.glob(TRITON_TMP_ENVS):
         path = Path(directory)
         mine = path in envs or _created_since(path, started)
         if mine and path not in in_use_elsewhere:
             shutil.rmtree(path, ignore_errors=True)
-    for region in SHM.glob(f"{shm_prefix}*"):
+    for region in SHM.glob(f"{regions}*"):
         region.unlink(missing_ok=True)
 
 
@@ -303,7 +310,7 @@ def _all_pids() -> list[int]:
     return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
 
 
-def _group_members(group: int) -> list[int]:
+def group_members(group: int) -> list[int]:
     members = []
     for pid in _all_pids():
         try:
@@ -314,7 +321,7 @@ def _group_members(group: int) -> list[int]:
     return members
 
 
-def _envs_in_use(pids: list[int]) -> set[Path]:
+def envs_in_use(pids: list[int]) -> set[Path]:
     """The /tmp/python_env_* directories these processes run in or hold files of."""
     found: set[Path] = set()
     for pid in pids:

@@ -1,0 +1,148 @@
+"""Execution environments: requirement normalization and refusals (fast), and real venv builds."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from packager.config import DEFAULT_RUNTIME, Constraint, Runtime
+from packager.discovery import ModelDir
+from packager.environments import (
+    RequirementsError,
+    _check_constraints,
+    _make_relocatable,
+    ensure_environment,
+    environment_key,
+    read_requirements,
+)
+from packager.errors import EnvironmentFailure
+from packager.interpreters import find_interpreter
+
+
+def _requirements(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "requirements.txt"
+    path.write_text(text)
+    return path
+
+
+def test_equivalent_files_normalize_to_the_same_requirements(tmp_path: Path) -> None:
+    one = read_requirements(
+        _requirements(tmp_path, "# env\nNumPy < 2  # pinned\n\nonnxruntime==1.32.0\n"), DEFAULT_RUNTIME
+    )
+    two = read_requirements(_requirements(tmp_path, "onnxruntime == 1.32.0\nnumpy<2\n"), DEFAULT_RUNTIME)
+    assert one == two == ["numpy<2", "onnxruntime==1.32.0"]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (
+            "numpy>=2",
+            "requirements.txt:2: numpy>=2 conflicts with numpy<2 on runtime 'local': Triton 2.51's python",
+        ),
+        ("numpy==2.1.0", "requirements.txt:2: numpy==2.1.0 conflicts with numpy<2"),
+        ("-e ./mylib", "requirements.txt:2: -e is not supported"),
+        ("mylib @ https://example.com/mylib.whl", "requirements.txt:2: URL requirements cannot be cached"),
+        ("not a requirement!", "requirements.txt:2: not a requirement"),
+    ],
+)
+def test_refusals_name_the_line(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(RequirementsError, match="requirements.txt:2") as error:
+        read_requirements(_requirements(tmp_path, f"pillow\n{line}\n"), DEFAULT_RUNTIME)
+    assert message in str(error.value)
+
+
+def test_numpy_below_2_is_fine(tmp_path: Path) -> None:
+    assert read_requirements(_requirements(tmp_path, "numpy>=1.20,<2\n"), DEFAULT_RUNTIME) == [
+        "numpy<2,>=1.20"
+    ]
+
+
+def test_key_covers_runtime_interpreter_and_builder() -> None:
+    interpreter = find_interpreter("3.11")
+    base = environment_key(["numpy<2"], interpreter, DEFAULT_RUNTIME, "venv")
+    other_runtime = Runtime("x", "2.51.0", "3.11", constraints=(Constraint("numpy<1.25", "test"),))
+    assert base == environment_key(["numpy<2"], interpreter, DEFAULT_RUNTIME, "venv")
+    assert base != environment_key(["numpy<2", "pillow"], interpreter, DEFAULT_RUNTIME, "venv")
+    assert base != environment_key(["numpy<2"], interpreter, other_runtime, "venv")
+    assert base != environment_key(["numpy<2"], interpreter, DEFAULT_RUNTIME, "conda")
+
+
+def test_installed_packages_are_checked_against_the_constraints(tmp_path: Path) -> None:
+    model = ModelDir(tmp_path)
+    _check_constraints(model, {"numpy": "1.26.4"}, DEFAULT_RUNTIME)
+    with pytest.raises(RequirementsError, match="got numpy 2.1.0, which breaks runtime 'local'"):
+        _check_constraints(model, {"numpy": "2.1.0"}, DEFAULT_RUNTIME)
+
+
+def test_relocation_drops_every_mention_of_the_build_directory(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text(f"home = /usr/bin\ncommand = /usr/bin/python3 -m venv {venv}\n")
+    (venv / "bin" / "activate").write_text(f'VIRTUAL_ENV="{venv}"\n')
+    (venv / "bin" / "activate.fish").write_text("")
+    (venv / "bin" / "tool").write_text(f"#!{venv}/bin/python3.11\nimport tool\n")
+    _make_relocatable(venv)
+    assert (venv / "pyvenv.cfg").read_text() == "home = /usr/bin\n"
+    assert str(venv) not in (venv / "bin" / "activate").read_text()
+    assert (venv / "bin" / "tool").read_text() == "#!/usr/bin/env python3.11\nimport tool\n"
+    assert not (venv / "bin" / "activate.fish").exists()
+
+
+def test_another_python_minor_than_the_stubs_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    pyenv = sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python3.12"))
+    other = str(pyenv[0]) if pyenv else shutil.which("python3.12")
+    assert other, "this test needs a CPython 3.12 (pyenv or PATH)"
+    monkeypatch.setenv("PACKAGER_PYTHON_3_11", other)
+    with pytest.raises(
+        EnvironmentFailure,
+        match=r"PACKAGER_PYTHON_3_11=.* is CPython 3.12; the target's python-backend stub runs CPython 3.11",
+    ):
+        find_interpreter("3.11")
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _model(path: Path, requirements: str) -> ModelDir:
+    path.mkdir(parents=True)
+    (path / "requirements.txt").write_text(requirements)
+    return ModelDir(path)
+
+
+def test_real_venv_build_is_cached_and_shared(tmp_path: Path, cache: Path) -> None:
+    first = ensure_environment(_model(tmp_path / "a", "packaging==24.2\n"), DEFAULT_RUNTIME, progress=False)
+    assert not first.cache_hit
+    assert first.tarball.is_file() and first.tarball.parent.parent == cache / "envs"
+    with tarfile.open(first.tarball) as tar:
+        names = tar.getnames()
+        activate = tar.extractfile("bin/activate").read().decode()  # type: ignore[union-attr]
+    assert "bin/python" in names and "lib/python3.11/site-packages/packaging/version.py" in names
+    assert not any("__pycache__" in name for name in names)
+    assert 'VIRTUAL_ENV="$(cd' in activate
+    assert first.metadata()["packages"] == {"packaging": "24.2"}
+    assert (first.unpacked / "bin" / "activate").is_file()
+
+    again = ensure_environment(ModelDir(tmp_path / "a"), DEFAULT_RUNTIME, progress=False)
+    assert again.cache_hit and again.key == first.key
+    same_requirements = ensure_environment(
+        _model(tmp_path / "b", "# same, written differently\npackaging == 24.2\n"),
+        DEFAULT_RUNTIME,
+        progress=False,
+    )
+    assert same_requirements.cache_hit and same_requirements.directory == first.directory
+
+
+def test_transitive_conflict_with_the_runtime_is_a_clear_error(tmp_path: Path, cache: Path) -> None:
+    # requests 2.32.3 needs urllib3>=1.21.1: no version satisfies both.
+    strict = Runtime("strict", "2.51.0", "3.11", constraints=(Constraint("urllib3<1", "a test constraint"),))
+    with pytest.raises(EnvironmentFailure, match="pip install failed") as error:
+        ensure_environment(_model(tmp_path / "m", "requests==2.32.3\n"), strict, progress=False)
+    assert "urllib3" in str(error.value)
+    assert not list((cache / "envs").glob("*/python_env.tar.gz")), "nothing half-built is cached"

@@ -1,0 +1,128 @@
+"""`packager replay`, `serve` and `new` end to end, through a real Triton server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from tests.conftest import RunPackager
+
+MODELS = Path(__file__).parent.parent / "models"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A monorepo holding a copy of the churn model (weights included)."""
+    (tmp_path / "pants.toml").write_text("")
+    shutil.copytree(
+        MODELS / "churn", tmp_path / "models" / "churn", ignore=shutil.ignore_patterns("python_env.tar.gz")
+    )
+    return tmp_path
+
+
+def test_wrong_expected_output_fails_with_a_readable_diff(run_packager: RunPackager, repo: Path) -> None:
+    case = repo / "models" / "churn" / "tests" / "cases" / "customer_1.json"
+    document = json.loads(case.read_text())
+    real = document["outputs"][0]["data"][0]
+    document["outputs"][0]["data"] = [0.5]
+    case.write_text(json.dumps(document))
+
+    result = run_packager("replay", "churn", "--junit-xml", "dist/replay.xml", cwd=repo)
+    assert result.returncode == 1, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert ["churn", "customer_1", "http", "FAIL"] == rows[
+        [r[:2] for r in rows].index(["churn", "customer_1"])
+    ][:4]
+    assert sum(1 for row in rows if row[3:4] == ["ok"]) == 8
+    diff = re.search(
+        r"churn customer_1 \[grpc\]: PROBABILITY: 1 of 1 values differ: \[0, 0\] expected 0.5 ±1e-05, got (\S+)",
+        result.stdout,
+    )
+    assert diff is not None and abs(float(diff.group(1)) - real) <= 1e-5
+    assert result.stderr.endswith("8 passed, 2 failed\n")
+    junit = ElementTree.parse(repo / "dist" / "replay.xml").getroot().find("testsuite")
+    assert junit is not None and (junit.get("tests"), junit.get("failures")) == ("10", "2")
+    assert not any(Path("/tmp").glob("packager-repo-churn-*")), "the staged repository is removed"
+
+
+def test_json_report_over_one_protocol(run_packager: RunPackager, repo: Path) -> None:
+    result = run_packager("replay", "--json", "--protocol", "grpc", "--env-mode", "packed", "churn", cwd=repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["passed"] is True
+    results = report["models"][0]["results"]
+    assert {item["protocol"] for item in results} == {"grpc"} and len(results) == 5
+
+
+def test_missing_weights_stop_before_triton_with_the_fixing_command(
+    run_packager: RunPackager, repo: Path
+) -> None:
+    (repo / "models" / "churn" / "churn" / "1" / "model.onnx").unlink()
+    result = run_packager("replay", "churn", cwd=repo)
+    assert result.returncode == 1
+    assert "models/churn/churn/1/model.onnx: missing (tracked by DVC): fetch it with `" in result.stdout
+    assert "pull models/churn/churn/1/model.onnx.dvc`" in result.stdout
+
+
+def test_new_model_replays_out_of_the_box(run_packager: RunPackager, tmp_path: Path) -> None:
+    (tmp_path / "pants.toml").write_text("")
+    (tmp_path / "models").mkdir()
+    created = run_packager("new", "fraud", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert run_packager("validate", "fraud", cwd=tmp_path).returncode == 0
+    replayed = run_packager("replay", "fraud", cwd=tmp_path)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert replayed.stderr.endswith("4 passed, 0 failed\n")
+
+
+def test_serve_prints_endpoints_answers_and_cleans_up_on_ctrl_c(repo: Path) -> None:
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "packager", "serve", "churn"],
+        cwd=repo,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C"):
+                break
+        endpoints = {line.split()[0]: line.split()[1] for line in lines if line.startswith("  ")}
+        assert endpoints["HTTP"].endswith("/v2/models/churn")
+        client = httpclient.InferenceServerClient(endpoints["HTTP"].removeprefix("http://").split("/")[0])
+        features = httpclient.InferInput("FEATURES", [1, 8], "FP32")
+        features.set_data_from_numpy(np.zeros((1, 8), dtype=np.float32))
+        probability = client.infer("churn", [features]).as_numpy("PROBABILITY")
+        client.close()
+        assert probability is not None and probability.shape == (1, 1) and 0.0 <= probability[0, 0] <= 1.0
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    assert process.returncode == 130
+    log = Path(endpoints["log"])
+    assert log.is_file()
+    survivors = subprocess.run(
+        ["pgrep", "-f", f"--model-repository=/tmp/packager-repo-churn-"], capture_output=True, text=True
+    )
+    own = [
+        pid
+        for pid in survivors.stdout.split()
+        if str(repo) in Path(f"/proc/{pid}/cmdline").read_text(errors="ignore")
+    ]
+    assert own == []

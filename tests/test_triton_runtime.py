@@ -1,0 +1,185 @@
+"""The local Triton launcher against a real server: start, load, fail, hang, crash; nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from packager.config import DEFAULT_RUNTIME
+from packager.environments import ensure_environment
+from packager.discovery import ModelDir
+from packager.triton_runtime import (
+    LocalLauncher,
+    Server,
+    ServerError,
+    envs_in_use,
+    group_members,
+    install_server,
+    shm_prefix,
+)
+
+CORPUS = Path(__file__).parent / "corpus"
+DOUBLER = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", (x * 2).astype(np.float32))]))
+        return out
+"""
+CONFIG = """backend: "python"
+max_batch_size: 4
+input [ { name: "X", data_type: TYPE_FP32, dims: [ 2 ] } ]
+output [ { name: "Y", data_type: TYPE_FP32, dims: [ 2 ] } ]
+"""
+
+
+@pytest.fixture(scope="module")
+def launcher() -> LocalLauncher:
+    return LocalLauncher(install_server(DEFAULT_RUNTIME, progress=False))
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Path:
+    (tmp_path / "repo" / "doubler" / "1").mkdir(parents=True)
+    (tmp_path / "repo" / "doubler" / "1" / "model.py").write_text(DOUBLER)
+    (tmp_path / "repo" / "doubler" / "config.pbtxt").write_text(CONFIG)
+    return tmp_path / "repo"
+
+
+class Leftovers:
+    """What one server owns while it runs, to check that none of it survives the server."""
+
+    def __init__(self, server: Server) -> None:
+        self.group = server.process.pid  # type: ignore[attr-defined]
+        self.prefix = shm_prefix(int(server.endpoints.http.rsplit(":", 1)[1]))
+        self.envs: set[Path] = set()
+
+    def snapshot(self) -> None:
+        self.envs |= envs_in_use(group_members(self.group))
+
+    def remaining(self) -> list[str]:
+        found = [f"process {pid}" for pid in group_members(self.group)]
+        found += [str(region) for region in Path("/dev/shm").glob(f"{self.prefix}*")]
+        return found + [str(env) for env in self.envs if env.exists()]
+
+
+def _infer(server: Server) -> np.ndarray:
+    client = httpclient.InferenceServerClient(server.endpoints.http)
+    try:
+        tensor = httpclient.InferInput("X", [1, 2], "FP32")
+        tensor.set_data_from_numpy(np.array([[1.5, -2.0]], dtype=np.float32))
+        result: np.ndarray = client.infer("doubler", [tensor]).as_numpy("Y")
+        return result
+    finally:
+        client.close()
+
+
+def test_start_load_infer_stop_leaves_nothing(
+    launcher: LocalLauncher, repository: Path, tmp_path: Path
+) -> None:
+    with launcher.start(repository, tmp_path / "triton.log") as server:
+        leftovers = Leftovers(server)
+        server.load("doubler")
+        assert _infer(server).tolist() == [[3.0, -4.0]]
+        assert list(Path("/dev/shm").glob(f"{leftovers.prefix}*")), "the python backend uses our shm prefix"
+        leftovers.snapshot()
+    assert not server.alive()
+    assert leftovers.remaining() == []
+
+
+def test_packed_environment_unpacked_by_triton_is_removed(
+    launcher: LocalLauncher, repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = ModelDir(tmp_path / "m")
+    model.path.mkdir()
+    (model.path / "requirements.txt").write_text("numpy<2\n")
+    environment = ensure_environment(model, DEFAULT_RUNTIME, progress=False)
+    shutil.copyfile(environment.tarball, repository / "doubler" / "python_env.tar.gz")
+    config = repository / "doubler" / "config.pbtxt"
+    config.write_text(
+        CONFIG
+        + 'parameters: { key: "EXECUTION_ENV_PATH" value: { string_value: "$$TRITON_MODEL_DIRECTORY/python_env.tar.gz" } }\n'
+    )
+    with launcher.start(repository, tmp_path / "triton.log") as server:
+        leftovers = Leftovers(server)
+        server.load("doubler")
+        assert _infer(server).tolist() == [[3.0, -4.0]]
+        leftovers.snapshot()
+        assert any(
+            str(env).startswith("/tmp/python_env_") for env in leftovers.envs
+        ), "Triton unpacked the env"
+    assert leftovers.remaining() == []
+
+
+def test_refused_load_carries_tritons_reason_and_log(launcher: LocalLauncher, tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    shutil.copytree(CORPUS / "bad" / "bad_dims", repository)
+    with launcher.start(repository, tmp_path / "triton.log") as server:
+        with pytest.raises(ServerError) as error:
+            server.load("scorer")
+    message = str(error.value)
+    assert message.startswith("Triton refused to load 'scorer': ")
+    assert "dimension must be integer >= 1" in message
+    assert "  | " in message, "the server log excerpt is attached"
+
+
+def test_hung_load_fails_within_its_timeout_and_leaves_nothing(
+    launcher: LocalLauncher, tmp_path: Path
+) -> None:
+    repository = tmp_path / "repo"
+    shutil.copytree(CORPUS / "bad" / "missing_model_py", repository)  # Triton 2.51 hangs loading this
+    with pytest.raises(ServerError, match=r"loading 'scorer' did not finish within 5 s \(a hung load\)"):
+        with launcher.start(repository, tmp_path / "triton.log") as server:
+            leftovers = Leftovers(server)
+            server.load("scorer", timeout=5)
+    assert leftovers.remaining() == []
+
+
+def test_crashed_server_is_reported_and_cleaned_up(
+    launcher: LocalLauncher, repository: Path, tmp_path: Path
+) -> None:
+    with launcher.start(repository, tmp_path / "triton.log") as server:
+        leftovers = Leftovers(server)
+        server.load("doubler")
+        leftovers.snapshot()
+        os.kill(leftovers.group, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while server.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not server.alive()
+        with pytest.raises(ServerError, match="Triton stopped answering while loading 'doubler'"):
+            server.load("doubler", timeout=5)
+    assert leftovers.remaining() == []
+
+
+def test_server_that_cannot_start_says_why(launcher: LocalLauncher, tmp_path: Path) -> None:
+    with pytest.raises(ServerError, match="Triton exited with status 1 while starting") as error:
+        with launcher.start(tmp_path / "no-such-repository", tmp_path / "triton.log"):
+            pass
+    assert "no-such-repository" in str(error.value)
+
+
+def test_interrupt_while_serving_still_cleans_up(
+    launcher: LocalLauncher, repository: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        with launcher.start(repository, tmp_path / "triton.log") as server:
+            leftovers = Leftovers(server)
+            server.load("doubler")
+            leftovers.snapshot()
+            raise KeyboardInterrupt
+    assert leftovers.remaining() == []

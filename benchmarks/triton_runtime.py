@@ -1,0 +1,167 @@
+"""Benchmarks of the local Triton runtime, each a ratio against a baseline measured in the same run.
+
+    ./pants run benchmarks/triton_runtime.py [env|start|load|batching]...
+
+1. environment build: cold (empty packager cache; pip's own download cache as the machine has it) vs a
+   cache hit;
+2. server start to ready (no models), against a full `packager replay churn` (start, load, 10 requests);
+3. loading the digits model (3 python steps) with the packed env tarball vs the cached unpacked env;
+4. churn replay throughput, 8 client processes sending single rows over gRPC, with vs without dynamic
+   batching (and the mean batch size Triton executed).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from packager.config import load_config
+from packager.discovery import ModelDir, find_repo_root
+from packager.environments import ensure_environment
+from packager.replay import replay_model
+from packager.serving import launched, prepare, staged_repository
+from packager.triton_runtime import LocalLauncher, install_server
+
+ROOT = find_repo_root(Path(__file__).parent) or Path.cwd()
+RUNTIME = load_config(ROOT).runtime()
+CHURN, DIGITS = ModelDir(ROOT / "models" / "churn"), ModelDir(ROOT / "models" / "digits")
+CLIENTS, SECONDS = 8, 5.0
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def row(name: str, baseline: tuple[str, float], measured: tuple[str, float], unit: str = "s") -> None:
+    ratio = baseline[1] / measured[1] if measured[1] else float("inf")
+    print(f"{name:<34} {baseline[0]:>22} {baseline[1]:>9.3f} {unit:<5} {measured[0]:>22} {measured[1]:>9.3f} {unit:<5} {ratio:>8.1f}x")
+
+
+@contextmanager
+def scratch_cache() -> Iterator[None]:
+    previous = os.environ.get("PACKAGER_CACHE")
+    with tempfile.TemporaryDirectory(prefix="packager-bench-cache-") as cache:
+        os.environ["PACKAGER_CACHE"] = cache
+        try:
+            yield
+        finally:
+            if previous is None:
+                del os.environ["PACKAGER_CACHE"]
+            else:
+                os.environ["PACKAGER_CACHE"] = previous
+
+
+def bench_env_build(log_dir: Path) -> None:
+    with scratch_cache():
+        cold = timed(lambda: ensure_environment(CHURN, RUNTIME, progress=False))
+        hits = [timed(lambda: ensure_environment(CHURN, RUNTIME, progress=False)) for _ in range(5)]
+    row("env build (churn)", ("cold", cold), ("cache hit (median of 5)", statistics.median(hits)))
+
+
+def bench_server_start(log_dir: Path) -> None:
+    launcher = LocalLauncher(install_server(RUNTIME, progress=False))
+    empty = Path(tempfile.mkdtemp(prefix="packager-bench-empty-"))
+    starts = []
+    for attempt in range(10):
+        started = time.perf_counter()
+        with launcher.start(empty, log_dir / f"start-{attempt}.log"):
+            starts.append(time.perf_counter() - started)
+    replay = timed(lambda: replay_model(CHURN, RUNTIME, log_dir / "replay.log", progress=False))
+    row("server start to ready", ("replay churn (all)", replay), ("start (median of 10)", statistics.median(starts)))
+
+
+def bench_load_modes(log_dir: Path) -> None:
+    report, environment = prepare(DIGITS, RUNTIME, progress=False)
+    launcher = LocalLauncher(install_server(RUNTIME, progress=False))
+    seconds: dict[str, list[float]] = {"packed": [], "unpacked": []}
+    for attempt in range(3):
+        for mode in seconds:
+            with staged_repository(report, environment, mode) as repository:
+                with launcher.start(repository, log_dir / f"load-{mode}-{attempt}.log") as server:
+                    seconds[mode].append(sum(timed(lambda: server.load(name)) for name in sorted(report.triton_models)))
+    row(
+        "load digits (3 steps + ensemble)",
+        ("packed tarball", statistics.median(seconds["packed"])),
+        ("unpacked cached env", statistics.median(seconds["unpacked"])),
+    )
+
+
+def _client(endpoint: str, rows: np.ndarray, seconds: float) -> int:
+    """One client process: single-row requests, back to back, for `seconds`; returns how many."""
+    connection = grpcclient.InferenceServerClient(endpoint)
+    features = grpcclient.InferInput("FEATURES", [1, 8], "FP32")
+    count, deadline = 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        features.set_data_from_numpy(rows[count % len(rows)][None, :])
+        connection.infer("churn", [features])
+        count += 1
+    connection.close()
+    return count
+
+
+def throughput(endpoint: str, rows: np.ndarray, seconds: float = SECONDS) -> tuple[float, float]:
+    """Requests per second from CLIENTS processes, and the mean batch size Triton executed."""
+    before = _counts(endpoint)
+    with multiprocessing.get_context("spawn").Pool(CLIENTS) as pool:
+        counts = pool.starmap(_client, [(endpoint, rows, seconds)] * CLIENTS)
+    inferences, executions = (after - previous for after, previous in zip(_counts(endpoint), before))
+    return sum(counts) / seconds, inferences / max(executions, 1)
+
+
+def _counts(endpoint: str) -> tuple[int, int]:
+    client = grpcclient.InferenceServerClient(endpoint)
+    stats = client.get_inference_statistics("churn", as_json=True)["model_stats"][0]
+    client.close()
+    return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+
+def bench_dynamic_batching(log_dir: Path) -> None:
+    report, environment = prepare(CHURN, RUNTIME, progress=False)
+    rows = np.random.default_rng(0).normal(size=(256, 8)).astype(np.float32)
+    rates: dict[bool, tuple[float, float]] = {}
+    for batching in (True, False):
+        with launched(report, environment, RUNTIME, log_dir / f"throughput-{batching}.log") as served:
+            if not batching:
+                config = served.repository / "churn" / "config.pbtxt"
+                text = re.sub(r"dynamic_batching \{[^}]*\}", "", config.read_text())
+                config.unlink()  # a hard link to the model directory's file: replace it, never write through
+                config.write_text(text)
+                served.server.load("churn")  # reload without the batcher
+            throughput(served.server.endpoints.grpc, rows[:16], seconds=1.0)  # warm up
+            rates[batching] = throughput(served.server.endpoints.grpc, rows)
+    (plain, _), (batched, batch_size) = rates[False], rates[True]
+    print(
+        f"{'churn replay, ' + str(CLIENTS) + ' client processes':<34} {'without batching':>22} {plain:>9.1f} {'req/s':<5} "
+        f"{'dynamic batching':>22} {batched:>9.1f} {'req/s':<5} {batched / plain:>8.1f}x"
+        f"   (mean executed batch {batch_size:.1f})"
+    )
+
+
+BENCHMARKS = {"env": bench_env_build, "start": bench_server_start, "load": bench_load_modes, "batching": bench_dynamic_batching}
+
+
+def main() -> None:
+    chosen = sys.argv[1:] or list(BENCHMARKS)
+    print(f"runtime {RUNTIME.name} (Triton {RUNTIME.triton_version}), {os.cpu_count()} CPUs")
+    print(f"{'benchmark':<34} {'baseline':>22} {'':>15} {'measured':>22} {'':>15} {'ratio':>9}")
+    log_dir = Path(tempfile.mkdtemp(prefix="packager-bench-logs-"))
+    for name in chosen:
+        BENCHMARKS[name](log_dir)
+    print(f"(server logs: {log_dir})")
+
+
+if __name__ == "__main__":
+    main()

@@ -47,7 +47,9 @@ def timed(action: Callable[[], object]) -> float:
 
 def row(name: str, baseline: tuple[str, float], measured: tuple[str, float], unit: str = "s") -> None:
     ratio = baseline[1] / measured[1] if measured[1] else float("inf")
-    print(f"{name:<34} {baseline[0]:>22} {baseline[1]:>9.3f} {unit:<5} {measured[0]:>22} {measured[1]:>9.3f} {unit:<5} {ratio:>8.1f}x")
+    print(
+        f"{name:<34} {baseline[0]:>22} {baseline[1]:>9.3f} {unit:<5} {measured[0]:>22} {measured[1]:>9.3f} {unit:<5} {ratio:>8.1f}x"
+    )
 
 
 @contextmanager
@@ -80,7 +82,11 @@ def bench_server_start(log_dir: Path) -> None:
         with launcher.start(empty, log_dir / f"start-{attempt}.log"):
             starts.append(time.perf_counter() - started)
     replay = timed(lambda: replay_model(CHURN, RUNTIME, log_dir / "replay.log", progress=False))
-    row("server start to ready", ("replay churn (all)", replay), ("start (median of 10)", statistics.median(starts)))
+    row(
+        "server start to ready",
+        ("replay churn (all)", replay),
+        ("start (median of 10)", statistics.median(starts)),
+    )
 
 
 def bench_load_modes(log_dir: Path) -> None:
@@ -91,7 +97,9 @@ def bench_load_modes(log_dir: Path) -> None:
         for mode in seconds:
             with staged_repository(report, environment, mode) as repository:
                 with launcher.start(repository, log_dir / f"load-{mode}-{attempt}.log") as server:
-                    seconds[mode].append(sum(timed(lambda: server.load(name)) for name in sorted(report.triton_models)))
+                    seconds[mode].append(
+                        sum(timed(lambda: server.load(name)) for name in sorted(report.triton_models))
+                    )
     row(
         "load digits (3 steps + ensemble)",
         ("packed tarball", statistics.median(seconds["packed"])),
@@ -150,7 +158,12 @@ def bench_dynamic_batching(log_dir: Path) -> None:
     )
 
 
-BENCHMARKS = {"env": bench_env_build, "start": bench_server_start, "load": bench_load_modes, "batching": bench_dynamic_batching}
+BENCHMARKS = {
+    "env": bench_env_build,
+    "start": bench_server_start,
+    "load": bench_load_modes,
+    "batching": bench_dynamic_batching,
+}
 
 
 def main() -> None:

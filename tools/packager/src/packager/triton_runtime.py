@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -67,7 +68,11 @@ def install_server(runtime: Runtime, progress: bool = True) -> ServerInstall:
         with locked(directory):
             if not (directory / "installed.json").is_file():
                 if progress:
-                    print(f"installing Triton from {runtime.server_package} into {directory}", flush=True)
+                    print(
+                        f"installing Triton from {runtime.server_package} into {directory}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 _install(runtime, interpreter, directory)
     return _server_install(directory, interpreter)
 

@@ -20,6 +20,7 @@ from packager.triton_runtime import (
     LocalLauncher,
     Server,
     ServerError,
+    ServerStartError,
     envs_in_use,
     group_members,
     install_server,
@@ -167,7 +168,7 @@ def test_crashed_server_is_reported_and_cleaned_up(
 
 
 def test_server_that_cannot_start_says_why(launcher: LocalLauncher, tmp_path: Path) -> None:
-    with pytest.raises(ServerError, match="Triton exited with status 1 while starting") as error:
+    with pytest.raises(ServerStartError, match="Triton exited with status 1 while starting") as error:
         with launcher.start(tmp_path / "no-such-repository", tmp_path / "triton.log"):
             pass
     assert "no-such-repository" in str(error.value)

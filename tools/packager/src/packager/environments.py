@@ -11,7 +11,6 @@ import hashlib
 import importlib.metadata
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from packager.discovery import ModelDir
 from packager.errors import EnvironmentFailure, PackagerError
 from packager.interpreters import Interpreter, find_interpreter
 from packager.model_config import TritonModel
+from packager.subprocesses import run_tool
 from packager.validation.configs import ENV_PATH_PARAMETER, MODEL_DIRECTORY_VARIABLE
 
 REQUIREMENTS_FILE = "requirements.txt"
@@ -92,13 +92,13 @@ class VenvBuilder:
     def build(
         self, requirements: Path, constraints: Path, interpreter: Interpreter, destination: Path
     ) -> None:
-        _run(
+        run_tool(
             [str(interpreter.path), "-m", "venv", "--without-pip", str(destination)],
             "creating the virtualenv",
         )
         pip = [str(interpreter.path), "-m", "pip", "--python", str(destination / "bin" / "python")]
         options = ["--disable-pip-version-check", "--no-compile", "--no-input"]
-        _run([*pip, "install", *options, "-r", str(requirements), "-c", str(constraints)], "pip install")
+        run_tool([*pip, "install", *options, "-r", str(requirements), "-c", str(constraints)], "pip install")
         _make_relocatable(destination)
 
 
@@ -136,7 +136,7 @@ class CondaBuilder:
             )
         with tempfile.TemporaryDirectory(prefix="packager-conda-") as scratch:
             prefix, packed = Path(scratch) / "env", Path(scratch) / "env.tar.gz"
-            _run(
+            run_tool(
                 [conda, "create", "--yes", "--prefix", str(prefix), f"python={interpreter.minor}", "pip"],
                 "conda create",
             )
@@ -148,20 +148,15 @@ class CondaBuilder:
                 "--no-compile",
                 "--disable-pip-version-check",
             ]
-            _run([*pip, "-r", str(requirements), "-c", str(constraints)], "pip install")
-            _run(["conda-pack", "--prefix", str(prefix), "--output", str(packed), "--quiet"], "conda-pack")
+            run_tool([*pip, "-r", str(requirements), "-c", str(constraints)], "pip install")
+            run_tool(
+                ["conda-pack", "--prefix", str(prefix), "--output", str(packed), "--quiet"], "conda-pack"
+            )
             destination.mkdir()
             extract(packed, destination, absolute_symlinks=True)
 
 
 BUILDERS: dict[str, EnvBuilder] = {"venv": VenvBuilder(), "conda": CondaBuilder()}
-
-
-def _run(command: list[str], what: str) -> None:
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
-        raise EnvironmentFailure(f"{what} failed (exit {result.returncode}):\n{output}")
 
 
 def read_requirements(path: Path, runtime: Runtime) -> list[str]:

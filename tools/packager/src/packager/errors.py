@@ -18,10 +18,6 @@ class PackagerError(Exception):
     exit_code = ExitCode.MODEL_ERROR
 
 
-class ModelError(PackagerError):
-    """The model directories or their inputs are wrong."""
-
-
 class UsageError(PackagerError):
     """The command was called wrongly (unknown model name, path without models, ...)."""
 

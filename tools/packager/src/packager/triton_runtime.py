@@ -29,6 +29,7 @@ from packager.cache import building, cache_root, locked
 from packager.config import Runtime
 from packager.errors import EnvironmentFailure, PackagerError
 from packager.interpreters import Interpreter, find_interpreter
+from packager.subprocesses import run_tool
 
 READY_TIMEOUT = 30.0
 LOAD_TIMEOUT = 120.0
@@ -40,7 +41,11 @@ FORMAT = 1
 
 
 class ServerError(PackagerError):
-    """The server did not start, or a model did not load; the message holds the server's log excerpt."""
+    """A model did not load (refused, hung, or the server died); the message quotes the server log."""
+
+
+class ServerStartError(EnvironmentFailure):
+    """The server did not start; the message quotes its log."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +100,7 @@ def _install(runtime: Runtime, interpreter: Interpreter, directory: Path) -> Non
              runtime.server_package, "-c", str(constraints)],
         ]  # fmt: skip
         for command in commands:
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0:
-                tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
-                raise EnvironmentFailure(f"installing {runtime.server_package} failed:\n{tail}")
+            run_tool(command, f"installing {runtime.server_package}")
         install = _server_install(scratch, interpreter)
         stub = install.directory / "python_backend_stubs" / interpreter.minor / "triton_python_backend_stub"
         if not stub.is_file():
@@ -164,11 +166,11 @@ class Server:
             return error.code, error.read().decode(errors="replace")
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        """Return once the server answers ready; raise ServerError (with its log) if it exits or times out."""
+        """Return once the server answers ready; raise ServerStartError (quoting its log) if it exits or stalls."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise ServerError(
+                raise ServerStartError(
                     f"Triton exited with status {self.process.poll()} while starting:\n{self.log_excerpt()}"
                 )
             try:
@@ -177,7 +179,7 @@ class Server:
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.02)
-        raise ServerError(f"Triton was not ready after {timeout:.0f} s:\n{self.log_excerpt()}")
+        raise ServerStartError(f"Triton was not ready after {timeout:.0f} s:\n{self.log_excerpt()}")
 
     def load(self, model: str, timeout: float = LOAD_TIMEOUT) -> None:
         """Load one model (explicit model control); raise ServerError with the log when it fails or hangs."""

@@ -9,7 +9,6 @@ import hashlib
 import os
 import shlex
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import yaml
 from packager.diagnostics import Diagnostic, display_path
 from packager.discovery import ModelDir
 from packager.errors import EnvironmentFailure
+from packager.subprocesses import run_tool
 
 DVC_COMMAND_VARIABLE = "PACKAGER_DVC"
 
@@ -115,7 +115,4 @@ def pull(models: list[ModelDir], remote: str | None = None) -> None:
     if not targets:
         return
     command = [*dvc_command(), "pull", *(["--remote", remote] if remote else []), *targets]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=models[0].path)
-    if result.returncode != 0:
-        output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
-        raise EnvironmentFailure(f"`{shlex.join(command)}` failed (exit {result.returncode}):\n{output}")
+    run_tool(command, f"`{shlex.join(command)}`", cwd=models[0].path)

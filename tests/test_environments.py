@@ -146,3 +146,21 @@ def test_transitive_conflict_with_the_runtime_is_a_clear_error(tmp_path: Path, c
         ensure_environment(_model(tmp_path / "m", "requests==2.32.3\n"), strict, progress=False)
     assert "urllib3" in str(error.value)
     assert not list((cache / "envs").glob("*/python_env.tar.gz")), "nothing half-built is cached"
+
+
+CONDA = next((tool for tool in ("micromamba", "mamba", "conda") if shutil.which(tool)), None)
+
+
+@pytest.mark.skipif(
+    CONDA is None or not shutil.which("conda-pack"),
+    reason="conda (or mamba) and conda-pack are not installed",
+)
+def test_real_conda_build(tmp_path: Path, cache: Path) -> None:
+    conda_runtime = Runtime(
+        "conda", "2.51.0", "3.11", env_builder="conda", constraints=DEFAULT_RUNTIME.constraints
+    )
+    environment = ensure_environment(
+        _model(tmp_path / "c", "packaging==24.2\n"), conda_runtime, progress=False
+    )
+    assert (environment.unpacked / "bin" / "activate").is_file()
+    assert environment.metadata()["packages"]["packaging"] == "24.2"

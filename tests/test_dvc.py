@@ -18,7 +18,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from packager.triton_runtime import free_ports
-from packager.weights import file_md5
+from packager.archives import file_digest
 from tests.conftest import RunPackager
 
 REPO = Path(__file__).parent.parent
@@ -98,8 +98,8 @@ def test_fresh_clone_pulls_example_weights_from_the_default_remote(
 ) -> None:
     churn, digits = _forget_weights(clone)
     _pull(run_packager, clone)
-    assert file_md5(churn) == "2db8a36e9b9716dda4ee5faedb5a6d59"
-    assert file_md5(digits) == "52d6672a3dfc15b3aad2d6470e5087c1"
+    assert file_digest(churn, "md5") == "2db8a36e9b9716dda4ee5faedb5a6d59"
+    assert file_digest(digits, "md5") == "52d6672a3dfc15b3aad2d6470e5087c1"
 
 
 def test_pull_fetches_only_the_named_models_weights_from_s3(
@@ -118,5 +118,5 @@ def test_pull_fetches_only_the_named_models_weights_from_s3(
     shutil.rmtree(clone / "dvc-store")  # nothing can come from the in-repository remote now
     churn, digits = _forget_weights(clone)
     _pull(run_packager, clone, "churn", "--remote", "s3")
-    assert file_md5(churn) == "2db8a36e9b9716dda4ee5faedb5a6d59"
+    assert file_digest(churn, "md5") == "2db8a36e9b9716dda4ee5faedb5a6d59"
     assert not digits.exists(), "only the weights of the models being processed are pulled"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -12,16 +13,27 @@ from typing import BinaryIO, Callable, Iterable, Iterator, cast
 
 from isal import igzip
 
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 # ISA-L level 3: about ten times faster than zlib level 6 here, for about 10% more bytes.
 COMPRESS_LEVEL = 3
 
 
 @dataclass(frozen=True)
 class Member:
-    """One archive entry: a directory, a symlink, or a file read from `source` or given as `data`."""
+    """One archive entry: a directory, a symlink, a hard link to an earlier member, or a file read from
+    `source` or given as `data`."""
 
     name: str
-    kind: str  # "dir", "file" or "symlink"
+    kind: str  # "dir", "file", "symlink" or "hardlink"
     source: Path | None = None
     data: bytes | None = None
     executable: bool = False
@@ -85,6 +97,10 @@ def _add(tar: tarfile.TarFile, member: Member) -> None:
         tar.addfile(info)
     elif member.kind == "symlink":
         info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, member.target
+        tar.addfile(info)
+    elif member.kind == "hardlink":
+        info.type, info.linkname = tarfile.LNKTYPE, member.target
+        info.mode = 0o755 if member.executable else 0o644
         tar.addfile(info)
     else:
         info.mode = 0o755 if member.executable else 0o644

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import tempfile
+from urllib.parse import urlparse
 import time
 import traceback
 from dataclasses import dataclass
@@ -21,9 +22,16 @@ from packager.config import Config, Runtime, load_config
 from packager.discovery import ModelDir, discover_models, find_repo_root
 from packager.environments import ensure_environment, env_path, place
 from packager.errors import ExitCode, PackagerError
+from packager.artifacts import build_artifact, load_artifact, verify_artifact
+from packager.pipeline import PushPlan, push_model
+from packager.provenance import head_commit
+from packager.publishing import store_uris
+from packager.releases import history, promote, released_models, rollback
 from packager.reports import replay_table, summary, table, write_junit
-from packager.replay import PROTOCOLS, replay_model
+from packager.replay import PROTOCOLS, replay_artifact, replay_model
 from packager.scaffold import scaffold
+from packager.signing import generate
+from packager.stores import S3Store, Store, open_store
 from packager.serving import ENV_MODES, NotServable, launched, prepare
 from packager.validation import validate_models
 from packager.weights import check_weights, pull
@@ -61,6 +69,17 @@ class Workspace:
 
     def runtime(self, name: str | None) -> Runtime:
         return self.config.runtime(name)
+
+    def public_key(self, given: Path | None) -> Path | None:
+        """The key signatures are verified with: --public-key / PACKAGER_VERIFY_KEY, else packager.toml."""
+        if given is not None:
+            return given
+        if self.config.public_key is None:
+            return None
+        return (self.root or Path.cwd()) / self.config.public_key
+
+    def dist(self) -> Path:
+        return (self.root or Path.cwd()) / "dist"
 
     def log_dir(self) -> Path:
         """Where server logs go: dist/logs in the monorepo, else a temporary directory."""
@@ -207,6 +226,11 @@ def serve(workspace: Workspace, model: str, runtime: str | None, env_mode: str) 
 @click.option(
     "--junit-xml", type=click.Path(dir_okay=False, path_type=Path), help="Also write a JUnit XML report here."
 )
+@click.option(
+    "--artifact",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Serve the model repository inside this built artifact (exactly what ships) with the model's cases.",
+)
 @JSON_OPTION
 @pass_workspace
 def replay(
@@ -216,29 +240,31 @@ def replay(
     env_mode: str,
     protocols: tuple[str, ...],
     junit_xml: Path | None,
+    artifact: Path | None,
     as_json: bool,
 ) -> ExitCode:
     """Replay each model's test cases through a real Triton, over HTTP and gRPC, and compare outputs.
 
     For each model: validate, check weights, build or reuse the environment, start Triton, load every
-    Triton model, send every case in tests/cases/, compare within each output's tolerance.
+    Triton model, send every case in tests/cases/, compare within each output's tolerance. With
+    --artifact, Triton serves the (safely unpacked) artifact instead, packed environments included.
     """
     target = workspace.runtime(runtime)
     log_dir = workspace.log_dir()
     replays = []
-    for model in workspace.models(models):
+    if artifact is not None:
+        chosen = workspace.models(models or (str(load_artifact(artifact).manifest["model"]),))
+        if len(chosen) != 1:
+            raise click.UsageError("--artifact replays one model's cases: name that one model")
+        if not as_json:
+            click.echo(f"replaying {artifact} with the cases of {chosen[0].name} ...", err=True)
+        log = log_dir / f"{chosen[0].name}-artifact.log"
+        replays.append(replay_artifact(artifact, chosen[0], target, log, protocols or PROTOCOLS, not as_json))
+    for model in workspace.models(models) if artifact is None else []:
         if not as_json:
             click.echo(f"replaying {model.name} on runtime {target.name} ...", err=True)
-        replays.append(
-            replay_model(
-                model,
-                target,
-                log_dir / f"{model.name}-replay.log",
-                env_mode,
-                protocols or PROTOCOLS,
-                not as_json,
-            )
-        )
+        log = log_dir / f"{model.name}-replay.log"
+        replays.append(replay_model(model, target, log, env_mode, protocols or PROTOCOLS, not as_json))
     if junit_xml is not None:
         write_junit(replays, junit_xml)
     if as_json:
@@ -287,6 +313,324 @@ def new(workspace: Workspace, name: str, models_dir: Path | None) -> ExitCode:
         raise click.UsageError("not inside a model monorepo: give --models-dir")
     created = scaffold(parent, name)
     click.echo(f"created {created}; next: packager validate {name} && packager replay {name}")
+    return ExitCode.OK
+
+
+SIGN_KEY_OPTION = click.option(
+    "--sign-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="PACKAGER_SIGNING_KEY",
+    help="Sign the manifest with this Ed25519 private key (PEM; env PACKAGER_SIGNING_KEY).",
+)
+PUBLIC_KEY_OPTION = click.option(
+    "--public-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="PACKAGER_VERIFY_KEY",
+    help="Verify signatures with this Ed25519 public key (env PACKAGER_VERIFY_KEY; default: packager.toml [signing]).",
+)
+STAGING_OPTION = click.option(
+    "--staging", help="Staging store URI (env PACKAGER_STAGING_URI; default: packager.toml)."
+)
+PRODUCTION_OPTION = click.option(
+    "--production", help="Production store URI (env PACKAGER_PRODUCTION_URI; default: packager.toml)."
+)
+
+
+@cli.command(epilog=EXIT_CODES)
+@MODELS_ARGUMENT
+@RUNTIME_OPTION
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the archives (default: dist/).",
+)
+@SIGN_KEY_OPTION
+@JSON_OPTION
+@pass_workspace
+def build(
+    workspace: Workspace,
+    models: tuple[str, ...],
+    runtime: str | None,
+    out: Path | None,
+    sign_key: Path | None,
+    as_json: bool,
+) -> ExitCode:
+    """Build <model>_<version>.tar.gz for each model: its Triton models at the archive root, the packed
+    environment in every python step, the weights, and a manifest with the sha256 of every file.
+    Byte-reproducible: the same sources, weights and environment give the same sha256."""
+    target = workspace.runtime(runtime)
+    rows, records = [], []
+    for model in workspace.models(models):
+        started = time.monotonic()
+        report, environment = prepare(model, target)
+        artifact = build_artifact(report, target, environment, out or workspace.dist(), sign_key)
+        seconds = time.monotonic() - started
+        size = artifact.path.stat().st_size
+        rows.append(
+            [
+                model.name,
+                str(artifact.version),
+                str(artifact.path),
+                f"{size / 1e6:.1f} MB",
+                artifact.sha256[:12],
+                f"{seconds:.2f}",
+            ]
+        )
+        records.append(
+            {
+                "model": model.name,
+                "version": artifact.version,
+                "path": str(artifact.path),
+                "bytes": size,
+                "sha256": artifact.sha256,
+            }
+        )
+    if as_json:
+        _echo_json({"artifacts": records})
+    else:
+        click.echo(table(rows, ["model", "version", "artifact", "size", "sha256", "seconds"]))
+    return ExitCode.OK
+
+
+@cli.command(epilog=EXIT_CODES)
+@MODELS_ARGUMENT
+@click.option(
+    "--branch", required=True, help="The branch being pushed: production branches publish to production."
+)
+@click.option("--commit", help="The commit being pushed (default: git HEAD).")
+@RUNTIME_OPTION
+@STAGING_OPTION
+@PRODUCTION_OPTION
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the archives (default: dist/).",
+)
+@SIGN_KEY_OPTION
+@JSON_OPTION
+@pass_workspace
+def push(
+    workspace: Workspace,
+    models: tuple[str, ...],
+    branch: str,
+    commit: str | None,
+    runtime: str | None,
+    staging: str | None,
+    production: str | None,
+    out: Path | None,
+    sign_key: Path | None,
+    as_json: bool,
+) -> ExitCode:
+    """Validate, build the environment, build the artifact, replay the built artifact through Triton, and
+    publish it: production branches (packager.toml, default main) to <production>/<model>_<version>.tar.gz,
+    any other branch to <staging>/<branch>/<commit12>/<model>_<version>.tar.gz.
+
+    Only an artifact whose replay passed in this run is published. A published key never changes: the same
+    bytes again are a no-op, other bytes are refused (bump model_version.txt).
+    """
+    commit = commit or head_commit(workspace.root or Path.cwd())
+    if not commit:
+        raise click.UsageError("not in a git checkout: give --commit")
+    plan = PushPlan(
+        config=workspace.config,
+        root=workspace.root,
+        runtime=workspace.runtime(runtime),
+        branch=branch,
+        commit=commit,
+        uris=store_uris(workspace.config.stores, staging, production),
+        out_dir=out or workspace.dist(),
+        log_dir=workspace.log_dir(),
+        signing_key=sign_key,
+        progress=not as_json,
+    )
+    results = [push_model(model, plan) for model in workspace.models(models)]
+    if as_json:
+        _echo_json(
+            {
+                "branch": branch,
+                "commit": commit,
+                "ok": all(r.ok for r in results),
+                "models": [r.to_json() for r in results],
+            }
+        )
+    else:
+        rows = []
+        for result in results:
+            outcome = result.published.outcome if result.published else "NOT PUBLISHED"
+            where = result.published.destination.uri if result.published else (result.error or "")
+            version = str(result.artifact.version) if result.artifact else "-"
+            rows.append([result.model, version, outcome, where])
+        click.echo(table(rows, ["model", "version", "outcome", "where"]))
+        for result in results:
+            if result.replay is not None and not result.replay.passed:
+                click.echo("\n" + replay_table([result.replay]))
+    codes = [result.error_code for result in results if not result.ok]
+    if ExitCode.ENVIRONMENT_ERROR in codes:
+        return ExitCode.ENVIRONMENT_ERROR
+    return ExitCode.MODEL_ERROR if codes else ExitCode.OK
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.argument("model", required=False)
+@PRODUCTION_OPTION
+@JSON_OPTION
+@pass_workspace
+def releases(workspace: Workspace, model: str | None, production: str | None, as_json: bool) -> ExitCode:
+    """The release history of one model, or of every released model: what was in production, and when."""
+    store = open_store(store_uris(workspace.config.stores, production=production)[1], workspace.root)
+    names = [model] if model else released_models(store)
+    documents = {name: history(store, name) for name in names}
+    if model and not documents[model]:
+        raise click.UsageError(f"{model} has no releases in {store.uri}")
+    if as_json:
+        _echo_json({name: [entry.__dict__ for entry in entries] for name, entries in documents.items()})
+        return ExitCode.OK
+    rows = []
+    for name, entries in documents.items():
+        for index, entry in enumerate(entries):
+            marker = "*" if index == len(entries) - 1 else ""
+            rows.append(
+                [
+                    name,
+                    f"{entry.version}{marker}",
+                    entry.action,
+                    entry.sha256[:12],
+                    entry.commit[:12],
+                    entry.time,
+                    entry.actor,
+                    entry.pipeline,
+                    entry.note,
+                ]
+            )
+    click.echo(
+        table(rows, ["model", "version", "action", "sha256", "commit", "time", "actor", "pipeline", "note"])
+    )
+    click.echo("* current", err=True)
+    return ExitCode.OK
+
+
+@cli.command(name="promote", epilog=EXIT_CODES)
+@click.argument("model")
+@click.argument("version", type=int)
+@click.option("--from-commit", required=True, help="The commit whose staged (tested) artifact to promote.")
+@STAGING_OPTION
+@PRODUCTION_OPTION
+@PUBLIC_KEY_OPTION
+@pass_workspace
+def promote_command(
+    workspace: Workspace,
+    model: str,
+    version: int,
+    from_commit: str,
+    staging: str | None,
+    production: str | None,
+    public_key: Path | None,
+) -> ExitCode:
+    """Copy the exact staged artifact of a commit into production (server-side; no rebuild), after checking
+    its digest and manifest (and signature, when a public key is configured), and record the release."""
+    staging_uri, production_uri = store_uris(workspace.config.stores, staging, production)
+    entry, source = promote(
+        open_store(staging_uri, workspace.root),
+        open_store(production_uri, workspace.root),
+        model,
+        version,
+        from_commit,
+        workspace.public_key(public_key),
+    )
+    if entry is None:
+        click.echo(f"{model} {version} from {source} is already in production (same bytes); nothing to do")
+    else:
+        click.echo(
+            f"promoted {source} -> {production_uri.rstrip('/')}/{entry.key} (sha256 {entry.sha256[:12]}); {model} is now at {version}"
+        )
+    return ExitCode.OK
+
+
+@cli.command(name="rollback", epilog=EXIT_CODES)
+@click.argument("model")
+@click.option(
+    "--to", "to_version", type=int, help="The version to go back to (default: the one before the current)."
+)
+@PRODUCTION_OPTION
+@pass_workspace
+def rollback_command(
+    workspace: Workspace, model: str, to_version: int | None, production: str | None
+) -> ExitCode:
+    """Move a model's "current" pointer back to an earlier published version; the history grows by one entry."""
+    store = open_store(store_uris(workspace.config.stores, production=production)[1], workspace.root)
+    entry = rollback(store, model, to_version)
+    click.echo(f"{model} is now at version {entry.version} ({entry.note}); history has the rollback")
+    return ExitCode.OK
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.argument("artifact", metavar="URI|FILE")
+@PUBLIC_KEY_OPTION
+@pass_workspace
+def verify(workspace: Workspace, artifact: str, public_key: Path | None) -> ExitCode:
+    """Check an artifact (a file, or s3://bucket/key, file:///path) against its manifest, its recorded
+    digest, and its signature when a public key is configured."""
+    key = workspace.public_key(public_key)
+    with tempfile.TemporaryDirectory(prefix="packager-verify-") as scratch:
+        path, recorded = _fetch(artifact, Path(scratch))
+        problems = verify_artifact(path, key, expected_sha256=recorded)
+        loaded = load_artifact(path) if not problems else None
+    for problem in problems:
+        click.echo(f"{artifact}: {problem}")
+    if problems:
+        click.echo(f"{artifact}: does NOT verify", err=True)
+        return ExitCode.MODEL_ERROR
+    assert loaded is not None
+    signed = "signature verified" if key else "signature not checked (no public key)"
+    files = len(loaded.manifest["files"])
+    click.echo(
+        f"{artifact}: ok: {loaded.name} {loaded.version}, sha256 {loaded.sha256}, {files} files match the manifest, {signed}"
+    )
+    return ExitCode.OK
+
+
+def _fetch(artifact: str, scratch: Path) -> tuple[Path, str | None]:
+    """A local copy of the artifact and the sha256 recorded when it was published (None for a plain file)."""
+    parsed = urlparse(artifact)
+    store: Store
+    if parsed.scheme == "s3":
+        store = S3Store(artifact, parsed.netloc, "")
+        key = parsed.path.lstrip("/")
+    elif parsed.scheme == "file":
+        path = Path(parsed.path)
+        store, key = open_store(f"file://{path.parent}", None), path.name
+    else:
+        if not Path(artifact).is_file():
+            raise click.UsageError(f"{artifact}: no such file")
+        return Path(artifact), None
+    stored = store.head(key)
+    if stored is None:
+        raise click.UsageError(f"{artifact}: no such object")
+    store.download(key, scratch / Path(key).name)
+    return scratch / Path(key).name, stored.metadata.get("sha256")
+
+
+@cli.command(epilog=EXIT_CODES)
+@click.option(
+    "--private",
+    "private_key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the private key (mode 0600).",
+)
+@click.option(
+    "--public",
+    "public_key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the public key.",
+)
+def keygen(private_key: Path, public_key: Path) -> ExitCode:
+    """Create an Ed25519 key pair for signing artifact manifests (never overwrites a key)."""
+    generate(private_key, public_key)
+    click.echo(
+        f"wrote {private_key} (keep it secret; PACKAGER_SIGNING_KEY) and {public_key} (packager.toml [signing] public_key)"
+    )
     return ExitCode.OK
 
 

@@ -52,12 +52,24 @@ DEFAULT_RUNTIME = Runtime(
 
 
 @dataclass(frozen=True)
+class Stores:
+    """Where artifacts are published: URIs (s3://bucket/prefix, file:///dir, or file:dir relative to the
+    repository root) and which branches publish to production."""
+
+    staging: str = "file:dist/stores/staging"
+    production: str = "file:dist/stores/production"
+    production_branches: tuple[str, ...] = ("main",)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything packager.toml says, with defaults filled in."""
 
     path: Path | None
     default_runtime: str = DEFAULT_RUNTIME.name
     runtimes: dict[str, Runtime] = field(default_factory=lambda: {DEFAULT_RUNTIME.name: DEFAULT_RUNTIME})
+    stores: Stores = Stores()
+    public_key: str | None = None  # verify artifact signatures on promote with this ed25519 key (PEM)
 
     def runtime(self, name: str | None = None) -> Runtime:
         """The named runtime, or the default one."""
@@ -81,7 +93,7 @@ def load_config(root: Path | None) -> Config:
 
 
 def _parse(path: Path, document: dict[str, Any]) -> Config:
-    _only_keys(path, "top level", document, {"packager", "runtime"})
+    _only_keys(path, "top level", document, {"packager", "runtime", "stores", "signing"})
     settings = _table(path, "[packager]", document.get("packager", {}))
     _only_keys(path, "[packager]", settings, {"runtime"})
     runtimes = {DEFAULT_RUNTIME.name: DEFAULT_RUNTIME}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -16,7 +17,9 @@ from packager.cases import CASES_DIR, Case, CaseError, Tensor, load_cases
 from packager.config import Runtime
 from packager.discovery import ModelDir
 from packager.errors import ExitCode, PackagerError
-from packager.serving import launched, prepare, top_model
+from packager.model_config import TritonModel
+from packager.artifacts import load_artifact, triton_models_in, unpacked
+from packager.serving import launched, loaded, prepare, top_model
 from packager.triton_runtime import Server
 
 PROTOCOLS = ("http", "grpc")
@@ -197,20 +200,53 @@ def replay_model(
 ) -> ModelReplay:
     """Validate, build the environment, start Triton, load, and replay every case of one model directory."""
     replay = ModelReplay(model.name)
-    try:
+    with _recorded(replay):
         report, environment = prepare(model, runtime, progress)
-        cases = load_cases(model.path, report.triton_models, top_model(report.triton_models))
-        if not cases:
-            raise NoCases(
-                f"{model.path / CASES_DIR}: no test cases (*.json); a model ships only with cases that pass"
-            )
+        cases = _cases(model, report.triton_models, top_model(report.triton_models))
         with launched(report, environment, runtime, log_path, env_mode, progress=progress) as served:
             replay.results = replay_cases(model.name, served.server, cases, protocols)
+    return replay
+
+
+def replay_artifact(
+    archive: Path,
+    model: ModelDir,
+    runtime: Runtime,
+    log_path: Path,
+    protocols: tuple[str, ...] = PROTOCOLS,
+    progress: bool = True,
+) -> ModelReplay:
+    """Replay a model directory's cases against exactly what an artifact holds (safely unpacked; the
+    environments are the packed tarballs inside it, as an endpoint receives them)."""
+    replay = ModelReplay(model.name)
+    with _recorded(replay):
+        manifest = load_artifact(archive).manifest
+        with unpacked(archive) as repository:
+            triton_models = triton_models_in(repository)
+            cases = _cases(model, triton_models, str(manifest["top_model"]))
+            with loaded(repository, triton_models, runtime, log_path, progress=progress) as server:
+                replay.results = replay_cases(model.name, server, cases, protocols)
+    return replay
+
+
+def _cases(model: ModelDir, triton_models: dict[str, TritonModel], top: str) -> list[Case]:
+    cases = load_cases(model.path, triton_models, top)
+    if not cases:
+        raise NoCases(
+            f"{model.path / CASES_DIR}: no test cases (*.json); a model ships only with cases that pass"
+        )
+    return cases
+
+
+@contextmanager
+def _recorded(replay: ModelReplay) -> Iterator[None]:
+    """An expected failure becomes the replay's error (with its exit code) instead of propagating."""
+    try:
+        yield
     except CaseError as error:
         replay.error, replay.error_code = str(error), ExitCode.MODEL_ERROR
     except PackagerError as error:
         replay.error, replay.error_code = str(error), error.exit_code
-    return replay
 
 
 class NoCases(PackagerError):

@@ -9,7 +9,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from packager.config import Runtime
 from packager.diagnostics import Diagnostic
@@ -114,6 +114,22 @@ def _link_or_copy(source: str, destination: str) -> None:
 
 
 @contextmanager
+def loaded(
+    repository: Path,
+    models: Iterable[str],
+    runtime: Runtime,
+    log_path: Path,
+    load_timeout: float = LOAD_TIMEOUT,
+    progress: bool = True,
+) -> Iterator[Server]:
+    """A freshly started server on `repository` with `models` loaded; stopped and cleaned up on exit."""
+    with launcher_for(runtime, progress).start(repository, log_path) as server:
+        for name in sorted(models):
+            server.load(name, load_timeout)
+        yield server
+
+
+@contextmanager
 def launched(
     report: ModelReport,
     environment: Environment | None,
@@ -123,12 +139,7 @@ def launched(
     load_timeout: float = LOAD_TIMEOUT,
     progress: bool = True,
 ) -> Iterator[Served]:
-    """A prepared model loaded in a freshly started server; everything is stopped and removed on exit."""
-    launcher = launcher_for(runtime, progress)
-    with (
-        staged_repository(report, environment, env_mode) as repository,
-        launcher.start(repository, log_path) as server,
-    ):
-        for name in sorted(report.triton_models):
-            server.load(name, load_timeout)
-        yield Served(report, server, environment, repository)
+    """A prepared model directory, staged and loaded in a freshly started server."""
+    with staged_repository(report, environment, env_mode) as repository:
+        with loaded(repository, report.triton_models, runtime, log_path, load_timeout, progress) as server:
+            yield Served(report, server, environment, repository)

@@ -5,7 +5,6 @@ Only the pointers of the models being processed are pulled (`dvc pull <their .dv
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import shutil
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from packager.archives import file_digest
 from packager.diagnostics import Diagnostic, display_path
 from packager.discovery import ModelDir
 from packager.errors import EnvironmentFailure
@@ -70,7 +70,7 @@ def check_weights(model: ModelDir) -> list[Diagnostic]:
                 )
             )
             continue
-        actual = file_md5(weight.path)
+        actual = file_digest(weight.path, "md5")
         if actual != weight.md5:
             message = (
                 f"does not match its DVC pointer (md5 {actual}, pointer says {weight.md5}): restore it with "
@@ -79,14 +79,6 @@ def check_weights(model: ModelDir) -> list[Diagnostic]:
             )
             problems.append(Diagnostic(weight.path, None, None, message, "weights"))
     return problems
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dvc_command() -> list[str]:

@@ -1,0 +1,109 @@
+"""The composed pipeline behind `packager push`: validate -> env -> build -> replay the built artifact ->
+publish, one model at a time. Only an artifact whose replay passed in this run is ever published."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from packager.artifacts import Artifact, build_artifact
+from packager.config import Config, Runtime
+from packager.discovery import ModelDir
+from packager.errors import ExitCode, PackagerError
+from packager.publishing import Published, destination, publish
+from packager.releases import new_entry, record
+from packager.replay import ModelReplay, replay_artifact
+from packager.serving import prepare
+
+
+class DirtySource(PackagerError):
+    """Production only publishes committed sources."""
+
+
+@dataclass
+class PushResult:
+    """What happened to one model: its artifact, its replay, and where it was published (if it was)."""
+
+    model: str
+    artifact: Artifact | None = None
+    replay: ModelReplay | None = None
+    published: Published | None = None
+    error: str | None = None
+    error_code: ExitCode = ExitCode.OK
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.published is not None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "ok": self.ok,
+            "version": self.artifact.version if self.artifact else None,
+            "sha256": self.artifact.sha256 if self.artifact else None,
+            "artifact": str(self.artifact.path) if self.artifact else None,
+            "replay": self.replay.to_json() if self.replay else None,
+            "uri": self.published.destination.uri if self.published else None,
+            "production": self.published.destination.production if self.published else None,
+            "outcome": self.published.outcome if self.published else None,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    """Everything one push run shares."""
+
+    config: Config
+    root: Path | None
+    runtime: Runtime
+    branch: str
+    commit: str
+    uris: tuple[str, str]
+    out_dir: Path
+    log_dir: Path
+    signing_key: Path | None = None
+    progress: bool = True
+
+
+def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
+    """Build, test the built bytes, then publish them (and record a production release)."""
+    result = PushResult(model.name)
+    try:
+        report, environment = prepare(model, plan.runtime, plan.progress)
+        result.artifact = build_artifact(report, plan.runtime, environment, plan.out_dir, plan.signing_key)
+        assert report.version is not None
+        target = destination(
+            model.name, report.version, plan.branch, plan.commit, plan.config.stores, plan.root, plan.uris
+        )
+        if target.production and result.artifact.manifest["source_dirty"]:
+            raise DirtySource(
+                f"{model.path} has uncommitted changes; production publishes committed sources only: commit, then push"
+            )
+        _say(
+            plan,
+            f"{model.name}: built {result.artifact.path.name} ({result.artifact.sha256[:12]}); replaying it",
+        )
+        log = plan.log_dir / f"{model.name}-push.log"
+        result.replay = replay_artifact(
+            result.artifact.path, model, plan.runtime, log, progress=plan.progress
+        )
+        if not result.replay.passed:
+            result.error = "its replay failed: nothing was published"
+            result.error_code = result.replay.error_code if result.replay.error else ExitCode.MODEL_ERROR
+            return result
+        result.published = publish(result.artifact, target, plan.commit)
+        if target.production and result.published.outcome == "uploaded":
+            entry = new_entry(
+                "publish", result.artifact.version, target.key, result.artifact.sha256, plan.commit
+            )
+            record(target.store, model.name, entry)
+    except PackagerError as error:
+        result.error, result.error_code = str(error), error.exit_code
+    return result
+
+
+def _say(plan: PushPlan, message: str) -> None:
+    if plan.progress:
+        print(message, file=sys.stderr, flush=True)

@@ -1,14 +1,21 @@
-"""Shared fixtures: a way to run the packager CLI as a user would."""
+"""Shared fixtures: the packager CLI run as a user would, a real S3 API on loopback (moto), and a git
+repository holding a model made by `packager new`."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
+import boto3
 import pytest
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
+
+from packager.scaffold import scaffold
 
 RunPackager = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -30,3 +37,86 @@ def run_packager() -> RunPackager:
         )
 
     return run
+
+
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def s3_client(endpoint: str) -> Any:
+    """A boto3 S3 client for the moto server, with its dummy credentials."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+    )
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3 API on 127.0.0.1 for the whole test session, answering one request at a time.
+
+    moto's stock threaded server checks a conditional write (If-None-Match: *) and stores the object in
+    two steps, so two concurrent creates of one key can both succeed; S3 itself applies them atomically.
+    Serializing requests gives moto S3's atomicity, which the concurrent-pusher tests rely on.
+    """
+    lock = threading.Lock()
+    backend = DomainDispatcherApplication(create_backend_app)
+
+    def serialized(environ: Any, start_response: Any) -> Any:
+        with lock:
+            return list(backend(environ, start_response))
+
+    server = make_server("127.0.0.1", 0, serialized, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Fresh staging and production buckets, and the environment that points boto3 (and DVC) at them."""
+    suffix = str(abs(hash(request.node.nodeid)) % 10**10)
+    environment = {**S3_CREDENTIALS, "AWS_ENDPOINT_URL_S3": moto_endpoint}
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    client = s3_client(moto_endpoint)
+    buckets = {"staging": f"staging-{suffix}", "production": f"production-{suffix}"}
+    for bucket in buckets.values():
+        client.create_bucket(Bucket=bucket)
+    return {
+        **environment,
+        "PACKAGER_STAGING_URI": f"s3://{buckets['staging']}/models",
+        "PACKAGER_PRODUCTION_URI": f"s3://{buckets['production']}/models",
+    }
+
+
+def git(repo: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def model_repo(tmp_path: Path) -> Path:
+    """A committed git repository with one model, `fraud` (from `packager new`: fast to build and replay)."""
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    (repo / "pants.toml").write_text("")
+    (repo / ".gitignore").write_text("dist/\npython_env.tar.gz\n")
+    scaffold(repo / "models", "fraud")
+    git(repo, "init", "-q", "-b", "feature/fraud")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "fraud model")
+    return repo

@@ -11,42 +11,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
-from packager.triton_runtime import free_ports
 from packager.archives import file_digest
-from tests.conftest import RunPackager
+from tests.conftest import S3_CREDENTIALS, RunPackager, s3_client
 
 REPO = Path(__file__).parent.parent
 DVC_PEX = Path("ci/dvc.pex")
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@pytest.fixture
-def s3() -> Iterator[str]:
-    (port,) = free_ports(1)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, **_boto_credentials()).create_bucket(Bucket="model-weights")
-    yield endpoint
-    server.stop()
-
-
-def _boto_credentials() -> dict[str, str]:
-    return {
-        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
-    }
 
 
 @pytest.fixture
@@ -72,7 +44,7 @@ def clone(tmp_path: Path) -> Path:
 
 
 def _dvc(clone: Path, *args: str) -> None:
-    environment = {**os.environ, **CREDENTIALS, "DVC_NO_ANALYTICS": "1"}
+    environment = {**os.environ, **S3_CREDENTIALS, "DVC_NO_ANALYTICS": "1"}
     command = [sys.executable, str(DVC_PEX.absolute()), *args]
     result = subprocess.run(command, cwd=clone, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -89,7 +61,7 @@ def _forget_weights(clone: Path) -> tuple[Path, Path]:
 
 def _pull(run_packager: RunPackager, clone: Path, *args: str) -> None:
     dvc = f"{sys.executable} {DVC_PEX.absolute()}"
-    pulled = run_packager("pull", *args, cwd=clone, env={**CREDENTIALS, "PACKAGER_DVC": dvc})
+    pulled = run_packager("pull", *args, cwd=clone, env={**S3_CREDENTIALS, "PACKAGER_DVC": dvc})
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
 
 
@@ -103,14 +75,14 @@ def test_fresh_clone_pulls_example_weights_from_the_default_remote(
 
 
 def test_pull_fetches_only_the_named_models_weights_from_s3(
-    s3: str, clone: Path, run_packager: RunPackager
+    moto_endpoint: str, clone: Path, run_packager: RunPackager
 ) -> None:
-    _dvc(clone, "remote", "modify", "--local", "s3", "endpointurl", s3)
+    client = s3_client(moto_endpoint)
+    client.create_bucket(Bucket="model-weights")
+    _dvc(clone, "remote", "modify", "--local", "s3", "endpointurl", moto_endpoint)
     _dvc(clone, "fetch")  # into the local cache, from the in-repository remote
     _dvc(clone, "push", "--remote", "s3")
-    stored = boto3.client("s3", endpoint_url=s3, **_boto_credentials()).list_objects_v2(
-        Bucket="model-weights"
-    )
+    stored = client.list_objects_v2(Bucket="model-weights")
     assert sorted(item["Key"] for item in stored["Contents"]) == [
         "dvc/files/md5/2d/b8a36e9b9716dda4ee5faedb5a6d59",
         "dvc/files/md5/52/d6672a3dfc15b3aad2d6470e5087c1",

@@ -7,6 +7,7 @@ import io
 import os
 import stat
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, cast
@@ -69,7 +70,9 @@ def _walk(root: Path, relative_dir: str, prefix: str, keep: Callable[[str], bool
 
 def write_tar_gz(out: Path, members: Iterable[Member]) -> None:
     """Write `members` in the given order with normalized metadata; `out` appears only when complete."""
-    partial = out.with_name(f".{out.name}.partial")
+    handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    os.close(handle)
+    partial = Path(name)  # unique: concurrent builders of one archive never share a partial file
     try:
         with (
             open(partial, "wb") as raw,

@@ -1,0 +1,129 @@
+"""Artifacts: layout for SageMaker MME, byte-reproducibility, manifest, signatures, verify, unsafe input."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from packager.archives import file_digest
+from packager.artifacts import MANIFEST, SIGNATURE, ArtifactError, build_artifact, unpacked, verify_artifact
+from packager.config import DEFAULT_RUNTIME
+from packager.discovery import ModelDir
+from packager.environments import Environment, ensure_environment
+from packager.signing import generate
+from packager.validation import ModelReport, validate_model
+
+
+@pytest.fixture
+def fraud(model_repo: Path) -> tuple[ModelReport, Environment]:
+    model = ModelDir(model_repo / "models" / "fraud")
+    (model.path / "preprocess" / "1" / "weights.bin").write_bytes(b"\x01" * 1000)  # stands for real weights
+    (model.path / "preprocess" / "1" / "weights.bin.dvc").write_text(
+        "outs:\n- md5: 0c0ad6d6a2d4c7b5e7c2b4e3f1a9d8c7\n  path: weights.bin\n"
+    )
+    (model.path / "preprocess" / "1" / "__pycache__").mkdir()
+    (model.path / "preprocess" / "1" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"stale")
+    report = validate_model(model)
+    assert report.ok, report.diagnostics
+    return report, ensure_environment(model, DEFAULT_RUNTIME, progress=False)
+
+
+def test_layout_manifest_and_hard_links(fraud: tuple[ModelReport, Environment], tmp_path: Path) -> None:
+    report, environment = fraud
+    artifact = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "dist")
+    assert artifact.path.name == "fraud_1.tar.gz"
+    with tarfile.open(artifact.path) as tar:
+        members = {member.name: member for member in tar.getmembers()}
+        manifest = json.loads(tar.extractfile(MANIFEST).read())  # type: ignore[union-attr]
+    assert list(members)[0] == MANIFEST
+    assert {name.split("/")[0] for name in members} == {MANIFEST, "fraud", "preprocess", "postprocess"}
+    assert "preprocess/1/weights.bin" in members, "weights ship"
+    assert not [name for name in members if name.endswith((".dvc", ".pyc")) or "__pycache__" in name]
+    first, second = members["postprocess/python_env.tar.gz"], members["preprocess/python_env.tar.gz"]
+    assert first.isfile() and first.size == environment.tarball.stat().st_size
+    assert (
+        second.islnk() and second.linkname == "postprocess/python_env.tar.gz"
+    ), "identical files are stored once"
+    assert manifest["model"] == "fraud" and manifest["version"] == 1 and manifest["top_model"] == "fraud"
+    assert manifest["env_key"] == environment.key
+    assert manifest["runtime"] == {"name": "local", "triton_version": "2.51.0", "python": "3.11"}
+    assert manifest["toolkit"].startswith("packager ")
+    assert len(manifest["source_commit"]) == 40 and manifest["source_dirty"] is True  # weights.bin is new
+    assert manifest["files"]["preprocess/python_env.tar.gz"]["sha256"] == file_digest(environment.tarball)
+    assert verify_artifact(artifact.path) == []
+
+
+def test_two_builds_are_byte_identical(fraud: tuple[ModelReport, Environment], tmp_path: Path) -> None:
+    report, environment = fraud
+    one = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "one")
+    (report.model.path / "preprocess" / "1" / "model.py").touch()  # a newer mtime changes nothing
+    two = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "two")
+    assert one.sha256 == two.sha256 == file_digest(two.path)
+
+
+def _rewrite(archive: Path, out: Path, change: dict[str, bytes]) -> Path:
+    """Copy an archive, replacing some members' bytes but keeping the manifest (a tampered artifact)."""
+    with tarfile.open(archive) as source, tarfile.open(out, "w:gz") as target:
+        for member in source.getmembers():
+            data = source.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
+            if member.name in change:
+                data = change[member.name]
+                member.size = len(data)
+            target.addfile(member, io.BytesIO(data) if data is not None else None)
+    return out
+
+
+def test_tampered_artifact_fails_verify(fraud: tuple[ModelReport, Environment], tmp_path: Path) -> None:
+    report, environment = fraud
+    artifact = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "dist")
+    tampered = _rewrite(
+        artifact.path, tmp_path / "tampered.tar.gz", {"preprocess/1/model.py": b"import os\n"}
+    )
+    assert verify_artifact(tampered) == ["preprocess/1/model.py: sha256 differs from the manifest"]
+    assert verify_artifact(artifact.path, expected_sha256="0" * 64)[0].startswith("archive sha256 is ")
+
+
+def test_signed_manifest_verifies_only_with_its_key(
+    fraud: tuple[ModelReport, Environment], tmp_path: Path
+) -> None:
+    report, environment = fraud
+    generate(tmp_path / "release.key", tmp_path / "release.pub")
+    generate(tmp_path / "other.key", tmp_path / "other.pub")
+    assert oct((tmp_path / "release.key").stat().st_mode & 0o777) == "0o600"
+    signed = build_artifact(
+        report, DEFAULT_RUNTIME, environment, tmp_path / "signed", tmp_path / "release.key"
+    )
+    again = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "again", tmp_path / "release.key")
+    assert signed.sha256 == again.sha256, "Ed25519 signatures are deterministic: signed builds reproduce"
+    assert verify_artifact(signed.path, tmp_path / "release.pub") == []
+    assert verify_artifact(signed.path, tmp_path / "other.pub") == [
+        f"the manifest signature does not verify with {tmp_path / 'other.pub'}"
+    ]
+    unsigned = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "unsigned")
+    assert verify_artifact(unsigned.path, tmp_path / "release.pub") == [
+        f"not signed ({SIGNATURE} is missing), but a public key is configured"
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, kind, linkname",
+    [
+        ("../escape.txt", tarfile.REGTYPE, ""),
+        ("/etc/cron.d/evil", tarfile.REGTYPE, ""),
+        ("fraud/link", tarfile.SYMTYPE, "/etc/passwd"),
+    ],
+)
+def test_unsafe_tarballs_are_refused(tmp_path: Path, name: str, kind: bytes, linkname: str) -> None:
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname, info.size = kind, linkname, 0
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(ArtifactError, match="unsafe archive"):
+        with unpacked(archive):
+            pass
+    assert not (tmp_path / "escape.txt").exists()

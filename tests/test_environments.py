@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from packager.archives import file_digest
 from packager.config import DEFAULT_RUNTIME, Constraint, Runtime
 from packager.discovery import ModelDir
 from packager.environments import (
@@ -85,7 +88,20 @@ def test_relocation_drops_every_mention_of_the_build_directory(tmp_path: Path) -
     (venv / "bin" / "activate").write_text(f'VIRTUAL_ENV="{venv}"\n')
     (venv / "bin" / "activate.fish").write_text("")
     (venv / "bin" / "tool").write_text(f"#!{venv}/bin/python3.11\nimport tool\n")
+    quotes = "'" * 3
+    long_form = f'#!/bin/sh\n{quotes}exec\' {venv}/bin/python3.11 "$0" "$@"\n\' {quotes}\nimport other\n'
+    (venv / "bin" / "other").write_text(long_form)  # what pip writes when the path is too long for #!
+    record = venv / "lib" / "python3.11" / "site-packages" / "tool-1.0.dist-info" / "RECORD"
+    record.parent.mkdir(parents=True)
+    record.write_text("../../../bin/tool,sha256=stale,99\ntool/__init__.py,sha256=x,1\n")
     _make_relocatable(venv)
+    assert (venv / "bin" / "other").read_text() == "#!/usr/bin/env python3.11\nimport other\n"
+    script = b"#!/usr/bin/env python3.11\nimport tool\n"
+    new_hash = base64.urlsafe_b64encode(hashlib.sha256(script).digest()).rstrip(b"=").decode()
+    assert (
+        record.read_text()
+        == f"../../../bin/tool,sha256={new_hash},{len(script)}\ntool/__init__.py,sha256=x,1\n"
+    )
     assert (venv / "pyvenv.cfg").read_text() == "home = /usr/bin\n"
     assert str(venv) not in (venv / "bin" / "activate").read_text()
     assert (venv / "bin" / "tool").read_text() == "#!/usr/bin/env python3.11\nimport tool\n"
@@ -165,3 +181,17 @@ def test_real_conda_build(tmp_path: Path, cache: Path) -> None:
     assert (environment.unpacked / "bin" / "activate").is_file()
     packages = environment.metadata()["packages"]
     assert isinstance(packages, dict) and packages.get("packaging") == "24.2"
+
+
+def test_two_cold_builds_are_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same requirements, two empty caches (so two build directories): the same tarball, console scripts
+    and their RECORD hashes included."""
+    digests = []
+    for attempt in ("first", "second"):
+        monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path / attempt / "cache"))
+        model = _model(tmp_path / attempt / "model", "wheel==0.45.1\n")
+        environment = ensure_environment(model, DEFAULT_RUNTIME, progress=False)
+        assert not environment.cache_hit
+        assert (environment.unpacked / "bin" / "wheel").read_text().startswith("#!/usr/bin/env python")
+        digests.append(file_digest(environment.tarball))
+    assert digests[0] == digests[1]

@@ -7,6 +7,7 @@ builder), so an unchanged environment is reused at once and models with identica
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.metadata
 import json
@@ -34,7 +35,7 @@ from packager.validation.configs import ENV_PATH_PARAMETER, MODEL_DIRECTORY_VARI
 REQUIREMENTS_FILE = "requirements.txt"
 TARBALL = "python_env.tar.gz"
 # Bump when the way environments are built or packed changes, so that cached ones are rebuilt.
-FORMAT = 1
+FORMAT = 2
 
 RELOCATABLE_ACTIVATE = """\
 # Written by the packager: this environment may be unpacked anywhere (Triton unpacks it under /tmp).
@@ -110,14 +111,47 @@ def _make_relocatable(venv: Path) -> None:
     config = venv / "pyvenv.cfg"
     lines = config.read_text().splitlines(keepends=True)
     config.write_text("".join(line for line in lines if not line.startswith("command =")))
-    shebang = f"#!{venv}/bin/".encode()
+    rewritten = set()
     for script in (venv / "bin").iterdir():
         if script.is_file() and not script.is_symlink():
-            content = script.read_bytes()
-            if content.startswith(shebang):
-                first, _, rest = content.partition(b"\n")
-                interpreter = first.rsplit(b"/", 1)[-1]
-                script.write_bytes(b"#!/usr/bin/env " + interpreter + b"\n" + rest)
+            portable = _portable_script(script.read_bytes(), f"{venv}/bin/".encode())
+            if portable is not None:
+                script.write_bytes(portable)
+                rewritten.add(script.resolve())
+    for record in venv.glob("lib/python*/site-packages/*.dist-info/RECORD"):
+        _update_record(record, rewritten)
+
+
+def _portable_script(content: bytes, bin_dir: bytes) -> bytes | None:
+    """A console script with `#!/usr/bin/env <python>` instead of the build path, or None if it has none.
+
+    pip writes `#!<venv>/bin/python3.11`, or, where that path is too long for a shebang, a three-line
+    /bin/sh preamble that execs it.
+    """
+    if content.startswith(b"#!" + bin_dir):
+        first, _, rest = content.partition(b"\n")
+        return b"#!/usr/bin/env " + first.rsplit(b"/", 1)[-1] + b"\n" + rest
+    lines = content.split(b"\n", 3)
+    preamble = len(lines) == 4 and lines[0] == b"#!/bin/sh" and lines[2] == b"' " + b"'" * 3
+    if preamble and lines[1].startswith(b"'" * 3 + b"exec' " + bin_dir):
+        interpreter = lines[1].split()[1].rsplit(b"/", 1)[-1]
+        return b"#!/usr/bin/env " + interpreter + b"\n" + lines[3]
+    return None
+
+
+def _update_record(record: Path, rewritten: set[Path]) -> None:
+    """Give rewritten scripts their new hash and size in a wheel's RECORD (it names them relatively)."""
+    site_packages = record.parent.parent
+    lines = []
+    for line in record.read_text().splitlines():
+        path, _, _ = line.partition(",")
+        target = (site_packages / path).resolve()
+        if target in rewritten:
+            data = target.read_bytes()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            line = f"{path},sha256={digest},{len(data)}"
+        lines.append(line)
+    record.write_text("\n".join(lines) + "\n")
 
 
 class CondaBuilder:

@@ -26,8 +26,11 @@ def _keys(s3: dict[str, str], which: str) -> list[str]:
 
 
 def _outcome(stdout: str, model: str = "fraud") -> list[str]:
-    row = next(line for line in stdout.splitlines() if line.startswith(model + " "))
-    return row.split()
+    """model, version, replay ("4/4 passed") and outcome of a model's row in push's table."""
+    model_name, version, passed, _, outcome, *_ = next(
+        line for line in stdout.splitlines() if line.startswith(model + " ")
+    ).split()
+    return [model_name, version, f"{passed} passed", outcome]
 
 
 def _commit_change(repo: Path, path: str, text: str) -> str:
@@ -43,10 +46,10 @@ def test_branch_push_stages_per_commit_and_repush_is_a_no_op(
     first = run_packager("push", "fraud", "--branch", "feature/Fraud", cwd=model_repo, env=s3)
     assert first.returncode == 0, first.stdout + first.stderr
     key = f"models/feature-fraud/{commit[:12]}/fraud_1.tar.gz"
-    assert _outcome(first.stdout)[:3] == ["fraud", "1", "uploaded"]
+    assert _outcome(first.stdout) == ["fraud", "1", "4/4 passed", "uploaded"]
     assert _keys(s3, "STAGING") == [key] and _keys(s3, "PRODUCTION") == []
     again = run_packager("push", "fraud", "--branch", "feature/Fraud", cwd=model_repo, env=s3)
-    assert again.returncode == 0 and _outcome(again.stdout)[:3] == ["fraud", "1", "unchanged"]
+    assert again.returncode == 0 and _outcome(again.stdout) == ["fraud", "1", "4/4 passed", "unchanged"]
 
 
 def test_main_publishes_to_production_and_other_bytes_are_refused(
@@ -82,7 +85,7 @@ def test_a_failing_replay_publishes_nothing(
     _commit_change(model_repo, "models/fraud/tests/cases/midrange.json", json.dumps(document))
     result = run_packager("push", "fraud", "--branch", "feature/fraud", cwd=model_repo, env=s3)
     assert result.returncode == 1
-    assert _outcome(result.stdout)[:3] == ["fraud", "1", "NOT"]
+    assert _outcome(result.stdout) == ["fraud", "1", "2/4 passed", "NOT"]
     assert "its replay failed: nothing was published" in result.stdout
     assert "SCORE: 1 of 1 values differ: [0, 0] expected 0.9" in result.stdout
     assert _keys(s3, "STAGING") == []
@@ -219,7 +222,7 @@ def test_concurrent_pushers_of_one_version(
             )
         )
     assert [result.returncode for result in results] == [0, 0, 0], [r.stdout + r.stderr for r in results]
-    outcomes = sorted(_outcome(result.stdout)[2] for result in results)
+    outcomes = sorted(_outcome(result.stdout)[3] for result in results)
     assert outcomes == ["unchanged", "unchanged", "uploaded"]
     listed = json.loads(run_packager("releases", "fraud", "--json", cwd=model_repo, env=s3).stdout)
     assert [entry["action"] for entry in listed["fraud"]] == ["publish"], "one publish, recorded once"

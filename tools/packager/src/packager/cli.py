@@ -459,8 +459,10 @@ def push(
             outcome = result.published.outcome if result.published else "NOT PUBLISHED"
             where = result.published.destination.uri if result.published else (result.error or "")
             version = str(result.artifact.version) if result.artifact else "-"
-            rows.append([result.model, version, outcome, where])
-        click.echo(table(rows, ["model", "version", "outcome", "where"]))
+            cases = result.replay.results if result.replay else []
+            replayed = f"{sum(case.passed for case in cases)}/{len(cases)} passed" if result.replay else "-"
+            rows.append([result.model, version, replayed, outcome, where])
+        click.echo(table(rows, ["model", "version", "replay", "outcome", "where"]))
         for result in results:
             if result.replay is not None and not result.replay.passed:
                 click.echo("\n" + replay_table([result.replay]))

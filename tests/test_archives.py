@@ -9,8 +9,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import random
 
 from packager.archives import Member, UnsafeArchive, extract, tree_members, write_tar_gz
+
+PINNED = "62075a498d66ed0f4b9640747ad1d6cfa6dfef900800d83c9da5f2b31fea0ed8"
 
 
 def _tree(root: Path, mtime: int, mode: int) -> Path:
@@ -106,3 +109,20 @@ def test_absolute_symlinks_only_when_asked(tmp_path: Path) -> None:
     archive = _archive(tmp_path / "env.tar.gz", _info("bin/python", tarfile.SYMTYPE, "/usr/bin/python3"))
     extract(archive, tmp_path / "env", absolute_symlinks=True)
     assert os.readlink(tmp_path / "env" / "bin" / "python") == "/usr/bin/python3"
+
+
+def test_bytes_are_pinned_across_python_versions_and_machines(tmp_path: Path) -> None:
+    """A pinned digest: CPython 3.11.7 and 3.12.1 both write exactly these bytes (the gzip stream is fed
+    in fixed chunks, because ISA-L's output depends on how its input is split and Python 3.12's GzipFile
+    splits writes differently). The same writer also gave identical archives on another machine."""
+    rng = random.Random(20261127)
+    members = [
+        Member("model", "dir"),
+        Member("model/weights.bin", "file", data=rng.randbytes(3 * 1024 * 1024 + 17)),
+        Member("model/config.pbtxt", "file", data=b'name: "model"\n' * 50000),
+        Member("model/run.sh", "file", data=b"#!/bin/sh\n", executable=True),
+        Member("model/link", "symlink", target="config.pbtxt"),
+        Member("model/copy.bin", "hardlink", target="model/weights.bin"),
+    ]
+    write_tar_gz(tmp_path / "pinned.tar.gz", members)
+    assert _sha(tmp_path / "pinned.tar.gz") == PINNED

@@ -10,9 +10,9 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, cast
+from typing import BinaryIO, Callable, Iterable, Iterator
 
-from isal import igzip
+from isal import isal_zlib
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
@@ -74,22 +74,42 @@ def write_tar_gz(out: Path, members: Iterable[Member]) -> None:
     os.close(handle)
     partial = Path(name)  # unique: concurrent builders of one archive never share a partial file
     try:
-        with (
-            open(partial, "wb") as raw,
-            _gzip_writer(raw) as compressed,
-            tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            for member in members:
-                _add(tar, member)
+        with open(partial, "wb") as raw:
+            compressed = _FixedChunkGzip(raw)
+            with tarfile.open(fileobj=compressed, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+                for member in members:
+                    _add(tar, member)
+            compressed.finish()
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
 
 
-def _gzip_writer(raw: BinaryIO) -> BinaryIO:
-    """A gzip stream with no file name and time in its header, so equal input gives equal bytes."""
-    writer = igzip.IGzipFile(filename="", mode="wb", fileobj=raw, compresslevel=COMPRESS_LEVEL, mtime=0)  # type: ignore[no-untyped-call]
-    return cast(BinaryIO, writer)
+class _FixedChunkGzip:
+    """A gzip stream fed in fixed 1 MiB chunks, so its bytes depend on the input alone.
+
+    ISA-L's deflate output depends on how its input is split into calls, and gzip.GzipFile splits
+    differently across Python versions (3.12 buffers writes); feeding fixed chunks makes the archive the
+    same on any Python and CPU. The header carries no name and no time.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.pending = bytearray()
+        self.compressor = isal_zlib.compressobj(COMPRESS_LEVEL, isal_zlib.DEFLATED, 31)  # 31: gzip framing
+
+    def write(self, data: bytes) -> int:
+        self.pending += data
+        while len(self.pending) >= self.CHUNK:
+            self.raw.write(self.compressor.compress(bytes(self.pending[: self.CHUNK])))
+            del self.pending[: self.CHUNK]
+        return len(data)
+
+    def finish(self) -> None:
+        self.raw.write(self.compressor.compress(bytes(self.pending)) + self.compressor.flush())
+        self.pending.clear()
 
 
 def _add(tar: tarfile.TarFile, member: Member) -> None:

@@ -35,7 +35,7 @@ from packager.validation.configs import ENV_PATH_PARAMETER, MODEL_DIRECTORY_VARI
 REQUIREMENTS_FILE = "requirements.txt"
 TARBALL = "python_env.tar.gz"
 # Bump when the way environments are built or packed changes, so that cached ones are rebuilt.
-FORMAT = 2
+FORMAT = 3
 
 RELOCATABLE_ACTIVATE = """\
 # Written by the packager: this environment may be unpacked anywhere (Triton unpacks it under /tmp).

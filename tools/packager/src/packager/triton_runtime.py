@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -34,7 +35,6 @@ from packager.subprocesses import run_tool
 READY_TIMEOUT = 30.0
 LOAD_TIMEOUT = 120.0
 STOP_GRACE = 10.0
-TRITON_TMP_ENVS = "/tmp/python_env_*"
 SHM = Path("/dev/shm")
 # Bump when the server installation changes shape, so that cached ones are rebuilt.
 FORMAT = 1
@@ -262,11 +262,11 @@ class LocalLauncher:
             "PATH": f"{self.install.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "LD_LIBRARY_PATH": str(self.install.interpreter.libdir),
         }
-        started = time.time()
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True
             )
+        watcher = EnvWatcher(process.pid)
         try:
             server = Server(
                 process, Endpoints(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}"), log_path
@@ -274,7 +274,35 @@ class LocalLauncher:
             server.wait_ready(self.ready_timeout)
             yield server
         finally:
-            stop_process_group(process, started, prefix)
+            stop_process_group(process, watcher, prefix)
+
+
+class EnvWatcher:
+    """Notes, while a server runs, which /tmp/python_env_* directories its processes work in.
+
+    Triton unpacks a packed environment into /tmp/python_env_XXXXXX (the path is fixed) and removes it on
+    a graceful shutdown, but not when it has to be killed. Only directories seen in use by this server's
+    own process group are ever removed: another server's, unpacking at the same moment, is left alone.
+    """
+
+    INTERVAL = 0.2
+
+    def __init__(self, group: int) -> None:
+        self.group = group
+        self.seen: set[Path] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            self.seen |= envs_in_use(group_members(self.group))
+
+    def stop(self) -> set[Path]:
+        self._stop.set()
+        self._thread.join()
+        self.seen |= envs_in_use(group_members(self.group))
+        return self.seen
 
 
 def shm_prefix(http_port: int) -> str:
@@ -282,10 +310,10 @@ def shm_prefix(http_port: int) -> str:
     return f"packager_{os.getpid()}_{http_port}_"
 
 
-def stop_process_group(process: subprocess.Popen[bytes], started: float, regions: str) -> None:
-    """Stop the server's whole process group, then remove its unpacked environments and shm regions."""
+def stop_process_group(process: subprocess.Popen[bytes], watcher: EnvWatcher, regions: str) -> None:
+    """Stop the server's whole process group, then remove the environments it unpacked and its shm regions."""
     group = process.pid
-    envs = envs_in_use(group_members(group))
+    envs = watcher.stop()
     _signal_group(group, signal.SIGTERM)
     try:
         process.wait(timeout=STOP_GRACE)
@@ -296,12 +324,8 @@ def stop_process_group(process: subprocess.Popen[bytes], started: float, regions
     deadline = time.monotonic() + STOP_GRACE
     while group_members(group) and time.monotonic() < deadline:
         time.sleep(0.05)
-    in_use_elsewhere = envs_in_use(_all_pids())
-    for directory in glob.glob(TRITON_TMP_ENVS):
-        path = Path(directory)
-        mine = path in envs or _created_since(path, started)
-        if mine and path not in in_use_elsewhere:
-            shutil.rmtree(path, ignore_errors=True)
+    for directory in envs - envs_in_use(_all_pids()):
+        shutil.rmtree(directory, ignore_errors=True)
     for region in SHM.glob(f"{regions}*"):
         region.unlink(missing_ok=True)
 
@@ -346,10 +370,3 @@ def envs_in_use(pids: list[int]) -> set[Path]:
             if path.startswith("/tmp/python_env_"):
                 found.add(Path("/".join(path.split("/")[:3])))
     return found
-
-
-def _created_since(path: Path, started: float) -> bool:
-    try:
-        return path.stat().st_ctime >= started - 1
-    except OSError:
-        return False

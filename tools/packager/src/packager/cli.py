@@ -328,6 +328,11 @@ PUBLIC_KEY_OPTION = click.option(
     envvar="PACKAGER_VERIFY_KEY",
     help="Verify signatures with this Ed25519 public key (env PACKAGER_VERIFY_KEY; default: packager.toml [signing]).",
 )
+OUT_OPTION = click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the archives (default: dist/).",
+)
 STAGING_OPTION = click.option(
     "--staging", help="Staging store URI (env PACKAGER_STAGING_URI; default: packager.toml)."
 )
@@ -339,11 +344,7 @@ PRODUCTION_OPTION = click.option(
 @cli.command(epilog=EXIT_CODES)
 @MODELS_ARGUMENT
 @RUNTIME_OPTION
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where to write the archives (default: dist/).",
-)
+@OUT_OPTION
 @SIGN_KEY_OPTION
 @JSON_OPTION
 @pass_workspace
@@ -401,11 +402,7 @@ def build(
 @RUNTIME_OPTION
 @STAGING_OPTION
 @PRODUCTION_OPTION
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where to write the archives (default: dist/).",
-)
+@OUT_OPTION
 @SIGN_KEY_OPTION
 @JSON_OPTION
 @pass_workspace

@@ -280,7 +280,7 @@ class LocalLauncher:
 class EnvWatcher:
     """Notes, while a server runs, which /tmp/python_env_* directories its processes work in.
 
-    Triton unpacks a packed environment into /tmp/python_env_XXXXXX (the path is fixed) and removes it on
+    Triton unpacks a packed environment into /tmp/python_env_<random> (/tmp is fixed) and removes it on
     a graceful shutdown, but not when it has to be killed. Only directories seen in use by this server's
     own process group are ever removed: another server's, unpacking at the same moment, is left alone.
     """

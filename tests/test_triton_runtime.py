@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -184,3 +186,40 @@ def test_interrupt_while_serving_still_cleans_up(
             leftovers.snapshot()
             raise KeyboardInterrupt
     assert leftovers.remaining() == []
+
+
+ORPHAN = """
+import sys, time
+from pathlib import Path
+from packager.config import DEFAULT_RUNTIME
+from packager.triton_runtime import LocalLauncher, install_server
+launcher = LocalLauncher(install_server(DEFAULT_RUNTIME, progress=False))
+with launcher.start(Path(sys.argv[1]), Path(sys.argv[2])) as server:
+    server.load("doubler")
+    print(server.process.pid, flush=True)
+    time.sleep(300)
+"""
+
+
+def test_server_dies_with_a_killed_packager(repository: Path, tmp_path: Path) -> None:
+    """SIGKILL runs no cleanup code: the kernel takes the server down with the packager (PDEATHSIG)."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path)}
+    packager = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN, str(repository), str(tmp_path / "triton.log")],
+        env=environment,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert packager.stdout is not None
+    server_pid = int(packager.stdout.readline())
+    packager.kill()
+    packager.wait()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{server_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    state = (
+        Path(f"/proc/{server_pid}/stat").read_text().split()[2]
+        if Path(f"/proc/{server_pid}").exists()
+        else "gone"
+    )
+    assert state in ("gone", "Z"), f"tritonserver {server_pid} outlived its packager (state {state})"

@@ -7,6 +7,7 @@ process group, the environments Triton unpacked under /tmp, and its /dev/shm reg
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import hashlib
 import json
@@ -36,6 +37,7 @@ READY_TIMEOUT = 30.0
 LOAD_TIMEOUT = 120.0
 STOP_GRACE = 10.0
 SHM = Path("/dev/shm")
+PR_SET_PDEATHSIG = 1
 # Bump when the server installation changes shape, so that cached ones are rebuilt.
 FORMAT = 1
 
@@ -264,7 +266,12 @@ class LocalLauncher:
         }
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         watcher = EnvWatcher(process.pid)
         try:
@@ -303,6 +310,13 @@ class EnvWatcher:
         self._thread.join()
         self.seen |= envs_in_use(group_members(self.group))
         return self.seen
+
+
+def _die_with_parent() -> None:
+    """In the server's process, before exec: have Linux kill it if the packager dies, even by SIGKILL
+    (no cleanup code runs then; its python stubs notice their parent is gone and exit too)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def shm_prefix(http_port: int) -> str:

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 from urllib.parse import urlparse
 
 import boto3
@@ -29,6 +29,7 @@ from packager.archives import file_digest
 from packager.errors import EnvironmentFailure, UsageError
 
 PART_SIZE = 16 * 1024 * 1024
+T = TypeVar("T")
 UPLOAD_THREADS = 8
 
 
@@ -222,14 +223,22 @@ class S3Store:
                 raise AlreadyExists(key) from None
             raise EnvironmentFailure(f"S3 refused to write {key} in {self.uri}: {error}") from None
 
-    def head(self, key: str) -> StoredObject | None:
+    def _unless_missing(self, key: str, fetch: Callable[[], T]) -> T | None:
+        """`fetch()` (a read of `key`), or None when the key does not exist."""
         try:
             with self._call(f"read {key}"):
-                response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+                return fetch()
         except ClientError as error:
             if _code(error) in MISSING:
                 return None
             raise EnvironmentFailure(f"S3 refused to read {key} in {self.uri}: {error}") from None
+
+    def head(self, key: str) -> StoredObject | None:
+        response = self._unless_missing(
+            key, lambda: self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        )
+        if response is None:
+            return None
         return StoredObject(
             key, int(response["ContentLength"]), str(response["ETag"]), dict(response.get("Metadata", {}))
         )
@@ -333,13 +342,11 @@ class S3Store:
             self.client.download_file(self.bucket, self._key(key), str(destination))
 
     def read(self, key: str) -> tuple[bytes, str] | None:
-        try:
-            with self._call(f"read {key}"):
-                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as error:
-            if _code(error) in MISSING:
-                return None
-            raise EnvironmentFailure(f"S3 refused to read {key} in {self.uri}: {error}") from None
+        response = self._unless_missing(
+            key, lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        )
+        if response is None:
+            return None
         return response["Body"].read(), str(response["ETag"])
 
     def write(self, key: str, data: bytes, if_match: str | None) -> None:

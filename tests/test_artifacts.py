@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from packager.archives import file_digest
-from packager.artifacts import MANIFEST, SIGNATURE, ArtifactError, build_artifact, unpacked, verify_artifact
+from packager.artifacts import (
+    MANIFEST,
+    SIGNATURE,
+    ArtifactError,
+    build_artifact,
+    load_artifact,
+    unpacked,
+    verify_artifact,
+)
 from packager.config import DEFAULT_RUNTIME
 from packager.discovery import ModelDir
 from packager.environments import Environment, ensure_environment
@@ -54,7 +62,7 @@ def test_layout_manifest_and_hard_links(fraud: tuple[ModelReport, Environment], 
     assert manifest["toolkit"].startswith("packager ")
     assert len(manifest["source_commit"]) == 40 and manifest["source_dirty"] is True  # weights.bin is new
     assert manifest["files"]["preprocess/python_env.tar.gz"]["sha256"] == file_digest(environment.tarball)
-    assert verify_artifact(artifact.path) == []
+    assert verify_artifact(load_artifact(artifact.path)) == []
 
 
 def test_two_builds_are_byte_identical(fraud: tuple[ModelReport, Environment], tmp_path: Path) -> None:
@@ -83,8 +91,12 @@ def test_tampered_artifact_fails_verify(fraud: tuple[ModelReport, Environment], 
     tampered = _rewrite(
         artifact.path, tmp_path / "tampered.tar.gz", {"preprocess/1/model.py": b"import os\n"}
     )
-    assert verify_artifact(tampered) == ["preprocess/1/model.py: sha256 differs from the manifest"]
-    assert verify_artifact(artifact.path, expected_sha256="0" * 64)[0].startswith("archive sha256 is ")
+    assert verify_artifact(load_artifact(tampered)) == [
+        "preprocess/1/model.py: sha256 differs from the manifest"
+    ]
+    assert verify_artifact(load_artifact(artifact.path), expected_sha256="0" * 64)[0].startswith(
+        "archive sha256 is "
+    )
 
 
 def test_signed_manifest_verifies_only_with_its_key(
@@ -99,12 +111,12 @@ def test_signed_manifest_verifies_only_with_its_key(
     )
     again = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "again", tmp_path / "release.key")
     assert signed.sha256 == again.sha256, "Ed25519 signatures are deterministic: signed builds reproduce"
-    assert verify_artifact(signed.path, tmp_path / "release.pub") == []
-    assert verify_artifact(signed.path, tmp_path / "other.pub") == [
+    assert verify_artifact(load_artifact(signed.path), tmp_path / "release.pub") == []
+    assert verify_artifact(load_artifact(signed.path), tmp_path / "other.pub") == [
         f"the manifest signature does not verify with {tmp_path / 'other.pub'}"
     ]
     unsigned = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "unsigned")
-    assert verify_artifact(unsigned.path, tmp_path / "release.pub") == [
+    assert verify_artifact(load_artifact(unsigned.path), tmp_path / "release.pub") == [
         f"not signed ({SIGNATURE} is missing), but a public key is configured"
     ]
 
@@ -127,3 +139,14 @@ def test_unsafe_tarballs_are_refused(tmp_path: Path, name: str, kind: bytes, lin
         with unpacked(archive):
             pass
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_an_archive_without_a_manifest_is_not_an_artifact(tmp_path: Path) -> None:
+    archive = tmp_path / "foreign.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("model/config.pbtxt")
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(
+        ArtifactError, match="no packager-manifest.json; not an artifact built by the packager"
+    ):
+        load_artifact(archive)

@@ -160,22 +160,28 @@ def build_artifact(
 
 
 def read_manifest(archive: Path) -> tuple[dict[str, Any], bytes, bytes | None]:
-    """The manifest (parsed and raw) and its signature, if any, read from an archive."""
+    """The manifest (parsed and raw) and its signature, if any, read from an archive.
+
+    The packager writes both first, so reading stops there instead of decompressing the whole archive.
+    """
+    raw: bytes | None = None
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            raw = _member_bytes(tar, MANIFEST)
-            if raw is None:
-                raise ArtifactError(f"{archive}: no {MANIFEST}; not an artifact built by the packager")
-            return json.loads(raw), raw, _member_bytes(tar, SIGNATURE)
+            for member in tar:
+                if member.name == MANIFEST:
+                    raw = _member_bytes(tar, member)
+                elif raw is not None:
+                    signature = _member_bytes(tar, member) if member.name == SIGNATURE else None
+                    return json.loads(raw), raw, signature
     except (tarfile.TarError, OSError, EOFError) as error:
         raise ArtifactError(f"{archive}: not a readable tar.gz ({error})") from None
+    if raw is None:
+        raise ArtifactError(f"{archive}: no {MANIFEST}; not an artifact built by the packager")
+    return json.loads(raw), raw, None
 
 
-def _member_bytes(tar: tarfile.TarFile, name: str) -> bytes | None:
-    try:
-        handle = tar.extractfile(name)
-    except KeyError:
-        return None
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes | None:
+    handle = tar.extractfile(member)
     return handle.read() if handle is not None else None
 
 
@@ -185,17 +191,16 @@ def load_artifact(archive: Path) -> Artifact:
 
 
 def verify_artifact(
-    archive: Path, public_key: Path | None = None, expected_sha256: str | None = None
+    artifact: Artifact, public_key: Path | None = None, expected_sha256: str | None = None
 ) -> list[str]:
-    """Every way `archive` differs from its manifest, signature and recorded digest (none: it verifies)."""
+    """Every way an artifact differs from its manifest, signature and recorded digest (none: it verifies)."""
     problems = []
-    actual = file_digest(archive)
-    if expected_sha256 is not None and actual != expected_sha256:
+    if expected_sha256 is not None and artifact.sha256 != expected_sha256:
         problems.append(
-            f"archive sha256 is {actual}, but {expected_sha256} was recorded when it was published"
+            f"archive sha256 is {artifact.sha256}, but {expected_sha256} was recorded when it was published"
         )
-    manifest, raw, signature = read_manifest(archive)
-    with unpacked(archive) as root:
+    manifest, raw, signature = read_manifest(artifact.path)
+    with unpacked(artifact.path) as root:
         present = {
             path.relative_to(root).as_posix()
             for path in root.rglob("*")

@@ -22,10 +22,10 @@ from packager.config import Config, Runtime, load_config
 from packager.discovery import ModelDir, discover_models, find_repo_root
 from packager.environments import ensure_environment, env_path, place
 from packager.errors import ExitCode, PackagerError
-from packager.artifacts import build_artifact, load_artifact, verify_artifact
+from packager.artifacts import build_artifact, load_artifact, read_manifest, verify_artifact
 from packager.pipeline import PushPlan, push_model
 from packager.provenance import head_commit
-from packager.publishing import store_uris
+from packager.publishing import route, store_uris
 from packager.releases import history, promote, released_models, rollback
 from packager.reports import replay_table, summary, table, write_junit
 from packager.replay import PROTOCOLS, replay_artifact, replay_model
@@ -253,7 +253,7 @@ def replay(
     log_dir = workspace.log_dir()
     replays = []
     if artifact is not None:
-        chosen = workspace.models(models or (str(load_artifact(artifact).manifest["model"]),))
+        chosen = workspace.models(models or (str(read_manifest(artifact)[0]["model"]),))
         if len(chosen) != 1:
             raise click.UsageError("--artifact replays one model's cases: name that one model")
         if not as_json:
@@ -428,13 +428,11 @@ def push(
     commit = commit or head_commit(workspace.root or Path.cwd())
     if not commit:
         raise click.UsageError("not in a git checkout: give --commit")
+    uris = store_uris(workspace.config.stores, staging, production)
     plan = PushPlan(
-        config=workspace.config,
-        root=workspace.root,
         runtime=workspace.runtime(runtime),
-        branch=branch,
         commit=commit,
-        uris=store_uris(workspace.config.stores, staging, production),
+        route=route(branch, commit, workspace.config.stores, workspace.root, uris),
         out_dir=out or workspace.dist(),
         log_dir=workspace.log_dir(),
         signing_key=sign_key,
@@ -572,14 +570,13 @@ def verify(workspace: Workspace, artifact: str, public_key: Path | None) -> Exit
     key = workspace.public_key(public_key)
     with tempfile.TemporaryDirectory(prefix="packager-verify-") as scratch:
         path, recorded = _fetch(artifact, Path(scratch))
-        problems = verify_artifact(path, key, expected_sha256=recorded)
-        loaded = load_artifact(path) if not problems else None
+        loaded = load_artifact(path)
+        problems = verify_artifact(loaded, key, expected_sha256=recorded)
     for problem in problems:
         click.echo(f"{artifact}: {problem}")
     if problems:
         click.echo(f"{artifact}: does NOT verify", err=True)
         return ExitCode.MODEL_ERROR
-    assert loaded is not None
     signed = "signature verified" if key else "signature not checked (no public key)"
     files = len(loaded.manifest["files"])
     click.echo(

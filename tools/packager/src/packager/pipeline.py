@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packager.artifacts import Artifact, build_artifact
-from packager.config import Config, Runtime
+from packager.config import Runtime
 from packager.discovery import ModelDir
 from packager.errors import ExitCode, PackagerError
-from packager.publishing import Published, destination, publish
+from packager.publishing import Published, Route, publish
 from packager.releases import new_entry, record
 from packager.replay import ModelReplay, replay_artifact
 from packager.serving import prepare
@@ -55,12 +55,9 @@ class PushResult:
 class PushPlan:
     """Everything one push run shares."""
 
-    config: Config
-    root: Path | None
     runtime: Runtime
-    branch: str
     commit: str
-    uris: tuple[str, str]
+    route: Route
     out_dir: Path
     log_dir: Path
     signing_key: Path | None = None
@@ -74,9 +71,7 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
         report, environment = prepare(model, plan.runtime, plan.progress)
         result.artifact = build_artifact(report, plan.runtime, environment, plan.out_dir, plan.signing_key)
         assert report.version is not None
-        target = destination(
-            model.name, report.version, plan.branch, plan.commit, plan.config.stores, plan.root, plan.uris
-        )
+        target = plan.route.destination(model.name, report.version)
         if target.production and result.artifact.manifest["source_dirty"]:
             raise DirtySource(
                 f"{model.path} has uncommitted changes; production publishes committed sources only: commit, then push"

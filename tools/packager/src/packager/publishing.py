@@ -57,23 +57,24 @@ def store_uris(stores: Stores, staging: str | None = None, production: str | Non
     )
 
 
-def destination(
-    name: str,
-    version: int,
-    branch: str,
-    commit: str,
-    stores: Stores,
-    root: Path | None,
-    uris: tuple[str, str],
-) -> Destination:
-    """Route by branch: production branches to the production key, others to a per-commit staging key."""
+@dataclass(frozen=True)
+class Route:
+    """Where a push of one branch and commit publishes: a store, and a key prefix inside it."""
+
+    store: Store
+    prefix: str
+    production: bool
+
+    def destination(self, name: str, version: int) -> Destination:
+        return Destination(self.store, self.prefix + artifact_name(name, version), self.production)
+
+
+def route(branch: str, commit: str, stores: Stores, root: Path | None, uris: tuple[str, str]) -> Route:
+    """Production branches publish at the production store's root; others under a per-commit staging prefix."""
     staging_uri, production_uri = uris
-    filename = artifact_name(name, version)
     if branch in stores.production_branches:
-        return Destination(open_store(production_uri, root), filename, production=True)
-    return Destination(
-        open_store(staging_uri, root), f"{branch_slug(branch)}/{commit[:12]}/{filename}", production=False
-    )
+        return Route(open_store(production_uri, root), "", production=True)
+    return Route(open_store(staging_uri, root), f"{branch_slug(branch)}/{commit[:12]}/", production=False)
 
 
 def metadata_for(artifact: Artifact, commit: str) -> dict[str, str]:

@@ -119,12 +119,12 @@ def promote(
     with tempfile.TemporaryDirectory(prefix="packager-promote-") as scratch:
         local = Path(scratch) / filename
         staging.download(source_key, local)
-        problems = verify_artifact(local, public_key, expected_sha256=staged.metadata.get("sha256"))
+        artifact = load_artifact(local)
+        problems = verify_artifact(artifact, public_key, expected_sha256=staged.metadata.get("sha256"))
         if problems:
             raise ReleaseError(
                 f"{staging.uri}/{source_key} does not verify; not promoted:\n  " + "\n  ".join(problems)
             )
-        artifact = load_artifact(local)
     if (artifact.name, artifact.version) != (model, version):
         raise ReleaseError(f"{source_key} holds {artifact.name} {artifact.version}, not {model} {version}")
     target = Destination(production, filename, production=True)

@@ -18,7 +18,7 @@ from packager.config import Runtime
 from packager.discovery import ModelDir
 from packager.errors import ExitCode, PackagerError
 from packager.model_config import TritonModel
-from packager.artifacts import load_artifact, triton_models_in, unpacked
+from packager.artifacts import read_manifest, triton_models_in, unpacked
 from packager.serving import launched, loaded, prepare, top_model
 from packager.triton_runtime import Server
 
@@ -220,7 +220,7 @@ def replay_artifact(
     environments are the packed tarballs inside it, as an endpoint receives them)."""
     replay = ModelReplay(model.name)
     with _recorded(replay):
-        manifest = load_artifact(archive).manifest
+        manifest, _, _ = read_manifest(archive)
         with unpacked(archive) as repository:
             triton_models = triton_models_in(repository)
             cases = _cases(model, triton_models, str(manifest["top_model"]))

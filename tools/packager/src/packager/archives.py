@@ -1,4 +1,12 @@
-"""Byte-reproducible tar.gz archives (fixed order, times, owners, modes, gzip header) and safe extraction."""
+"""Reproducible tar.gz archives (fixed order, times, owners, modes, gzip header), safe extraction, and file
+digests: what environments and artifacts are packed with.
+
+What is reproducible, and where: the *tar stream* (the uncompressed bytes) depends only on the members,
+so its digest, and every file's, is the same on any machine and Python. The *gzip bytes* are ISA-L's,
+which picks a code path per CPU: they are identical across runs, Python versions and machines of one CPU
+family (e.g. AVX-512), and may differ on another (AVX2 only). An artifact's identity is therefore its
+content (the manifest's content digest), never the archive's sha256 across machines.
+"""
 
 from __future__ import annotations
 
@@ -86,11 +94,11 @@ def write_tar_gz(out: Path, members: Iterable[Member]) -> None:
 
 
 class _FixedChunkGzip:
-    """A gzip stream fed in fixed 1 MiB chunks, so its bytes depend on the input alone.
+    """A gzip stream fed in fixed 1 MiB chunks, so its bytes depend on the input and the CPU family alone.
 
     ISA-L's deflate output depends on how its input is split into calls, and gzip.GzipFile splits
     differently across Python versions (3.12 buffers writes); feeding fixed chunks makes the archive the
-    same on any Python and CPU. The header carries no name and no time.
+    same on any Python. The header carries no name and no time.
     """
 
     CHUNK = 1 << 20

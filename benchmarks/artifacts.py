@@ -25,14 +25,12 @@ import numpy as np
 from moto.server import ThreadedMotoServer
 
 from packager.artifacts import build_artifact
-from packager.config import DEFAULT_RUNTIME
-from packager.discovery import ModelDir
-from packager.environments import ensure_environment
-from packager.publishing import Destination, publish
-from packager.scaffold import scaffold
-from packager.serving import staged_repository
-from packager.stores import open_store
-from packager.triton_runtime import free_ports
+from packager.environments import ensure_environment, env_builder_for
+from packager.modeldir import ModelDir, scaffold
+from packager.release import Destination, publish
+from packager.release.stores import open_store
+from packager.settings import DEFAULT_RUNTIME
+from packager.triton import free_ports, staged_repository
 from packager.validation import validate_model
 
 
@@ -73,7 +71,7 @@ def main() -> None:
 def run(scratch: Path, gib: float) -> None:
     model = model_with_weights(scratch / "models", gib)
     report = validate_model(model)
-    environment = ensure_environment(model, DEFAULT_RUNTIME, progress=False)
+    environment = ensure_environment(model, DEFAULT_RUNTIME, env_builder_for(DEFAULT_RUNTIME), progress=False)
     weights = sum(path.stat().st_size for path in model.path.rglob("weights-*.bin"))
     print(f"model with {weights / 1024**3:.2f} GiB of float32 weights, {os.cpu_count()} CPUs")
     print(f"{'benchmark':<28} {'baseline':>18} {'':>14} {'measured':>18} {'':>14} {'ratio':>8}")

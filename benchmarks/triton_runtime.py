@@ -27,14 +27,15 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from packager.config import load_config
-from packager.discovery import ModelDir, find_repo_root
-from packager.environments import ensure_environment
+from packager.environments import ensure_environment, env_builder_for
+from packager.modeldir import ModelDir, find_repo_root
+from packager.preflight import prepare
 from packager.replay import replay_model
-from packager.serving import launched, prepare, staged_repository
-from packager.triton_runtime import LocalLauncher, install_server
+from packager.triton import launched, launcher_for, staged_repository
 
 ROOT = find_repo_root(Path(__file__).parent) or Path.cwd()
 RUNTIME = load_config(ROOT).runtime()
+BUILDER = env_builder_for(RUNTIME)
 CHURN, DIGITS = ModelDir(ROOT / "models" / "churn"), ModelDir(ROOT / "models" / "digits")
 CLIENTS, SECONDS = 8, 5.0
 
@@ -68,20 +69,22 @@ def scratch_cache() -> Iterator[None]:
 
 def bench_env_build(log_dir: Path) -> None:
     with scratch_cache():
-        cold = timed(lambda: ensure_environment(CHURN, RUNTIME, progress=False))
-        hits = [timed(lambda: ensure_environment(CHURN, RUNTIME, progress=False)) for _ in range(5)]
+        cold = timed(lambda: ensure_environment(CHURN, RUNTIME, BUILDER, progress=False))
+        hits = [timed(lambda: ensure_environment(CHURN, RUNTIME, BUILDER, progress=False)) for _ in range(5)]
     row("env build (churn)", ("cold", cold), ("cache hit (median of 5)", statistics.median(hits)))
 
 
 def bench_server_start(log_dir: Path) -> None:
-    launcher = LocalLauncher(install_server(RUNTIME, progress=False))
+    launcher = launcher_for(RUNTIME, progress=False)
     empty = Path(tempfile.mkdtemp(prefix="packager-bench-empty-"))
     starts = []
     for attempt in range(10):
         started = time.perf_counter()
         with launcher.start(empty, log_dir / f"start-{attempt}.log"):
             starts.append(time.perf_counter() - started)
-    replay = timed(lambda: replay_model(CHURN, RUNTIME, log_dir / "replay.log", progress=False))
+    replay = timed(
+        lambda: replay_model(CHURN, RUNTIME, BUILDER, launcher, log_dir / "replay.log", progress=False)
+    )
     row(
         "server start to ready",
         ("replay churn (all)", replay),
@@ -90,8 +93,8 @@ def bench_server_start(log_dir: Path) -> None:
 
 
 def bench_load_modes(log_dir: Path) -> None:
-    report, environment = prepare(DIGITS, RUNTIME, progress=False)
-    launcher = LocalLauncher(install_server(RUNTIME, progress=False))
+    report, environment = prepare(DIGITS, RUNTIME, BUILDER, progress=False)
+    launcher = launcher_for(RUNTIME, progress=False)
     seconds: dict[str, list[float]] = {"packed": [], "unpacked": []}
     for attempt in range(3):
         for mode in seconds:
@@ -137,11 +140,12 @@ def _counts(endpoint: str) -> tuple[int, int]:
 
 
 def bench_dynamic_batching(log_dir: Path) -> None:
-    report, environment = prepare(CHURN, RUNTIME, progress=False)
+    report, environment = prepare(CHURN, RUNTIME, BUILDER, progress=False)
+    launcher = launcher_for(RUNTIME, progress=False)
     rows = np.random.default_rng(0).normal(size=(256, 8)).astype(np.float32)
     rates: dict[bool, tuple[float, float]] = {}
     for batching in (True, False):
-        with launched(report, environment, RUNTIME, log_dir / f"throughput-{batching}.log") as served:
+        with launched(report, environment, launcher, log_dir / f"throughput-{batching}.log") as served:
             if not batching:
                 config = served.repository / "churn" / "config.pbtxt"
                 text = re.sub(r"dynamic_batching \{[^}]*\}", "", config.read_text())

@@ -15,7 +15,7 @@ import pytest
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from packager.scaffold import scaffold
+from packager.modeldir import scaffold
 
 RunPackager = Callable[..., subprocess.CompletedProcess[str]]
 

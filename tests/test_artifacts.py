@@ -19,10 +19,11 @@ from packager.artifacts import (
     unpacked,
     verify_artifact,
 )
-from packager.config import DEFAULT_RUNTIME
-from packager.discovery import ModelDir
+from packager.settings import DEFAULT_RUNTIME
+from packager.modeldir import ModelDir
 from packager.environments import Environment, ensure_environment
-from packager.signing import generate
+from packager.environments.venv import VenvBuilder
+from packager.artifacts import generate_keys
 from packager.validation import ModelReport, validate_model
 
 
@@ -37,7 +38,7 @@ def fraud(model_repo: Path) -> tuple[ModelReport, Environment]:
     (model.path / "preprocess" / "1" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"stale")
     report = validate_model(model)
     assert report.ok, report.diagnostics
-    return report, ensure_environment(model, DEFAULT_RUNTIME, progress=False)
+    return report, ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
 
 
 def test_layout_manifest_and_hard_links(fraud: tuple[ModelReport, Environment], tmp_path: Path) -> None:
@@ -103,8 +104,8 @@ def test_signed_manifest_verifies_only_with_its_key(
     fraud: tuple[ModelReport, Environment], tmp_path: Path
 ) -> None:
     report, environment = fraud
-    generate(tmp_path / "release.key", tmp_path / "release.pub")
-    generate(tmp_path / "other.key", tmp_path / "other.pub")
+    generate_keys(tmp_path / "release.key", tmp_path / "release.pub")
+    generate_keys(tmp_path / "other.key", tmp_path / "other.pub")
     assert oct((tmp_path / "release.key").stat().st_mode & 0o777) == "0o600"
     signed = build_artifact(
         report, DEFAULT_RUNTIME, environment, tmp_path / "signed", tmp_path / "release.key"

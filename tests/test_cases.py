@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from packager.cases import Case, CaseError, load_cases
-from packager.discovery import ModelDir
-from packager.model_config import TritonModel
+from packager.modeldir import Case, CaseError, load_cases
+from packager.modeldir import ModelDir
+from packager.modeldir import TritonModel
 from packager.validation import validate_model
 
 MODELS = Path(__file__).parent.parent / "models"

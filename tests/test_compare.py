@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from packager.cases import Tensor, Tolerance
+from packager.modeldir import Tensor, Tolerance
 from packager.replay import compare
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from packager.config import DEFAULT_RUNTIME, ConfigError, load_config
+from packager.config import load_config
+from packager.settings import DEFAULT_RUNTIME, ConfigError
 
 REPO = Path(__file__).parent.parent
 

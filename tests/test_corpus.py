@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from packager.discovery import ModelDir
+from packager.modeldir import ModelDir
 from packager.validation import validate_model
 
 CORPUS = Path(__file__).parent / "corpus"

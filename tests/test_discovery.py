@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from packager.discovery import ModelDir, discover_models, find_repo_root, models_under, version_dirs
+from packager.modeldir import ModelDir, discover_models, find_repo_root, models_under, version_dirs
 from packager.errors import UsageError
 
 

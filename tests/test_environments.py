@@ -11,18 +11,20 @@ from pathlib import Path
 import pytest
 
 from packager.archives import file_digest
-from packager.config import DEFAULT_RUNTIME, Constraint, Runtime
-from packager.discovery import ModelDir
+from packager.settings import DEFAULT_RUNTIME, Constraint, Runtime
+from packager.modeldir import ModelDir
 from packager.environments import (
     RequirementsError,
-    _check_constraints,
-    _make_relocatable,
     ensure_environment,
+    env_builder_for,
     environment_key,
+    find_interpreter,
     read_requirements,
 )
+from packager.environments.conda import CondaBuilder
+from packager.environments.requirements import check_constraints
+from packager.environments.venv import VenvBuilder, make_relocatable
 from packager.errors import EnvironmentFailure
-from packager.interpreters import find_interpreter
 
 
 def _requirements(tmp_path: Path, text: str) -> Path:
@@ -64,21 +66,30 @@ def test_numpy_below_2_is_fine(tmp_path: Path) -> None:
     ]
 
 
-def test_key_covers_runtime_interpreter_and_builder() -> None:
-    interpreter = find_interpreter("3.11")
-    base = environment_key(["numpy<2"], interpreter, DEFAULT_RUNTIME, "venv")
+def test_key_covers_runtime_builder_and_its_fingerprint() -> None:
+    fingerprint = VenvBuilder().fingerprint("3.11")
+    assert fingerprint["version"].startswith("3.11.") and fingerprint["platform"]
+    base = environment_key(["numpy<2"], DEFAULT_RUNTIME, "venv", fingerprint)
     other_runtime = Runtime("x", "2.51.0", "3.11", constraints=(Constraint("numpy<1.25", "test"),))
-    assert base == environment_key(["numpy<2"], interpreter, DEFAULT_RUNTIME, "venv")
-    assert base != environment_key(["numpy<2", "pillow"], interpreter, DEFAULT_RUNTIME, "venv")
-    assert base != environment_key(["numpy<2"], interpreter, other_runtime, "venv")
-    assert base != environment_key(["numpy<2"], interpreter, DEFAULT_RUNTIME, "conda")
+    other_interpreter = {**fingerprint, "interpreter": "/opt/python3.11/bin/python3.11"}
+    assert base == environment_key(["numpy<2"], DEFAULT_RUNTIME, "venv", dict(fingerprint))
+    assert base != environment_key(["numpy<2", "pillow"], DEFAULT_RUNTIME, "venv", fingerprint)
+    assert base != environment_key(["numpy<2"], other_runtime, "venv", fingerprint)
+    assert base != environment_key(["numpy<2"], DEFAULT_RUNTIME, "conda", fingerprint)
+    assert base != environment_key(["numpy<2"], DEFAULT_RUNTIME, "venv", other_interpreter)
+
+
+def test_builders_come_from_the_runtimes_configuration() -> None:
+    assert isinstance(env_builder_for(DEFAULT_RUNTIME), VenvBuilder)
+    conda_runtime = Runtime("c", "2.51.0", "3.11", env_builder="conda")
+    assert isinstance(env_builder_for(conda_runtime), CondaBuilder)
 
 
 def test_installed_packages_are_checked_against_the_constraints(tmp_path: Path) -> None:
-    model = ModelDir(tmp_path)
-    _check_constraints(model, {"numpy": "1.26.4"}, DEFAULT_RUNTIME)
+    requirements = tmp_path / "requirements.txt"
+    check_constraints(requirements, {"numpy": "1.26.4"}, DEFAULT_RUNTIME)
     with pytest.raises(RequirementsError, match="got numpy 2.1.0, which breaks runtime 'local'"):
-        _check_constraints(model, {"numpy": "2.1.0"}, DEFAULT_RUNTIME)
+        check_constraints(requirements, {"numpy": "2.1.0"}, DEFAULT_RUNTIME)
 
 
 def test_relocation_drops_every_mention_of_the_build_directory(tmp_path: Path) -> None:
@@ -94,7 +105,7 @@ def test_relocation_drops_every_mention_of_the_build_directory(tmp_path: Path) -
     record = venv / "lib" / "python3.11" / "site-packages" / "tool-1.0.dist-info" / "RECORD"
     record.parent.mkdir(parents=True)
     record.write_text("../../../bin/tool,sha256=stale,99\ntool/__init__.py,sha256=x,1\n")
-    _make_relocatable(venv)
+    make_relocatable(venv)
     assert (venv / "bin" / "other").read_text() == "#!/usr/bin/env python3.11\nimport other\n"
     script = b"#!/usr/bin/env python3.11\nimport tool\n"
     new_hash = base64.urlsafe_b64encode(hashlib.sha256(script).digest()).rstrip(b"=").decode()
@@ -133,7 +144,9 @@ def _model(path: Path, requirements: str) -> ModelDir:
 
 
 def test_real_venv_build_is_cached_and_shared(tmp_path: Path, cache: Path) -> None:
-    first = ensure_environment(_model(tmp_path / "a", "packaging==24.2\n"), DEFAULT_RUNTIME, progress=False)
+    first = ensure_environment(
+        _model(tmp_path / "a", "packaging==24.2\n"), DEFAULT_RUNTIME, VenvBuilder(), progress=False
+    )
     assert not first.cache_hit
     assert first.tarball.is_file() and first.tarball.parent.parent == cache / "envs"
     with tarfile.open(first.tarball) as tar:
@@ -145,11 +158,12 @@ def test_real_venv_build_is_cached_and_shared(tmp_path: Path, cache: Path) -> No
     assert first.metadata()["packages"] == {"packaging": "24.2"}
     assert (first.unpacked / "bin" / "activate").is_file()
 
-    again = ensure_environment(ModelDir(tmp_path / "a"), DEFAULT_RUNTIME, progress=False)
+    again = ensure_environment(ModelDir(tmp_path / "a"), DEFAULT_RUNTIME, VenvBuilder(), progress=False)
     assert again.cache_hit and again.key == first.key
     same_requirements = ensure_environment(
         _model(tmp_path / "b", "# same, written differently\npackaging == 24.2\n"),
         DEFAULT_RUNTIME,
+        VenvBuilder(),
         progress=False,
     )
     assert same_requirements.cache_hit and same_requirements.directory == first.directory
@@ -159,7 +173,9 @@ def test_transitive_conflict_with_the_runtime_is_a_clear_error(tmp_path: Path, c
     # requests 2.32.3 needs urllib3>=1.21.1: no version satisfies both.
     strict = Runtime("strict", "2.51.0", "3.11", constraints=(Constraint("urllib3<1", "a test constraint"),))
     with pytest.raises(EnvironmentFailure, match="pip install failed") as error:
-        ensure_environment(_model(tmp_path / "m", "requests==2.32.3\n"), strict, progress=False)
+        ensure_environment(
+            _model(tmp_path / "m", "requests==2.32.3\n"), strict, VenvBuilder(), progress=False
+        )
     assert "urllib3" in str(error.value)
     assert not list((cache / "envs").glob("*/python_env.tar.gz")), "nothing half-built is cached"
 
@@ -176,7 +192,7 @@ def test_real_conda_build(tmp_path: Path, cache: Path) -> None:
         "conda", "2.51.0", "3.11", env_builder="conda", constraints=DEFAULT_RUNTIME.constraints
     )
     environment = ensure_environment(
-        _model(tmp_path / "c", "packaging==24.2\n"), conda_runtime, progress=False
+        _model(tmp_path / "c", "packaging==24.2\n"), conda_runtime, CondaBuilder(), progress=False
     )
     assert (environment.unpacked / "bin" / "activate").is_file()
     packages = environment.metadata()["packages"]
@@ -190,7 +206,7 @@ def test_two_cold_builds_are_byte_identical(tmp_path: Path, monkeypatch: pytest.
     for attempt in ("first", "second"):
         monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path / attempt / "cache"))
         model = _model(tmp_path / attempt / "model", "wheel==0.45.1\n")
-        environment = ensure_environment(model, DEFAULT_RUNTIME, progress=False)
+        environment = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
         assert not environment.cache_hit
         assert (environment.unpacked / "bin" / "wheel").read_text().startswith("#!/usr/bin/env python")
         digests.append(file_digest(environment.tarball))

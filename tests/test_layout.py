@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from packager.discovery import ModelDir
+from packager.modeldir import ModelDir
 from packager.validation import validate_model
 
 GOOD = Path(__file__).parent / "corpus" / "good" / "single_python"

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

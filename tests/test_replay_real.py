@@ -118,7 +118,7 @@ def test_serve_prints_endpoints_answers_and_cleans_up_on_ctrl_c(repo: Path) -> N
     log = Path(endpoints["log"])
     assert log.is_file()
     survivors = subprocess.run(
-        ["pgrep", "-f", f"--model-repository=/tmp/packager-repo-churn-"], capture_output=True, text=True
+        ["pgrep", "-f", "--model-repository=/tmp/packager-repo-churn-"], capture_output=True, text=True
     )
     own = [
         pid

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 from packager.replay import CaseResult, ModelReplay
-from packager.reports import replay_table, summary, write_junit
+from packager.replay import replay_table, summary, write_junit
 
 REPLAYS = [
     ModelReplay(

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from packager.cases import load_cases
-from packager.discovery import ModelDir
+from packager.modeldir import load_cases
+from packager.modeldir import ModelDir
 from packager.errors import UsageError
-from packager.scaffold import scaffold
+from packager.modeldir import scaffold
 from packager.validation import validate_model
 
 

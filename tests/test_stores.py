@@ -1,4 +1,5 @@
-"""Both store backends through their real parts: a directory, and S3 over HTTP (moto on loopback)."""
+"""Every store backend against one contract: a directory and S3 over HTTP (moto on loopback) through their
+real parts, and the in-memory fake, which must behave as they do."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from typing import Any
 
 import pytest
 
-from packager import stores
-from packager.stores import AlreadyExists, Conflict, S3Store, Store, open_store
+from packager.release.stores import AlreadyExists, Conflict, MemoryStore, Store, open_store
+from packager.release.stores import s3 as s3_backend
+from packager.release.stores.s3 import S3Store
 from tests.conftest import s3_client
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", "s3", "memory"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "memory":
+        return MemoryStore()
     if request.param == "file":
         return open_store(f"file://{tmp_path / 'store'}", None)
     s3: dict[str, str] = request.getfixturevalue("s3")
@@ -77,7 +81,7 @@ def test_documents_update_only_from_the_version_read(store: Store) -> None:
 def test_s3_multipart_with_checksums_and_a_failure_leaves_nothing(
     s3: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stores, "PART_SIZE", 5 * 1024 * 1024)
+    monkeypatch.setattr(s3_backend, "PART_SIZE", 5 * 1024 * 1024)
     store = open_store(s3["PACKAGER_STAGING_URI"], None)
     assert isinstance(store, S3Store)
     big = _file(tmp_path, "big", os.urandom(12 * 1024 * 1024))
@@ -112,10 +116,10 @@ def test_s3_multipart_with_checksums_and_a_failure_leaves_nothing(
 KILLED_PUSH = """
 import sys, time
 from pathlib import Path
-from packager import stores
-stores.PART_SIZE = 5 * 1024 * 1024
-stores.UPLOAD_THREADS = 1
-store = stores.open_store(sys.argv[1], None)
+from packager.release.stores import s3
+s3.PART_SIZE = 5 * 1024 * 1024
+s3.UPLOAD_THREADS = 1
+store = s3.S3Store.from_uri(sys.argv[1])
 real = store.client.upload_part
 def slow(**kwargs):
     result = real(**kwargs)
@@ -165,3 +169,33 @@ def test_store_uris(tmp_path: Path) -> None:
     assert open_store("file:///srv/models", None).directory == Path("/srv/models")  # type: ignore[attr-defined]
     with pytest.raises(Exception, match="a store URI is"):
         open_store("ftp://host/x", None)
+
+
+def test_copies_are_server_side_between_s3_stores_and_downloads_across_kinds(
+    s3: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staging = open_store(s3["PACKAGER_STAGING_URI"], None)
+    production = open_store(s3["PACKAGER_PRODUCTION_URI"], None)
+    staging.put_new("b/c/m_1.tar.gz", _file(tmp_path, "a", b"tested bytes"), {"sha256": "t"})
+
+    def no_download(key: str, destination: Path) -> None:
+        raise AssertionError("an S3-to-S3 copy must not pass through this machine")
+
+    monkeypatch.setattr(staging, "download", no_download)
+    production.copy_new(staging, "b/c/m_1.tar.gz", "m_1.tar.gz", {"sha256": "t"})
+    local = open_store(f"file://{tmp_path / 'local'}", None)
+    local.put_new("x/m_2.tar.gz", _file(tmp_path, "b", b"local bytes"), {"sha256": "l"})
+    production.copy_new(local, "x/m_2.tar.gz", "m_2.tar.gz", {"sha256": "l"})
+    memory = MemoryStore()
+    memory.copy_new(production, "m_1.tar.gz", "copied/m_1.tar.gz", {"sha256": "t"})
+    local.copy_new(memory, "copied/m_1.tar.gz", "m_1.tar.gz", {"sha256": "t"})
+    for store, key, data in [
+        (production, "m_2.tar.gz", b"local bytes"),
+        (local, "m_1.tar.gz", b"tested bytes"),
+    ]:
+        store.download(key, tmp_path / "check")
+        assert (tmp_path / "check").read_bytes() == data
+        head = store.head(key)
+        assert head is not None and head.metadata["sha256"] == data.decode()[0]
+    for opened in (staging, production, local, memory):
+        opened.close()

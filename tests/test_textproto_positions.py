@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from packager.textproto_positions import FieldPositions, Position
+from packager.modeldir.textproto_positions import FieldPositions, Position
 
 TEXT = """\
 name: "clf"  # a comment: { [ ignored

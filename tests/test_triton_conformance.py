@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from packager.config import DEFAULT_RUNTIME
-from packager.triton_runtime import LocalLauncher, ServerError, install_server
+from packager.settings import DEFAULT_RUNTIME
+from packager.triton import ServerError
+from packager.triton.local import LocalLauncher
 
 CORPUS = Path(__file__).parent / "corpus"
 CASES = sorted(path.parent for path in CORPUS.glob("*/*/case.toml"))
@@ -23,7 +24,7 @@ LOAD_TIMEOUT = 10.0  # two cases hang Triton's load; the rest answer within a fe
 
 @pytest.fixture(scope="module")
 def launcher() -> LocalLauncher:
-    return LocalLauncher(install_server(DEFAULT_RUNTIME, progress=False))
+    return LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: f"{case.parent.name}/{case.name}")

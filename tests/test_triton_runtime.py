@@ -9,25 +9,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from packager.config import DEFAULT_RUNTIME
+from packager.settings import DEFAULT_RUNTIME
 from packager.environments import ensure_environment
-from packager.discovery import ModelDir
-from packager.triton_runtime import (
-    LocalLauncher,
-    Server,
-    ServerError,
-    ServerStartError,
-    envs_in_use,
-    group_members,
-    install_server,
-    shm_prefix,
-)
+from packager.environments.venv import VenvBuilder
+from packager.modeldir import ModelDir
+from packager.triton import Server, ServerError, ServerStartError
+from packager.triton.cleanup import envs_in_use, group_members, shm_prefix
+from packager.triton.local import LocalLauncher
 
 CORPUS = Path(__file__).parent / "corpus"
 DOUBLER = """
@@ -52,7 +45,7 @@ output [ { name: "Y", data_type: TYPE_FP32, dims: [ 2 ] } ]
 
 @pytest.fixture(scope="module")
 def launcher() -> LocalLauncher:
-    return LocalLauncher(install_server(DEFAULT_RUNTIME, progress=False))
+    return LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
 
 
 @pytest.fixture
@@ -110,7 +103,7 @@ def test_packed_environment_unpacked_by_triton_is_removed(
     model = ModelDir(tmp_path / "m")
     model.path.mkdir()
     (model.path / "requirements.txt").write_text("numpy<2\n")
-    environment = ensure_environment(model, DEFAULT_RUNTIME, progress=False)
+    environment = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
     shutil.copyfile(environment.tarball, repository / "doubler" / "python_env.tar.gz")
     config = repository / "doubler" / "config.pbtxt"
     config.write_text(
@@ -191,9 +184,9 @@ def test_interrupt_while_serving_still_cleans_up(
 ORPHAN = """
 import sys, time
 from pathlib import Path
-from packager.config import DEFAULT_RUNTIME
-from packager.triton_runtime import LocalLauncher, install_server
-launcher = LocalLauncher(install_server(DEFAULT_RUNTIME, progress=False))
+from packager.settings import DEFAULT_RUNTIME
+from packager.triton.local import LocalLauncher
+launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
 with launcher.start(Path(sys.argv[1]), Path(sys.argv[2])) as server:
     server.load("doubler")
     print(server.process.pid, flush=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from packager.discovery import ModelDir
-from packager.weights import check_weights, pointers, weights
+from packager.modeldir import ModelDir
+from packager.modeldir import check_weights, pointers, weights
 
 CHURN = Path(__file__).parent.parent / "models" / "churn"
 

@@ -6,11 +6,9 @@ import json
 import os
 import signal
 import sys
-import tempfile
-from urllib.parse import urlparse
 import time
 import traceback
-from dataclasses import dataclass
+from contextlib import closing
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -18,23 +16,25 @@ from typing import Any
 import click
 
 from packager import __version__
-from packager.config import Config, Runtime, load_config
-from packager.discovery import ModelDir, discover_models, find_repo_root
-from packager.environments import ensure_environment, env_path, place
+from packager.artifacts import build_artifact, generate_keys, head_commit, read_manifest
+from packager.environments import env_builder_for, place_in_steps
 from packager.errors import ExitCode, PackagerError
-from packager.artifacts import build_artifact, load_artifact, read_manifest, verify_artifact
-from packager.pipeline import PushPlan, push_model
-from packager.provenance import head_commit
-from packager.publishing import route, store_uris
-from packager.releases import history, promote, released_models, rollback
-from packager.reports import replay_table, summary, table, write_junit
-from packager.replay import PROTOCOLS, replay_artifact, replay_model
-from packager.scaffold import scaffold
-from packager.signing import generate
-from packager.stores import S3Store, Store, open_store
-from packager.serving import ENV_MODES, NotServable, launched, prepare
+from packager.modeldir import check_weights, pull, scaffold
+from packager.preflight import NotServable, prepare
+from packager.release import (
+    PushPlan,
+    history,
+    promote,
+    push_model,
+    released_models,
+    rollback,
+    verify_target,
+)
+from packager.replay import PROTOCOLS, replay_artifact, replay_model, replay_table, summary, write_junit
+from packager.tables import plural, table
+from packager.triton import ENV_MODES, launched, launcher_for
 from packager.validation import validate_models
-from packager.weights import check_weights, pull
+from packager.workspace import Workspace
 
 EXIT_CODES = """\b
 Exit codes:
@@ -57,39 +57,6 @@ ENV_MODE_OPTION = click.option(
 )
 
 
-@dataclass
-class Workspace:
-    """What every command shares: the monorepo root (if any) and its configuration."""
-
-    root: Path | None
-    config: Config
-
-    def models(self, args: tuple[str, ...]) -> list[ModelDir]:
-        return discover_models(args, self.root)
-
-    def runtime(self, name: str | None) -> Runtime:
-        return self.config.runtime(name)
-
-    def public_key(self, given: Path | None) -> Path | None:
-        """The key signatures are verified with: --public-key / PACKAGER_VERIFY_KEY, else packager.toml."""
-        if given is not None:
-            return given
-        if self.config.public_key is None:
-            return None
-        return (self.root or Path.cwd()) / self.config.public_key
-
-    def dist(self) -> Path:
-        return (self.root or Path.cwd()) / "dist"
-
-    def log_dir(self) -> Path:
-        """Where server logs go: dist/logs in the monorepo, else a temporary directory."""
-        directory = (
-            self.root / "dist" / "logs" if self.root else Path(tempfile.mkdtemp(prefix="packager-logs-"))
-        )
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory
-
-
 pass_workspace = click.make_pass_decorator(Workspace)
 
 
@@ -108,8 +75,7 @@ def cli(context: click.Context, root: Path | None) -> None:
     MODEL arguments are names of directories under models/ or paths to model directories (a model
     directory holds model_version.txt); a path above several models means all of them.
     """
-    root = root or find_repo_root(Path.cwd())
-    context.obj = Workspace(root, load_config(root))
+    context.obj = Workspace.find(root)
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -130,9 +96,9 @@ def validate(workspace: Workspace, models: tuple[str, ...], as_json: bool) -> Ex
             for diagnostic in report.diagnostics:
                 click.echo(str(diagnostic))
         problems = sum(len(report.diagnostics) for report in failed)
-        summary_line = f"{_plural(len(reports), 'model')} checked: {len(reports) - len(failed)} ok"
+        summary_line = f"{plural(len(reports), 'model')} checked: {len(reports) - len(failed)} ok"
         if failed:
-            summary_line += f", {len(failed)} with {_plural(problems, 'problem')}"
+            summary_line += f", {len(failed)} with {plural(problems, 'problem')}"
         click.echo(summary_line, err=True)
     return ExitCode.MODEL_ERROR if failed else ExitCode.OK
 
@@ -149,16 +115,11 @@ def env(workspace: Workspace, models: tuple[str, ...], runtime: str | None, as_j
     reused at once, and models with identical requirements share one.
     """
     target = workspace.runtime(runtime)
+    builder = env_builder_for(target)
     rows, records = [], []
     for model in workspace.models(models):
-        report, environment = prepare(model, target)
-        placed = []
-        if environment is not None:
-            for triton in report.triton_models.values():
-                destination = env_path(triton)
-                if destination is not None:
-                    place(environment, destination)
-                    placed.append(destination)
+        report, environment = prepare(model, target, builder)
+        placed = place_in_steps(environment, report.triton_models) if environment is not None else []
         size = f"{environment.tarball.stat().st_size / 1e6:.1f} MB" if environment else "-"
         state = ("cached" if environment.cache_hit else "built") if environment else "no python step uses one"
         seconds = f"{environment.seconds:.2f}" if environment else "-"
@@ -196,8 +157,8 @@ def serve(workspace: Workspace, model: str, runtime: str | None, env_mode: str) 
     chosen = found[0]
     target = workspace.runtime(runtime)
     log_path = workspace.log_dir() / f"{chosen.name}-serve.log"
-    report, environment = prepare(chosen, target)
-    with launched(report, environment, target, log_path, env_mode) as served:
+    report, environment = prepare(chosen, target, env_builder_for(target))
+    with launched(report, environment, launcher_for(target), log_path, env_mode) as served:
         endpoints = served.server.endpoints
         click.echo(f"serving {chosen.name} (runtime {target.name}, Triton {target.triton_version})")
         click.echo(f"  HTTP     http://{endpoints.http}/v2/models/{served.top_model}")
@@ -251,6 +212,7 @@ def replay(
     """
     target = workspace.runtime(runtime)
     log_dir = workspace.log_dir()
+    launcher = launcher_for(target, progress=not as_json)
     replays = []
     if artifact is not None:
         chosen = workspace.models(models or (str(read_manifest(artifact)[0]["model"]),))
@@ -259,12 +221,15 @@ def replay(
         if not as_json:
             click.echo(f"replaying {artifact} with the cases of {chosen[0].name} ...", err=True)
         log = log_dir / f"{chosen[0].name}-artifact.log"
-        replays.append(replay_artifact(artifact, chosen[0], target, log, protocols or PROTOCOLS, not as_json))
+        replays.append(replay_artifact(artifact, chosen[0], launcher, log, protocols or PROTOCOLS))
+    builder = env_builder_for(target)
     for model in workspace.models(models) if artifact is None else []:
         if not as_json:
             click.echo(f"replaying {model.name} on runtime {target.name} ...", err=True)
         log = log_dir / f"{model.name}-replay.log"
-        replays.append(replay_model(model, target, log, env_mode, protocols or PROTOCOLS, not as_json))
+        replays.append(
+            replay_model(model, target, builder, launcher, log, env_mode, protocols or PROTOCOLS, not as_json)
+        )
     if junit_xml is not None:
         write_junit(replays, junit_xml)
     if as_json:
@@ -292,7 +257,7 @@ def pull_weights(workspace: Workspace, models: tuple[str, ...], remote: str | No
     for problem in problems:
         click.echo(str(problem))
     click.echo(
-        f"weights of {_plural(len(chosen), 'model')}: {'ok' if not problems else 'see above'}", err=True
+        f"weights of {plural(len(chosen), 'model')}: {'ok' if not problems else 'see above'}", err=True
     )
     return ExitCode.MODEL_ERROR if problems else ExitCode.OK
 
@@ -360,10 +325,11 @@ def build(
     environment in every python step, the weights, and a manifest with the sha256 of every file.
     Byte-reproducible: the same sources, weights and environment give the same sha256."""
     target = workspace.runtime(runtime)
+    builder = env_builder_for(target)
     rows, records = [], []
     for model in workspace.models(models):
         started = time.monotonic()
-        report, environment = prepare(model, target)
+        report, environment = prepare(model, target, builder)
         artifact = build_artifact(report, target, environment, out or workspace.dist(), sign_key)
         seconds = time.monotonic() - started
         size = artifact.path.stat().st_size
@@ -428,17 +394,20 @@ def push(
     commit = commit or head_commit(workspace.root or Path.cwd())
     if not commit:
         raise click.UsageError("not in a git checkout: give --commit")
-    uris = store_uris(workspace.config.stores, staging, production)
+    target = workspace.runtime(runtime)
     plan = PushPlan(
-        runtime=workspace.runtime(runtime),
+        runtime=target,
+        builder=env_builder_for(target),
+        launcher=launcher_for(target, progress=not as_json),
         commit=commit,
-        route=route(branch, commit, workspace.config.stores, workspace.root, uris),
+        route=workspace.route(branch, commit, staging, production),
         out_dir=out or workspace.dist(),
         log_dir=workspace.log_dir(),
         signing_key=sign_key,
         progress=not as_json,
     )
-    results = [push_model(model, plan) for model in workspace.models(models)]
+    with closing(plan.route.store):
+        results = [push_model(model, plan) for model in workspace.models(models)]
     if as_json:
         _echo_json(
             {
@@ -474,9 +443,9 @@ def push(
 @pass_workspace
 def releases(workspace: Workspace, model: str | None, production: str | None, as_json: bool) -> ExitCode:
     """The release history of one model, or of every released model: what was in production, and when."""
-    store = open_store(store_uris(workspace.config.stores, production=production)[1], workspace.root)
-    names = [model] if model else released_models(store)
-    documents = {name: history(store, name) for name in names}
+    with closing(workspace.production_store(production)) as store:
+        names = [model] if model else released_models(store)
+        documents = {name: history(store, name) for name in names}
     if model and not documents[model]:
         raise click.UsageError(f"{model} has no releases in {store.uri}")
     if as_json:
@@ -525,20 +494,17 @@ def promote_command(
 ) -> ExitCode:
     """Copy the exact staged artifact of a commit into production (server-side; no rebuild), after checking
     its digest and manifest (and signature, when a public key is configured), and record the release."""
-    staging_uri, production_uri = store_uris(workspace.config.stores, staging, production)
-    entry, source = promote(
-        open_store(staging_uri, workspace.root),
-        open_store(production_uri, workspace.root),
-        model,
-        version,
-        from_commit,
-        workspace.public_key(public_key),
-    )
+    staging_uri, production_uri = workspace.store_uris(staging, production)
+    key = workspace.public_key(public_key)
+    with closing(workspace.store(staging_uri)) as source, closing(workspace.store(production_uri)) as target:
+        entry, source_key = promote(source, target, model, version, from_commit, key)
     if entry is None:
-        click.echo(f"{model} {version} from {source} is already in production (same bytes); nothing to do")
+        click.echo(
+            f"{model} {version} from {source_key} is already in production (same bytes); nothing to do"
+        )
     else:
         click.echo(
-            f"promoted {source} -> {production_uri.rstrip('/')}/{entry.key} (sha256 {entry.sha256[:12]}); {model} is now at {version}"
+            f"promoted {source_key} -> {production_uri.rstrip('/')}/{entry.key} (sha256 {entry.sha256[:12]}); {model} is now at {version}"
         )
     return ExitCode.OK
 
@@ -554,8 +520,8 @@ def rollback_command(
     workspace: Workspace, model: str, to_version: int | None, production: str | None
 ) -> ExitCode:
     """Move a model's "current" pointer back to an earlier published version; the history grows by one entry."""
-    store = open_store(store_uris(workspace.config.stores, production=production)[1], workspace.root)
-    entry = rollback(store, model, to_version)
+    with closing(workspace.production_store(production)) as store:
+        entry = rollback(store, model, to_version)
     click.echo(f"{model} is now at version {entry.version} ({entry.note}); history has the rollback")
     return ExitCode.OK
 
@@ -568,42 +534,17 @@ def verify(workspace: Workspace, artifact: str, public_key: Path | None) -> Exit
     """Check an artifact (a file, or s3://bucket/key, file:///path) against its manifest, its recorded
     digest, and its signature when a public key is configured."""
     key = workspace.public_key(public_key)
-    with tempfile.TemporaryDirectory(prefix="packager-verify-") as scratch:
-        path, recorded = _fetch(artifact, Path(scratch))
-        loaded = load_artifact(path)
-        problems = verify_artifact(loaded, key, expected_sha256=recorded)
-    for problem in problems:
+    result = verify_target(artifact, workspace.root, key)
+    for problem in result.problems:
         click.echo(f"{artifact}: {problem}")
-    if problems:
+    if not result.ok:
         click.echo(f"{artifact}: does NOT verify", err=True)
         return ExitCode.MODEL_ERROR
     signed = "signature verified" if key else "signature not checked (no public key)"
-    files = len(loaded.manifest["files"])
     click.echo(
-        f"{artifact}: ok: {loaded.name} {loaded.version}, sha256 {loaded.sha256}, {files} files match the manifest, {signed}"
+        f"{artifact}: ok: {result.model} {result.version}, sha256 {result.sha256}, {result.files} files match the manifest, {signed}"
     )
     return ExitCode.OK
-
-
-def _fetch(artifact: str, scratch: Path) -> tuple[Path, str | None]:
-    """A local copy of the artifact and the sha256 recorded when it was published (None for a plain file)."""
-    parsed = urlparse(artifact)
-    store: Store
-    if parsed.scheme == "s3":
-        store = S3Store(artifact, parsed.netloc, "")
-        key = parsed.path.lstrip("/")
-    elif parsed.scheme == "file":
-        path = Path(parsed.path)
-        store, key = open_store(f"file://{path.parent}", None), path.name
-    else:
-        if not Path(artifact).is_file():
-            raise click.UsageError(f"{artifact}: no such file")
-        return Path(artifact), None
-    stored = store.head(key)
-    if stored is None:
-        raise click.UsageError(f"{artifact}: no such object")
-    store.download(key, scratch / Path(key).name)
-    return scratch / Path(key).name, stored.metadata.get("sha256")
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -623,7 +564,7 @@ def _fetch(artifact: str, scratch: Path) -> tuple[Path, str | None]:
 )
 def keygen(private_key: Path, public_key: Path) -> ExitCode:
     """Create an Ed25519 key pair for signing artifact manifests (never overwrites a key)."""
-    generate(private_key, public_key)
+    generate_keys(private_key, public_key)
     click.echo(
         f"wrote {private_key} (keep it secret; PACKAGER_SIGNING_KEY) and {public_key} (packager.toml [signing] public_key)"
     )
@@ -632,10 +573,6 @@ def keygen(private_key: Path, public_key: Path) -> ExitCode:
 
 def _echo_json(document: dict[str, Any]) -> None:
     click.echo(json.dumps(document, indent=2))
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

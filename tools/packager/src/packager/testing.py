@@ -7,10 +7,11 @@ import functools
 import tempfile
 from pathlib import Path
 
-from packager.cases import case_files, CASES_DIR
 from packager.config import load_config
-from packager.discovery import ModelDir, find_repo_root
+from packager.environments import env_builder_for
+from packager.modeldir import CASES_DIR, ModelDir, case_files, find_repo_root
 from packager.replay import ModelReplay, replay_model
+from packager.triton import launcher_for
 
 
 def case_ids(model_dir: Path) -> list[str]:
@@ -25,7 +26,8 @@ def replay_results(model_dir: Path) -> ModelReplay:
     """Replay every case once per test process, on the repository's default runtime."""
     runtime = load_config(find_repo_root(model_dir)).runtime()
     log = Path(tempfile.mkdtemp(prefix="packager-test-")) / f"{model_dir.name}-triton.log"
-    return replay_model(ModelDir(model_dir), runtime, log, progress=False)
+    launcher = launcher_for(runtime, progress=False)
+    return replay_model(ModelDir(model_dir), runtime, env_builder_for(runtime), launcher, log, progress=False)
 
 
 def check_case(model_dir: Path, case_id: str) -> None:

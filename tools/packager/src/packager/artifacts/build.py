@@ -1,76 +1,39 @@
-"""The artifact: `<model>_<version>.tar.gz` as a SageMaker multi-model endpoint consumes it.
+"""Building an artifact from a validated model directory and its environment.
 
 The archive holds the Triton model directories at its root, each python step's packed environment where
 its EXECUTION_ENV_PATH points (identical files are stored once, as hard-link entries), the weights, and
 `packager-manifest.json`: the sha256 of every file, the model, version, source commit, toolkit version,
-target runtime and environment key. Archives are byte-reproducible: the same sources, weights and
-environment give the same sha256 on any machine and run.
+target runtime and environment key. The same sources, weights and environment give the same content
+digest on any machine, and the same archive bytes on one CPU family (see `packager.archives`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tarfile
-import tempfile
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from packager import __version__
-from packager.archives import Member, UnsafeArchive, extract, file_digest, tree_members, write_tar_gz
-from packager.config import Runtime
-from packager.environments import Environment, env_path
-from packager.errors import PackagerError
-from packager.discovery import CONFIG_FILE
-from packager.model_config import ConfigUnreadable, TritonModel, read_config
-from packager.provenance import model_source
-from packager.serving import top_model
-from packager.signing import sign, verify
+from packager.archives import Member, file_digest, tree_members, write_tar_gz
+from packager.artifacts.artifact import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    SIGNATURE,
+    Artifact,
+    ArtifactError,
+    artifact_name,
+    content_digest,
+)
+from packager.artifacts.provenance import model_source
+from packager.artifacts.signing import sign
+from packager.environments import Environment
+from packager.modeldir import env_path, top_model
+from packager.settings import Runtime
 from packager.validation import ModelReport
 
-MANIFEST = "packager-manifest.json"
-SIGNATURE = "packager-manifest.sig"
-FORMAT = 1
 SKIPPED_NAMES = ("__pycache__", ".gitignore")
 SKIPPED_SUFFIXES = (".pyc", ".dvc")
-
-
-class ArtifactError(PackagerError):
-    """An artifact is not what its manifest says, or cannot be read safely."""
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """A built archive and what its manifest says."""
-
-    path: Path
-    sha256: str
-    manifest: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return str(self.manifest["model"])
-
-    @property
-    def version(self) -> int:
-        return int(self.manifest["version"])
-
-    @property
-    def content_digest(self) -> str:
-        return str(self.manifest["content_digest"])
-
-
-def artifact_name(model: str, version: int) -> str:
-    return f"{model}_{version}.tar.gz"
-
-
-def content_digest(files: dict[str, dict[str, Any]]) -> str:
-    """One digest over every file's path and sha256: equal for equal contents, whatever built them."""
-    canonical = json.dumps({path: entry["sha256"] for path, entry in sorted(files.items())}, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _keep(name: str) -> bool:
@@ -107,7 +70,7 @@ def _manifest(
 ) -> dict[str, Any]:
     source = model_source(report.model.path)
     return {
-        "format": FORMAT,
+        "format": MANIFEST_FORMAT,
         "model": report.model.name,
         "version": report.version,
         "top_model": top_model(report.triton_models),
@@ -157,93 +120,3 @@ def build_artifact(
     path = out_dir / artifact_name(report.model.name, report.version)
     write_tar_gz(path, [*head, *archived])
     return Artifact(path, file_digest(path), manifest)
-
-
-def read_manifest(archive: Path) -> tuple[dict[str, Any], bytes, bytes | None]:
-    """The manifest (parsed and raw) and its signature, if any, read from an archive.
-
-    The packager writes both first, so reading stops there instead of decompressing the whole archive.
-    """
-    raw: bytes | None = None
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:
-                if member.name == MANIFEST:
-                    raw = _member_bytes(tar, member)
-                elif raw is not None:
-                    signature = _member_bytes(tar, member) if member.name == SIGNATURE else None
-                    return json.loads(raw), raw, signature
-    except (tarfile.TarError, OSError, EOFError) as error:
-        raise ArtifactError(f"{archive}: not a readable tar.gz ({error})") from None
-    if raw is None:
-        raise ArtifactError(f"{archive}: no {MANIFEST}; not an artifact built by the packager")
-    return json.loads(raw), raw, None
-
-
-def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes | None:
-    handle = tar.extractfile(member)
-    return handle.read() if handle is not None else None
-
-
-def load_artifact(archive: Path) -> Artifact:
-    manifest, _, _ = read_manifest(archive)
-    return Artifact(archive, file_digest(archive), manifest)
-
-
-def verify_artifact(
-    artifact: Artifact, public_key: Path | None = None, expected_sha256: str | None = None
-) -> list[str]:
-    """Every way an artifact differs from its manifest, signature and recorded digest (none: it verifies)."""
-    problems = []
-    if expected_sha256 is not None and artifact.sha256 != expected_sha256:
-        problems.append(
-            f"archive sha256 is {artifact.sha256}, but {expected_sha256} was recorded when it was published"
-        )
-    manifest, raw, signature = read_manifest(artifact.path)
-    with unpacked(artifact.path) as root:
-        present = {
-            path.relative_to(root).as_posix()
-            for path in root.rglob("*")
-            if path.is_file() and path.relative_to(root).as_posix() not in (MANIFEST, SIGNATURE)
-        }
-        listed = manifest.get("files", {})
-        for name in sorted(set(listed) - present):
-            problems.append(f"{name}: listed in the manifest but missing")
-        for name in sorted(present - set(listed)):
-            problems.append(f"{name}: present but not in the manifest")
-        for name in sorted(set(listed) & present):
-            if file_digest(root / name) != listed[name]["sha256"]:
-                problems.append(f"{name}: sha256 differs from the manifest")
-    if content_digest(listed) != manifest.get("content_digest"):
-        problems.append("the manifest's content_digest does not match its file list")
-    if public_key is not None:
-        if signature is None:
-            problems.append(f"not signed ({SIGNATURE} is missing), but a public key is configured")
-        elif not verify(raw, signature, public_key):
-            problems.append(f"the manifest signature does not verify with {public_key}")
-    return problems
-
-
-@contextmanager
-def unpacked(archive: Path) -> Iterator[Path]:
-    """The archive safely extracted into a temporary directory (removed afterwards)."""
-    with tempfile.TemporaryDirectory(prefix="packager-artifact-") as scratch:
-        try:
-            extract(archive, Path(scratch))
-        except UnsafeArchive as error:
-            raise ArtifactError(f"{archive}: unsafe archive: {error}") from None
-        except (tarfile.TarError, OSError, EOFError) as error:
-            raise ArtifactError(f"{archive}: not a readable tar.gz ({error})") from None
-        yield Path(scratch)
-
-
-def triton_models_in(root: Path) -> dict[str, TritonModel]:
-    """The Triton models of an unpacked artifact (its top-level directories with a config.pbtxt)."""
-    models = {}
-    for entry in sorted(root.iterdir()):
-        if entry.is_dir() and (entry / CONFIG_FILE).is_file():
-            try:
-                models[entry.name] = TritonModel(entry, read_config(entry / CONFIG_FILE))
-            except ConfigUnreadable as error:
-                raise ArtifactError(f"the artifact's {error.diagnostic.message}") from None
-    return models

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from packager.errors import UsageError
 
 
-def generate(private_path: Path, public_path: Path) -> None:
+def generate_keys(private_path: Path, public_path: Path) -> None:
     """Write a new key pair as PEM; never overwrites an existing key."""
     for path in (private_path, public_path):
         if path.exists():

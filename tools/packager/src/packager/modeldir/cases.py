@@ -27,8 +27,8 @@ from typing import Any, Mapping
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
-from packager.diagnostics import Diagnostic
-from packager.model_config import TritonModel
+from packager.modeldir.diagnostics import Diagnostic
+from packager.modeldir.model_config import TritonModel
 
 CASES_DIR = Path("tests") / "cases"
 DATATYPES = {

@@ -17,9 +17,10 @@ from typing import Iterable, Sequence
 from packager.errors import UsageError
 
 MODEL_VERSION_FILE = "model_version.txt"
-CONFIG_FILE = "config.pbtxt"
+TRITON_CONFIG = "config.pbtxt"
 MODELS_DIR = "models"
 VERSION_DIR = re.compile(r"0|[1-9][0-9]*")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 REPO_MARKERS = ("packager.toml", "pants.toml")
 # Subdirectories of a model directory that are never Triton models.
 NOT_TRITON_MODELS = frozenset({"tests", "__pycache__"})
@@ -52,7 +53,16 @@ class ModelDir:
 
     def triton_model_dirs(self) -> list[Path]:
         """The Triton model directories: subdirectories holding config.pbtxt, sorted by name."""
-        return [entry for entry in self.subdirectories() if (entry / CONFIG_FILE).is_file()]
+        return [entry for entry in self.subdirectories() if (entry / TRITON_CONFIG).is_file()]
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be part of a tarball name, an S3 key and a URL, or None when it can."""
+    if not SAFE_NAME.fullmatch(name):
+        return "may hold only letters, digits, '_', '-' and '.'"
+    if ".." in name:
+        return "must not contain '..'"
+    return None
 
 
 def version_dirs(triton_model_dir: Path) -> dict[int, Path]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from packager.diagnostics import Diagnostic
-from packager.discovery import version_dirs
-from packager.textproto_positions import FieldPositions
+from packager.modeldir.diagnostics import Diagnostic
+from packager.modeldir.discovery import version_dirs
+from packager.modeldir.textproto_positions import FieldPositions
 
 ModelConfig = model_config_pb2.ModelConfig
 
@@ -76,6 +77,8 @@ def _parse_message(message: str, text: str, line: int | None) -> str:
     return f"does not parse as a Triton ModelConfig: {message}"
 
 
+ENV_PATH_PARAMETER = "EXECUTION_ENV_PATH"
+MODEL_DIRECTORY_VARIABLE = "$$TRITON_MODEL_DIRECTORY/"
 ENSEMBLE = "ensemble"
 PYTHON = "python"
 DEFAULT_PYTHON_FILE = "model.py"
@@ -163,3 +166,25 @@ class TritonModel:
     def python_file(self) -> str:
         """The file the python backend loads from each version directory."""
         return self.config.default_model_filename or DEFAULT_PYTHON_FILE
+
+
+def env_path(model: TritonModel) -> Path | None:
+    """Where a python step's EXECUTION_ENV_PATH points inside its Triton model directory, if it sets one."""
+    parameters = model.config.parameters
+    if ENV_PATH_PARAMETER not in parameters:
+        return None
+    value = str(parameters[ENV_PATH_PARAMETER].string_value)
+    return model.directory / value.removeprefix(MODEL_DIRECTORY_VARIABLE)
+
+
+def top_model(triton_models: Mapping[str, TritonModel]) -> str:
+    """The model a request goes to by default: the top-level ensemble, or the only Triton model."""
+    used = {
+        step.model_name for model in triton_models.values() for step in model.config.ensemble_scheduling.step
+    }
+    tops = sorted(
+        name
+        for name, model in triton_models.items()
+        if name not in used and (model.is_ensemble or len(triton_models) == 1)
+    )
+    return tops[0] if tops else sorted(triton_models)[0]

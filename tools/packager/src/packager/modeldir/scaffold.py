@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from packager.errors import UsageError
-from packager.validation.layout import name_problem
+from packager.modeldir.discovery import name_problem
 
 STEP_CONFIG = """\
 # {doc}

@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 
 from packager.archives import file_digest
-from packager.diagnostics import Diagnostic, display_path
-from packager.discovery import ModelDir
+from packager.modeldir.diagnostics import Diagnostic, display_path
+from packager.modeldir.discovery import ModelDir
 from packager.errors import EnvironmentFailure
 from packager.subprocesses import run_tool
 

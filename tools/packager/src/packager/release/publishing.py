@@ -8,19 +8,12 @@ bytes under a published key are refused: the fix is a new model_version.txt.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from packager import __version__
-from packager.artifacts import Artifact, artifact_name
-from packager.config import Stores
+from packager.artifacts import Artifact, artifact_name, branch_slug
 from packager.errors import PackagerError
-from packager.provenance import branch_slug
-from packager.stores import AlreadyExists, Store, StoredObject, open_store
-
-STAGING_VARIABLE = "PACKAGER_STAGING_URI"
-PRODUCTION_VARIABLE = "PACKAGER_PRODUCTION_URI"
+from packager.release.stores import AlreadyExists, ArtifactStore, Store, StoredObject
 
 
 class ImmutableKey(PackagerError):
@@ -31,7 +24,7 @@ class ImmutableKey(PackagerError):
 class Destination:
     """Which store and key an artifact is published to."""
 
-    store: Store
+    store: ArtifactStore
     key: str
     production: bool
 
@@ -49,14 +42,6 @@ class Published:
     outcome: str  # "uploaded", "unchanged" (same bytes) or "same contents" (equal files, other archive bytes)
 
 
-def store_uris(stores: Stores, staging: str | None = None, production: str | None = None) -> tuple[str, str]:
-    """The staging and production URIs: flags, then environment variables, then packager.toml."""
-    return (
-        staging or os.environ.get(STAGING_VARIABLE) or stores.staging,
-        production or os.environ.get(PRODUCTION_VARIABLE) or stores.production,
-    )
-
-
 @dataclass(frozen=True)
 class Route:
     """Where a push of one branch and commit publishes: a store, and a key prefix inside it."""
@@ -69,12 +54,9 @@ class Route:
         return Destination(self.store, self.prefix + artifact_name(name, version), self.production)
 
 
-def route(branch: str, commit: str, stores: Stores, root: Path | None, uris: tuple[str, str]) -> Route:
-    """Production branches publish at the production store's root; others under a per-commit staging prefix."""
-    staging_uri, production_uri = uris
-    if branch in stores.production_branches:
-        return Route(open_store(production_uri, root), "", production=True)
-    return Route(open_store(staging_uri, root), f"{branch_slug(branch)}/{commit[:12]}/", production=False)
+def route(branch: str, commit: str, store: Store, production: bool) -> Route:
+    """A production branch publishes at its store's root; any other under a per-commit prefix of staging."""
+    return Route(store, "" if production else f"{branch_slug(branch)}/{commit[:12]}/", production)
 
 
 def metadata_for(artifact: Artifact, commit: str) -> dict[str, str]:
@@ -103,6 +85,7 @@ def publish(artifact: Artifact, target: Destination, commit: str) -> Published:
 
 
 def same_or_refuse(existing: StoredObject, artifact: Artifact, target: Destination) -> str:
+    """`unchanged` or `same contents` when the stored object is this artifact; ImmutableKey otherwise."""
     if existing.metadata.get("sha256") == artifact.sha256:
         return "unchanged"
     if existing.metadata.get("content-digest") == artifact.content_digest:

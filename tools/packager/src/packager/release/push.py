@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packager.artifacts import Artifact, build_artifact
-from packager.config import Runtime
-from packager.discovery import ModelDir
+from packager.environments import EnvBuilder
 from packager.errors import ExitCode, PackagerError
-from packager.publishing import Published, Route, publish
-from packager.releases import new_entry, record
+from packager.modeldir import ModelDir
+from packager.preflight import prepare
+from packager.release.history import new_entry, record
+from packager.release.publishing import Published, Route, publish
 from packager.replay import ModelReplay, replay_artifact
-from packager.serving import prepare
+from packager.settings import Runtime
+from packager.triton import Launcher
 
 
 class DirtySource(PackagerError):
@@ -53,9 +55,12 @@ class PushResult:
 
 @dataclass(frozen=True)
 class PushPlan:
-    """Everything one push run shares."""
+    """Everything one push run shares: the target runtime, the backends that build and serve for it,
+    and where the branch publishes."""
 
     runtime: Runtime
+    builder: EnvBuilder
+    launcher: Launcher
     commit: str
     route: Route
     out_dir: Path
@@ -68,7 +73,7 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
     """Build, test the built bytes, then publish them (and record a production release)."""
     result = PushResult(model.name)
     try:
-        report, environment = prepare(model, plan.runtime, plan.progress)
+        report, environment = prepare(model, plan.runtime, plan.builder, plan.progress)
         result.artifact = build_artifact(report, plan.runtime, environment, plan.out_dir, plan.signing_key)
         assert report.version is not None
         target = plan.route.destination(model.name, report.version)
@@ -81,9 +86,7 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
             f"{model.name}: built {result.artifact.path.name} ({result.artifact.sha256[:12]}); replaying it",
         )
         log = plan.log_dir / f"{model.name}-push.log"
-        result.replay = replay_artifact(
-            result.artifact.path, model, plan.runtime, log, progress=plan.progress
-        )
+        result.replay = replay_artifact(result.artifact.path, model, plan.launcher, log)
         if not result.replay.passed:
             result.error = "its replay failed: nothing was published"
             result.error_code = result.replay.error_code if result.replay.error else ExitCode.MODEL_ERROR
@@ -93,7 +96,7 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
             entry = new_entry(
                 "publish", result.artifact.version, target.key, result.artifact.sha256, plan.commit
             )
-            record(target.store, model.name, entry)
+            record(plan.route.store, model.name, entry)
     except PackagerError as error:
         result.error, result.error_code = str(error), error.exit_code
     return result

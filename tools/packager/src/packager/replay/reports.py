@@ -6,18 +6,8 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Sequence
 
-from packager.replay import ModelReplay
-
-
-def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    """A plain-text table with aligned columns."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    lines = [
-        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+from packager.replay.runner import ModelReplay
+from packager.tables import plural, table
 
 
 def replay_table(replays: Sequence[ModelReplay]) -> str:
@@ -39,11 +29,12 @@ def replay_table(replays: Sequence[ModelReplay]) -> str:
 
 
 def summary(replays: Sequence[ModelReplay]) -> str:
+    """`8 passed, 2 failed` (and how many models did not run)."""
     results = [result for replay in replays for result in replay.results]
     failed = sum(not result.passed for result in results)
     errors = sum(replay.error is not None for replay in replays)
     text = f"{len(results) - failed} passed, {failed} failed"
-    return text + (f", {errors} model{'s' if errors != 1 else ''} did not run" if errors else "")
+    return text + (f", {plural(errors, 'model')} did not run" if errors else "")
 
 
 def write_junit(replays: Sequence[ModelReplay], path: Path) -> None:

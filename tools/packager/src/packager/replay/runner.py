@@ -1,30 +1,28 @@
-"""Replay a model's test cases against a running Triton, over HTTP and gRPC, and compare the outputs."""
+"""Replaying a model's test cases against a running Triton, over every protocol, and recording results.
+
+`replay_model` serves a model directory (preflight first); `replay_artifact` serves exactly what a built
+artifact holds. Either way the launcher and env builder are given, so any backend can run them.
+"""
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
-import numpy as np
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from packager.cases import CASES_DIR, Case, CaseError, Tensor, load_cases
-from packager.config import Runtime
-from packager.discovery import ModelDir
-from packager.errors import ExitCode, PackagerError
-from packager.model_config import TritonModel
 from packager.artifacts import read_manifest, triton_models_in, unpacked
-from packager.serving import launched, loaded, prepare, top_model
-from packager.triton_runtime import Server
-
-PROTOCOLS = ("http", "grpc")
-REQUEST_TIMEOUT = 60.0
-MAX_SHOWN = 3
+from packager.environments import EnvBuilder
+from packager.errors import ExitCode, PackagerError
+from packager.modeldir import CASES_DIR, Case, CaseError, ModelDir, TritonModel, load_cases, top_model
+from packager.preflight import prepare
+from packager.replay.clients import PROTOCOLS, SENDERS, Sender
+from packager.replay.compare import compare
+from packager.settings import Runtime
+from packager.triton import Launcher, Server, launched, loaded
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ def replay_cases(
     model: str, server: Server, cases: list[Case], protocols: tuple[str, ...] = PROTOCOLS
 ) -> list[CaseResult]:
     """Send every case over every protocol to `server`, one request at a time."""
-    senders: dict[str, _HttpSender | _GrpcSender] = {"http": _HttpSender(server), "grpc": _GrpcSender(server)}
+    senders = {protocol: SENDERS[protocol](server) for protocol in protocols}
     try:
         return [_run(model, case, protocol, senders[protocol]) for case in cases for protocol in protocols]
     finally:
@@ -83,7 +81,7 @@ def replay_cases(
             sender.close()
 
 
-def _run(model: str, case: Case, protocol: str, send: Callable[[Case], dict[str, np.ndarray]]) -> CaseResult:
+def _run(model: str, case: Case, protocol: str, send: Sender) -> CaseResult:
     started = time.perf_counter()
     try:
         outputs = send(case)
@@ -106,93 +104,11 @@ def _run(model: str, case: Case, protocol: str, send: Callable[[Case], dict[str,
     return CaseResult(model, case.id, protocol, not problems, seconds, problems)
 
 
-def compare(expected: Tensor, got: np.ndarray | None) -> list[str]:
-    """What is wrong with `got` as the output `expected` describes (nothing when it matches)."""
-    name = expected.name
-    if got is None:
-        return [f"{name}: missing from the response"]
-    if list(got.shape) != expected.shape:
-        return [f"{name}: expected shape {expected.shape}, got {list(got.shape)} ({_show(got)})"]
-    if expected.datatype == "BYTES":
-        wrong = np.array([bytes(a) != bytes(b) for a, b in zip(expected.data.reshape(-1), got.reshape(-1))])
-    else:
-        want, have = expected.data.astype(np.float64), got.astype(np.float64)
-        tolerance = expected.tolerance
-        wrong = ~np.isclose(
-            have, want, atol=tolerance.absolute, rtol=tolerance.relative, equal_nan=True
-        ).reshape(-1)
-    if not wrong.any():
-        return []
-    indexes = np.flatnonzero(wrong)
-    shown = [_difference(expected, got, int(index)) for index in indexes[:MAX_SHOWN]]
-    more = f" and {len(indexes) - MAX_SHOWN} more" if len(indexes) > MAX_SHOWN else ""
-    return [f"{name}: {len(indexes)} of {wrong.size} values differ: " + "; ".join(shown) + more]
-
-
-def _difference(expected: Tensor, got: np.ndarray, flat_index: int) -> str:
-    position = [int(index) for index in np.unravel_index(flat_index, got.shape)]
-    want, have = expected.data.reshape(-1)[flat_index], got.reshape(-1)[flat_index]
-    if expected.datatype == "BYTES":
-        return f"{position} expected {bytes(want)!r}, got {bytes(have)!r}"
-    tolerance = f" {expected.tolerance}" if expected.tolerance.absolute or expected.tolerance.relative else ""
-    return f"{position} expected {str(want)}{tolerance}, got {str(have)}"  # str: numpy's shortest repr
-
-
-def _show(array: np.ndarray) -> str:
-    text = np.array2string(array.reshape(-1)[:6], separator=", ")
-    return text if array.size <= 6 else text[:-1] + ", ...]"
-
-
-class _HttpSender:
-    def __init__(self, server: Server) -> None:
-        self.client = httpclient.InferenceServerClient(
-            server.endpoints.http, connection_timeout=REQUEST_TIMEOUT, network_timeout=REQUEST_TIMEOUT
-        )
-
-    def __call__(self, case: Case) -> dict[str, np.ndarray]:
-        inputs = []
-        for tensor in case.inputs:
-            item = httpclient.InferInput(tensor.name, tensor.shape, tensor.datatype)
-            item.set_data_from_numpy(tensor.data, binary_data=True)
-            inputs.append(item)
-        outputs = [httpclient.InferRequestedOutput(tensor.name, binary_data=True) for tensor in case.outputs]
-        result = self.client.infer(case.model, inputs, outputs=outputs)
-        return _collect(result, case)
-
-    def close(self) -> None:
-        self.client.close()
-
-
-class _GrpcSender:
-    def __init__(self, server: Server) -> None:
-        self.client = grpcclient.InferenceServerClient(server.endpoints.grpc)
-
-    def __call__(self, case: Case) -> dict[str, np.ndarray]:
-        inputs = []
-        for tensor in case.inputs:
-            item = grpcclient.InferInput(tensor.name, tensor.shape, tensor.datatype)
-            item.set_data_from_numpy(tensor.data)
-            inputs.append(item)
-        outputs = [grpcclient.InferRequestedOutput(tensor.name) for tensor in case.outputs]
-        result = self.client.infer(case.model, inputs, outputs=outputs, client_timeout=REQUEST_TIMEOUT)
-        return _collect(result, case)
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def _collect(result: Any, case: Case) -> dict[str, np.ndarray]:
-    collected = {}
-    for tensor in case.outputs:
-        value = result.as_numpy(tensor.name)
-        if value is not None:
-            collected[tensor.name] = value
-    return collected
-
-
 def replay_model(
     model: ModelDir,
     runtime: Runtime,
+    builder: EnvBuilder,
+    launcher: Launcher,
     log_path: Path,
     env_mode: str = "unpacked",
     protocols: tuple[str, ...] = PROTOCOLS,
@@ -201,9 +117,9 @@ def replay_model(
     """Validate, build the environment, start Triton, load, and replay every case of one model directory."""
     replay = ModelReplay(model.name)
     with _recorded(replay):
-        report, environment = prepare(model, runtime, progress)
+        report, environment = prepare(model, runtime, builder, progress)
         cases = _cases(model, report.triton_models, top_model(report.triton_models))
-        with launched(report, environment, runtime, log_path, env_mode, progress=progress) as served:
+        with launched(report, environment, launcher, log_path, env_mode) as served:
             replay.results = replay_cases(model.name, served.server, cases, protocols)
     return replay
 
@@ -211,10 +127,9 @@ def replay_model(
 def replay_artifact(
     archive: Path,
     model: ModelDir,
-    runtime: Runtime,
+    launcher: Launcher,
     log_path: Path,
     protocols: tuple[str, ...] = PROTOCOLS,
-    progress: bool = True,
 ) -> ModelReplay:
     """Replay a model directory's cases against exactly what an artifact holds (safely unpacked; the
     environments are the packed tarballs inside it, as an endpoint receives them)."""
@@ -224,7 +139,7 @@ def replay_artifact(
         with unpacked(archive) as repository:
             triton_models = triton_models_in(repository)
             cases = _cases(model, triton_models, str(manifest["top_model"]))
-            with loaded(repository, triton_models, runtime, log_path, progress=progress) as server:
+            with loaded(repository, triton_models, launcher, log_path) as server:
                 replay.results = replay_cases(model.name, server, cases, protocols)
     return replay
 

@@ -1,45 +1,29 @@
-"""The Triton runtime: where a server comes from, how it starts, loads models, and leaves nothing behind.
+"""The Triton launcher plug point: a running server as every launcher yields it, the `Launcher` interface,
+and the registry of launchers by the name a runtime's `launcher` gives.
 
 A launcher starts a server on a model repository and yields a `Server`; leaving the `with` block stops it
-on every path (success, error, Ctrl-C, a hung load, a crashed process) and removes what it left: its
-process group, the environments Triton unpacked under /tmp, and its /dev/shm regions.
+on every path (success, error, Ctrl-C, a hung load, a crashed process) and removes what it left.
 """
 
 from __future__ import annotations
 
-import ctypes
-import glob
-import hashlib
 import json
-import os
-import shutil
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Protocol
 
-from packager.cache import building, cache_root, locked
-from packager.config import Runtime
 from packager.errors import EnvironmentFailure, PackagerError
-from packager.interpreters import Interpreter, find_interpreter
-from packager.subprocesses import run_tool
+from packager.registry import Registry
+from packager.settings import Runtime
 
 READY_TIMEOUT = 30.0
 LOAD_TIMEOUT = 120.0
-STOP_GRACE = 10.0
-SHM = Path("/dev/shm")
-PR_SET_PDEATHSIG = 1
-# Bump when the server installation changes shape, so that cached ones are rebuilt.
-FORMAT = 1
 
 
 class ServerError(PackagerError):
@@ -48,74 +32,6 @@ class ServerError(PackagerError):
 
 class ServerStartError(EnvironmentFailure):
     """The server did not start; the message quotes its log."""
-
-
-@dataclass(frozen=True)
-class ServerInstall:
-    """A Triton server binary with its backends, ready to run on this machine."""
-
-    directory: Path  # the wheel's tritonserver/ directory
-    bin_dir: Path  # a Python environment whose python3 the stub uses for models without their own env
-    interpreter: Interpreter
-
-    @property
-    def binary(self) -> Path:
-        return self.directory / "bin" / "tritonserver"
-
-
-def install_server(runtime: Runtime, progress: bool = True) -> ServerInstall:
-    """The runtime's server, installed once into the cache from its PyPI package (nvidia-pytriton)."""
-    if not runtime.server_package:
-        raise EnvironmentFailure(f"runtime {runtime.name!r} names no server_package to run Triton from")
-    interpreter = find_interpreter(runtime.python)
-    fingerprint = json.dumps([FORMAT, runtime.server_package, str(interpreter.path), interpreter.version])
-    name = f"{runtime.server_package.replace('==', '-')}-py{interpreter.version}-"
-    directory = cache_root() / "servers" / (name + hashlib.sha256(fingerprint.encode()).hexdigest()[:12])
-    if not (directory / "installed.json").is_file():
-        with locked(directory):
-            if not (directory / "installed.json").is_file():
-                if progress:
-                    print(
-                        f"installing Triton from {runtime.server_package} into {directory}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                _install(runtime, interpreter, directory)
-    return _server_install(directory, interpreter)
-
-
-def _server_install(directory: Path, interpreter: Interpreter) -> ServerInstall:
-    found = sorted(directory.glob("venv/lib/python*/site-packages/pytriton/tritonserver"))
-    if not found:
-        raise EnvironmentFailure(f"{directory} holds no tritonserver; delete it and run again")
-    return ServerInstall(found[0], directory / "venv" / "bin", interpreter)
-
-
-def _install(runtime: Runtime, interpreter: Interpreter, directory: Path) -> None:
-    with building(directory) as scratch:
-        venv = scratch / "venv"
-        constraints = scratch / "constraints.txt"
-        constraints.write_text("".join(f"{c.requirement}\n" for c in runtime.constraints))
-        commands = [
-            [str(interpreter.path), "-m", "venv", str(venv)],
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-             runtime.server_package, "-c", str(constraints)],
-        ]  # fmt: skip
-        for command in commands:
-            run_tool(command, f"installing {runtime.server_package}")
-        install = _server_install(scratch, interpreter)
-        stub = install.directory / "python_backend_stubs" / interpreter.minor / "triton_python_backend_stub"
-        if not stub.is_file():
-            raise EnvironmentFailure(
-                f"{runtime.server_package} ships no python backend stub for {interpreter.minor}"
-            )
-        shutil.copy2(stub, install.directory / "backends" / "python" / stub.name)
-        facts = {
-            "package": runtime.server_package,
-            "python": interpreter.version,
-            "triton": runtime.triton_version,
-        }
-        (scratch / "installed.json").write_text(json.dumps(facts, indent=2) + "\n")
 
 
 @dataclass(frozen=True)
@@ -213,11 +129,14 @@ class Launcher(Protocol):
         """Start the server and wait until it is ready."""
 
 
+LAUNCHERS: Registry[Callable[[Runtime, bool], Launcher]] = Registry(
+    "launcher", {"local": "packager.triton.local:LocalLauncher.for_runtime"}
+)
+
+
 def launcher_for(runtime: Runtime, progress: bool = True) -> Launcher:
-    """The launcher the runtime's configuration names."""
-    if runtime.launcher == "local":
-        return LocalLauncher(install_server(runtime, progress))
-    raise EnvironmentFailure(f"runtime {runtime.name!r}: unknown launcher {runtime.launcher!r}")
+    """The launcher the runtime's configuration names, ready to start servers."""
+    return LAUNCHERS.factory(runtime.launcher)(runtime, progress)
 
 
 def free_ports(count: int) -> list[int]:
@@ -230,157 +149,3 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-class LocalLauncher:
-    """Runs the server binary of a ServerInstall as a local process group."""
-
-    name = "local"
-
-    def __init__(self, install: ServerInstall, ready_timeout: float = READY_TIMEOUT) -> None:
-        self.install = install
-        self.ready_timeout = ready_timeout
-
-    @contextmanager
-    def start(self, repository: Path, log_path: Path) -> Iterator[Server]:
-        http, grpc, metrics = free_ports(3)
-        prefix = shm_prefix(http)
-        command = [
-            str(self.install.binary),
-            f"--model-repository={repository}",
-            "--model-control-mode=explicit",
-            f"--backend-directory={self.install.directory / 'backends'}",
-            f"--cache-directory={self.install.directory / 'caches'}",
-            f"--backend-config=python,shm-region-prefix-name={prefix}",
-            "--http-address=127.0.0.1",
-            "--grpc-address=127.0.0.1",
-            "--metrics-address=127.0.0.1",
-            f"--http-port={http}",
-            f"--grpc-port={grpc}",
-            f"--metrics-port={metrics}",
-        ]
-        environment = {
-            **os.environ,
-            "PATH": f"{self.install.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-            "LD_LIBRARY_PATH": str(self.install.interpreter.libdir),
-        }
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=environment,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        watcher = EnvWatcher(process.pid)
-        try:
-            server = Server(
-                process, Endpoints(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}"), log_path
-            )
-            server.wait_ready(self.ready_timeout)
-            yield server
-        finally:
-            stop_process_group(process, watcher, prefix)
-
-
-class EnvWatcher:
-    """Notes, while a server runs, which /tmp/python_env_* directories its processes work in.
-
-    Triton unpacks a packed environment into /tmp/python_env_<random> (/tmp is fixed) and removes it on
-    a graceful shutdown, but not when it has to be killed. Only directories seen in use by this server's
-    own process group are ever removed: another server's, unpacking at the same moment, is left alone.
-    """
-
-    INTERVAL = 0.2
-
-    def __init__(self, group: int) -> None:
-        self.group = group
-        self.seen: set[Path] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.INTERVAL):
-            self.seen |= envs_in_use(group_members(self.group))
-
-    def stop(self) -> set[Path]:
-        self._stop.set()
-        self._thread.join()
-        self.seen |= envs_in_use(group_members(self.group))
-        return self.seen
-
-
-def _die_with_parent() -> None:
-    """In the server's process, before exec: have Linux kill it if the packager dies, even by SIGKILL
-    (no cleanup code runs then; its python stubs notice their parent is gone and exit too)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def shm_prefix(http_port: int) -> str:
-    """The name prefix of the /dev/shm regions of the server this process runs on `http_port`."""
-    return f"packager_{os.getpid()}_{http_port}_"
-
-
-def stop_process_group(process: subprocess.Popen[bytes], watcher: EnvWatcher, regions: str) -> None:
-    """Stop the server's whole process group, then remove the environments it unpacked and its shm regions."""
-    group = process.pid
-    envs = watcher.stop()
-    _signal_group(group, signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_GRACE)
-    except subprocess.TimeoutExpired:
-        pass
-    _signal_group(group, signal.SIGKILL)
-    process.wait()
-    deadline = time.monotonic() + STOP_GRACE
-    while group_members(group) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for directory in envs - envs_in_use(_all_pids()):
-        shutil.rmtree(directory, ignore_errors=True)
-    for region in SHM.glob(f"{regions}*"):
-        region.unlink(missing_ok=True)
-
-
-def _signal_group(group: int, signum: int) -> None:
-    try:
-        os.killpg(group, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _all_pids() -> list[int]:
-    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-
-
-def group_members(group: int) -> list[int]:
-    members = []
-    for pid in _all_pids():
-        try:
-            if os.getpgid(pid) == group:
-                members.append(pid)
-        except (ProcessLookupError, PermissionError):
-            continue
-    return members
-
-
-def envs_in_use(pids: list[int]) -> set[Path]:
-    """The /tmp/python_env_* directories these processes run in or hold files of."""
-    found: set[Path] = set()
-    for pid in pids:
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            links = [os.readlink(fd) for fd in glob.glob(f"/proc/{pid}/fd/*")]
-        except (OSError, PermissionError):
-            continue
-        paths = [
-            entry.split(b"=", 1)[1].decode(errors="replace")
-            for entry in environ
-            if entry.startswith(b"VIRTUAL_ENV=")
-        ]
-        for path in [*paths, *links]:
-            if path.startswith("/tmp/python_env_"):
-                found.add(Path("/".join(path.split("/")[:3])))
-    return found

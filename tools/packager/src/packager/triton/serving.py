@@ -1,5 +1,6 @@
-"""Bring a model directory up in a real Triton: validate, check weights, build its environment, stage a
-model repository, start the server and load every Triton model. Shared by `serve` and `replay`."""
+"""Serving a model directory in a real Triton: stage a model repository (its Triton models, with the
+environment where EXECUTION_ENV_PATH points), start a server with a launcher, and load every Triton model.
+Shared by `serve` and `replay`; preparing the directory first is the preflight step's job."""
 
 from __future__ import annotations
 
@@ -11,25 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from packager.config import Runtime
-from packager.diagnostics import Diagnostic
-from packager.discovery import ModelDir
-from packager.environments import Environment, ensure_environment, env_path
-from packager.errors import PackagerError
-from packager.model_config import TritonModel
-from packager.triton_runtime import LOAD_TIMEOUT, Server, launcher_for
-from packager.validation import ModelReport, validate_model
-from packager.weights import check_weights
+from packager.environments import Environment
+from packager.modeldir import env_path, top_model
+from packager.triton.launcher import LOAD_TIMEOUT, Launcher, Server
+from packager.validation import ModelReport
 
 ENV_MODES = ("unpacked", "packed")
-
-
-class NotServable(PackagerError):
-    """The model directory has problems that must be fixed before it can run."""
-
-    def __init__(self, diagnostics: list[Diagnostic]) -> None:
-        super().__init__("\n".join(str(diagnostic) for diagnostic in diagnostics))
-        self.diagnostics = diagnostics
 
 
 @dataclass(frozen=True)
@@ -44,32 +32,6 @@ class Served:
     @property
     def top_model(self) -> str:
         return top_model(self.report.triton_models)
-
-
-def top_model(triton_models: dict[str, TritonModel]) -> str:
-    """The model a request goes to by default: the top-level ensemble, or the only Triton model."""
-    used = {
-        step.model_name for model in triton_models.values() for step in model.config.ensemble_scheduling.step
-    }
-    tops = sorted(
-        name
-        for name, model in triton_models.items()
-        if name not in used and (model.is_ensemble or len(triton_models) == 1)
-    )
-    return tops[0] if tops else sorted(triton_models)[0]
-
-
-def prepare(
-    model: ModelDir, runtime: Runtime, progress: bool = True
-) -> tuple[ModelReport, Environment | None]:
-    """Validate the model and its weights, and build (or reuse) its environment."""
-    report = validate_model(model)
-    problems = report.diagnostics or check_weights(model)
-    if problems:
-        raise NotServable(problems)
-    uses_env = any(env_path(triton) is not None for triton in report.triton_models.values())
-    environment = ensure_environment(model, runtime, progress) if uses_env else None
-    return report, environment
 
 
 @contextmanager
@@ -117,13 +79,12 @@ def _link_or_copy(source: str, destination: str) -> None:
 def loaded(
     repository: Path,
     models: Iterable[str],
-    runtime: Runtime,
+    launcher: Launcher,
     log_path: Path,
     load_timeout: float = LOAD_TIMEOUT,
-    progress: bool = True,
 ) -> Iterator[Server]:
     """A freshly started server on `repository` with `models` loaded; stopped and cleaned up on exit."""
-    with launcher_for(runtime, progress).start(repository, log_path) as server:
+    with launcher.start(repository, log_path) as server:
         for name in sorted(models):
             server.load(name, load_timeout)
         yield server
@@ -133,13 +94,12 @@ def loaded(
 def launched(
     report: ModelReport,
     environment: Environment | None,
-    runtime: Runtime,
+    launcher: Launcher,
     log_path: Path,
     env_mode: str = "unpacked",
     load_timeout: float = LOAD_TIMEOUT,
-    progress: bool = True,
 ) -> Iterator[Served]:
-    """A prepared model directory, staged and loaded in a freshly started server."""
+    """A prepared model directory, staged and loaded in a server that `launcher` starts."""
     with staged_repository(report, environment, env_mode) as repository:
-        with loaded(repository, report.triton_models, runtime, log_path, load_timeout, progress) as server:
+        with loaded(repository, report.triton_models, launcher, log_path, load_timeout) as server:
             yield Served(report, server, environment, repository)

@@ -1,13 +1,17 @@
-"""Offline validation of model directories: every problem Triton or packaging would hit, found up front."""
+"""Offline validation of model directories: every problem Triton or packaging would hit, found up front.
+
+Owns the rules (files and names in `layout`, one config at a time in `configs`, how steps fit together in
+`ensembles`) and the report they add up to. Nothing here starts a server.
+
+Public: ModelReport, validate_model, validate_models.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from packager.diagnostics import Diagnostic
-from packager.discovery import CONFIG_FILE, ModelDir
-from packager.model_config import ConfigUnreadable, TritonModel, read_config
+from packager.modeldir import TRITON_CONFIG, ConfigUnreadable, Diagnostic, ModelDir, TritonModel, read_config
 from packager.validation.configs import check_config
 from packager.validation.ensembles import check_ensembles, check_top_level_ensemble
 from packager.validation.layout import (
@@ -17,6 +21,8 @@ from packager.validation.layout import (
     check_triton_model_dirs,
     read_model_version,
 )
+
+__all__ = ["ModelReport", "validate_model", "validate_models"]
 
 
 @dataclass
@@ -50,7 +56,7 @@ def validate_model(model: ModelDir) -> ModelReport:
     unreadable: set[str] = set()
     for directory in model.triton_model_dirs():
         try:
-            parsed = read_config(directory / CONFIG_FILE)
+            parsed = read_config(directory / TRITON_CONFIG)
         except ConfigUnreadable as error:
             report.diagnostics.append(error.diagnostic)
             unreadable.add(directory.name)

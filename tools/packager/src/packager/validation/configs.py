@@ -8,11 +8,15 @@ from typing import Iterator, Sequence
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from packager.diagnostics import Diagnostic
-from packager.model_config import ENSEMBLE, PLATFORM_BACKENDS, PYTHON, TritonModel
+from packager.modeldir import (
+    ENSEMBLE,
+    ENV_PATH_PARAMETER,
+    MODEL_DIRECTORY_VARIABLE,
+    PLATFORM_BACKENDS,
+    Diagnostic,
+    TritonModel,
+)
 
-ENV_PATH_PARAMETER = "EXECUTION_ENV_PATH"
-MODEL_DIRECTORY_VARIABLE = "$$TRITON_MODEL_DIRECTORY/"
 TENSORRT = "tensorrt_plan"
 
 

@@ -8,8 +8,7 @@ from typing import Iterator, Mapping, Sequence
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from packager.diagnostics import Diagnostic
-from packager.model_config import TritonModel
+from packager.modeldir import Diagnostic, TritonModel
 
 SCHEDULING = ("ensemble_scheduling", 0)
 

@@ -9,22 +9,18 @@ from typing import Iterator
 
 import yaml
 
-from packager.diagnostics import Diagnostic
-from packager.discovery import CONFIG_FILE, ModelDir, version_dirs
-from packager.model_config import ConfigUnreadable, read_text
+from packager.modeldir import (
+    TRITON_CONFIG,
+    ConfigUnreadable,
+    Diagnostic,
+    ModelDir,
+    name_problem,
+    read_text,
+    version_dirs,
+)
 
-SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 VERSION = re.compile(r"\s*([1-9][0-9]*)\s*")
 MD5 = re.compile(r"[0-9a-f]{32}(\.dir)?")
-
-
-def name_problem(name: str) -> str | None:
-    """Why `name` cannot be part of a tarball name, an S3 key and a URL, or None when it can."""
-    if not SAFE_NAME.fullmatch(name):
-        return "may hold only letters, digits, '_', '-' and '.'"
-    if ".." in name:
-        return "must not contain '..'"
-    return None
 
 
 def read_model_version(model: ModelDir) -> tuple[int | None, list[Diagnostic]]:
@@ -61,10 +57,12 @@ def check_triton_model_dirs(model: ModelDir) -> Iterator[Diagnostic]:
     triton_dirs = model.triton_model_dirs()
     for directory in model.subdirectories():
         if directory not in triton_dirs and version_dirs(directory):
-            message = f"has version directories but no {CONFIG_FILE}; add one (Triton cannot load it without)"
+            message = (
+                f"has version directories but no {TRITON_CONFIG}; add one (Triton cannot load it without)"
+            )
             yield Diagnostic(directory, None, None, message, "triton-model")
     if not triton_dirs:
-        message = f"holds no Triton model (a subdirectory with a {CONFIG_FILE})"
+        message = f"holds no Triton model (a subdirectory with a {TRITON_CONFIG})"
         yield Diagnostic(model.path, None, None, message, "triton-model")
     for directory in triton_dirs:
         if not version_dirs(directory):

@@ -1,0 +1,63 @@
+"""Artifacts: `<model>_<version>.tar.gz` as a SageMaker multi-model endpoint consumes it.
+
+Owns building an archive from a validated model directory and its environment (`build`), what an
+artifact is and its identity (`artifact`), reading and verifying built archives (`verify`), Ed25519
+signatures over the manifest (`signing`), and where an artifact comes from: git commit, branch, actor and
+pipeline (`provenance`). Publishing artifacts is the release stage's job.
+
+Public: Artifact, ArtifactError, artifact_name, content_digest, MANIFEST, SIGNATURE, build_artifact,
+read_manifest, load_artifact, verify_artifact, unpacked, triton_models_in, generate_keys, sign, verify,
+Source, model_source, head_commit, current_branch, branch_slug, actor, pipeline.
+"""
+
+from packager.artifacts.artifact import (
+    MANIFEST,
+    SIGNATURE,
+    Artifact,
+    ArtifactError,
+    artifact_name,
+    content_digest,
+)
+from packager.artifacts.build import build_artifact
+from packager.artifacts.provenance import (
+    Source,
+    actor,
+    branch_slug,
+    current_branch,
+    head_commit,
+    model_source,
+    pipeline,
+)
+from packager.artifacts.signing import generate_keys, sign, verify
+from packager.artifacts.verify import (
+    load_artifact,
+    read_manifest,
+    triton_models_in,
+    unpacked,
+    verify_artifact,
+)
+
+__all__ = [
+    "MANIFEST",
+    "SIGNATURE",
+    "Artifact",
+    "ArtifactError",
+    "artifact_name",
+    "content_digest",
+    "build_artifact",
+    "Source",
+    "actor",
+    "branch_slug",
+    "current_branch",
+    "head_commit",
+    "model_source",
+    "pipeline",
+    "generate_keys",
+    "sign",
+    "verify",
+    "load_artifact",
+    "read_manifest",
+    "triton_models_in",
+    "unpacked",
+    "verify_artifact",
+]

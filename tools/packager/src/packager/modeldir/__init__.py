@@ -1,0 +1,82 @@
+"""The model-directory contract: what a model directory is, and reading what it holds.
+
+Owns discovery (model directories, their Triton models and versions, the monorepo root), Triton's
+`config.pbtxt` read with the position of every field, diagnostics (`path:line:col: message`), test cases
+(`tests/cases/*.json`), DVC-tracked weights, and `packager new`'s scaffold. Every later stage reads model
+directories through these names only; nothing here runs a server or builds anything.
+
+Public: ModelDir, discover_models, find_repo_root, models_under, version_dirs, name_problem,
+MODEL_VERSION_FILE, MODELS_DIR, TRITON_CONFIG; Diagnostic, display_path; TritonModel, ParsedConfig,
+ConfigUnreadable, read_config, read_text, env_path, top_model, ENSEMBLE, PYTHON, PLATFORM_BACKENDS,
+ENV_PATH_PARAMETER, MODEL_DIRECTORY_VARIABLE; Case, Tensor, Tolerance, CaseError, load_cases, case_files,
+CASES_DIR; Weight, pointers, weights, check_weights, pull; scaffold.
+"""
+
+from packager.modeldir.cases import CASES_DIR, Case, CaseError, Tensor, Tolerance, case_files, load_cases
+from packager.modeldir.diagnostics import Diagnostic, display_path
+from packager.modeldir.discovery import (
+    MODEL_VERSION_FILE,
+    MODELS_DIR,
+    TRITON_CONFIG,
+    ModelDir,
+    discover_models,
+    find_repo_root,
+    models_under,
+    name_problem,
+    version_dirs,
+)
+from packager.modeldir.model_config import (
+    ENSEMBLE,
+    ENV_PATH_PARAMETER,
+    MODEL_DIRECTORY_VARIABLE,
+    PLATFORM_BACKENDS,
+    PYTHON,
+    ConfigUnreadable,
+    ParsedConfig,
+    TritonModel,
+    env_path,
+    read_config,
+    read_text,
+    top_model,
+)
+from packager.modeldir.scaffold import scaffold
+from packager.modeldir.weights import Weight, check_weights, pointers, pull, weights
+
+__all__ = [
+    "CASES_DIR",
+    "Case",
+    "CaseError",
+    "Tensor",
+    "Tolerance",
+    "case_files",
+    "load_cases",
+    "Diagnostic",
+    "display_path",
+    "MODEL_VERSION_FILE",
+    "MODELS_DIR",
+    "TRITON_CONFIG",
+    "ModelDir",
+    "discover_models",
+    "find_repo_root",
+    "models_under",
+    "name_problem",
+    "version_dirs",
+    "ENSEMBLE",
+    "ENV_PATH_PARAMETER",
+    "MODEL_DIRECTORY_VARIABLE",
+    "PLATFORM_BACKENDS",
+    "PYTHON",
+    "ConfigUnreadable",
+    "ParsedConfig",
+    "TritonModel",
+    "env_path",
+    "read_config",
+    "read_text",
+    "top_model",
+    "scaffold",
+    "Weight",
+    "check_weights",
+    "pointers",
+    "pull",
+    "weights",
+]

@@ -1,0 +1,31 @@
+"""The preflight step before anything runs or ships: validate a model directory, check its weights, and
+build (or reuse) its environment. `env`, `serve`, `replay`, `build` and `push` all start here."""
+
+from __future__ import annotations
+
+from packager.environments import EnvBuilder, Environment, ensure_environment
+from packager.errors import PackagerError
+from packager.modeldir import Diagnostic, ModelDir, check_weights, env_path
+from packager.settings import Runtime
+from packager.validation import ModelReport, validate_model
+
+
+class NotServable(PackagerError):
+    """The model directory has problems that must be fixed before it can run."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        super().__init__("\n".join(str(diagnostic) for diagnostic in diagnostics))
+        self.diagnostics = diagnostics
+
+
+def prepare(
+    model: ModelDir, runtime: Runtime, builder: EnvBuilder, progress: bool = True
+) -> tuple[ModelReport, Environment | None]:
+    """Validate the model and its weights, and build (or reuse) its environment with `builder`."""
+    report = validate_model(model)
+    problems = report.diagnostics or check_weights(model)
+    if problems:
+        raise NotServable(problems)
+    uses_env = any(env_path(triton) is not None for triton in report.triton_models.values())
+    environment = ensure_environment(model, runtime, builder, progress) if uses_env else None
+    return report, environment

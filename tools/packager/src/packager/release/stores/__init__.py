@@ -1,0 +1,38 @@
+"""Stores: where artifacts are published and release documents kept.
+
+Owns the store interfaces (`ArtifactStore` for immutable artifacts, `DocumentStore` for conditionally
+replaced documents, `Store` for both) and their registry `STORES` by URI scheme (`interface`), one module
+per backend (`file`, `s3`), and the in-memory fake for fast tests (`memory`).
+
+Public: ArtifactStore, DocumentStore, Store, StoredObject, Location, AlreadyExists, Conflict, STORES,
+open_store, copy_by_download, MemoryStore. Backends are reached through `open_store` (or
+`packager.release.stores.file.FileStore` / `packager.release.stores.s3.S3Store` for direct use).
+"""
+
+from packager.release.stores.interface import (
+    STORES,
+    AlreadyExists,
+    ArtifactStore,
+    Conflict,
+    DocumentStore,
+    Location,
+    Store,
+    StoredObject,
+    copy_by_download,
+    open_store,
+)
+from packager.release.stores.memory import MemoryStore
+
+__all__ = [
+    "STORES",
+    "AlreadyExists",
+    "ArtifactStore",
+    "Conflict",
+    "DocumentStore",
+    "Location",
+    "Store",
+    "StoredObject",
+    "copy_by_download",
+    "open_store",
+    "MemoryStore",
+]

@@ -1,0 +1,58 @@
+"""Verifying an artifact wherever it is: a local file, or a published object named by its store URI
+(`s3://bucket/prefix/key`, `file:///dir/key`), fetched through the same stores as publishing uses."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from packager.artifacts import load_artifact, verify_artifact
+from packager.errors import UsageError
+from packager.release.stores import STORES, open_store
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What verifying one artifact found: what it is, and every way it differs (none: it verifies)."""
+
+    target: str
+    model: str
+    version: int
+    sha256: str
+    files: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_target(target: str, root: Path | None, public_key: Path | None) -> Verification:
+    """Check an artifact against its manifest, the sha256 recorded when it was published (for a store
+    object), and its signature when a public key is given."""
+    with tempfile.TemporaryDirectory(prefix="packager-verify-") as scratch:
+        path, recorded = _fetch(target, Path(scratch), root)
+        artifact = load_artifact(path)
+        problems = verify_artifact(artifact, public_key, expected_sha256=recorded)
+    files = len(artifact.manifest.get("files", {}))
+    return Verification(target, artifact.name, artifact.version, artifact.sha256, files, problems)
+
+
+def _fetch(target: str, scratch: Path, root: Path | None) -> tuple[Path, str | None]:
+    """A local copy of the artifact and the sha256 recorded when it was published (None for a plain file)."""
+    if urlparse(target).scheme not in STORES.names():
+        if not Path(target).is_file():
+            raise UsageError(f"{target}: no such file")
+        return Path(target), None
+    parent, _, key = target.rstrip("/").rpartition("/")
+    store = open_store(parent, root)
+    try:
+        stored = store.head(key)
+        if stored is None:
+            raise UsageError(f"{target}: no such object")
+        store.download(key, scratch / key)
+    finally:
+        store.close()
+    return scratch / key, stored.metadata.get("sha256")

@@ -1,0 +1,46 @@
+"""Comparing what a server returned with what a case expects, and saying what differs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from packager.modeldir import Tensor
+
+MAX_SHOWN = 3
+
+
+def compare(expected: Tensor, got: np.ndarray | None) -> list[str]:
+    """What is wrong with `got` as the output `expected` describes (nothing when it matches)."""
+    name = expected.name
+    if got is None:
+        return [f"{name}: missing from the response"]
+    if list(got.shape) != expected.shape:
+        return [f"{name}: expected shape {expected.shape}, got {list(got.shape)} ({_show(got)})"]
+    if expected.datatype == "BYTES":
+        wrong = np.array([bytes(a) != bytes(b) for a, b in zip(expected.data.reshape(-1), got.reshape(-1))])
+    else:
+        want, have = expected.data.astype(np.float64), got.astype(np.float64)
+        tolerance = expected.tolerance
+        wrong = ~np.isclose(
+            have, want, atol=tolerance.absolute, rtol=tolerance.relative, equal_nan=True
+        ).reshape(-1)
+    if not wrong.any():
+        return []
+    indexes = np.flatnonzero(wrong)
+    shown = [_difference(expected, got, int(index)) for index in indexes[:MAX_SHOWN]]
+    more = f" and {len(indexes) - MAX_SHOWN} more" if len(indexes) > MAX_SHOWN else ""
+    return [f"{name}: {len(indexes)} of {wrong.size} values differ: " + "; ".join(shown) + more]
+
+
+def _difference(expected: Tensor, got: np.ndarray, flat_index: int) -> str:
+    position = [int(index) for index in np.unravel_index(flat_index, got.shape)]
+    want, have = expected.data.reshape(-1)[flat_index], got.reshape(-1)[flat_index]
+    if expected.datatype == "BYTES":
+        return f"{position} expected {bytes(want)!r}, got {bytes(have)!r}"
+    tolerance = f" {expected.tolerance}" if expected.tolerance.absolute or expected.tolerance.relative else ""
+    return f"{position} expected {str(want)}{tolerance}, got {str(have)}"  # str: numpy's shortest repr
+
+
+def _show(array: np.ndarray) -> str:
+    text = np.array2string(array.reshape(-1)[:6], separator=", ")
+    return text if array.size <= 6 else text[:-1] + ", ...]"

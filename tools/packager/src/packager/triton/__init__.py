@@ -1,0 +1,46 @@
+"""The Triton runtime: where a server comes from, how it starts, loads models, and leaves nothing behind.
+
+Owns the launcher plug point (`Launcher` and its registry `LAUNCHERS`; one module per launcher: `local`),
+the running `Server` every launcher yields (readiness, loading, its log), installing a local server from
+the runtime's PyPI package, cleanup (process group, /tmp envs, /dev/shm), and serving a validated model
+directory (staging a model repository and loading it).
+
+Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, ServerError, ServerStartError, free_ports,
+READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall, install_server, Served, staged_repository, loaded, launched,
+ENV_MODES. Backends are reached through the registry (`packager.triton.local.LocalLauncher` for direct use).
+"""
+
+from packager.triton.install import ServerInstall, install_server
+from packager.triton.launcher import (
+    LAUNCHERS,
+    LOAD_TIMEOUT,
+    READY_TIMEOUT,
+    Endpoints,
+    Launcher,
+    Server,
+    ServerError,
+    ServerStartError,
+    free_ports,
+    launcher_for,
+)
+from packager.triton.serving import ENV_MODES, Served, launched, loaded, staged_repository
+
+__all__ = [
+    "ServerInstall",
+    "install_server",
+    "LAUNCHERS",
+    "LOAD_TIMEOUT",
+    "READY_TIMEOUT",
+    "Endpoints",
+    "Launcher",
+    "Server",
+    "ServerError",
+    "ServerStartError",
+    "free_ports",
+    "launcher_for",
+    "ENV_MODES",
+    "Served",
+    "launched",
+    "loaded",
+    "staged_repository",
+]

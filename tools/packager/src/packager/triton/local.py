@@ -1,0 +1,83 @@
+"""The local launcher: the server binary of a ServerInstall run as a process group on this machine."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from packager.settings import Runtime
+from packager.triton.cleanup import EnvWatcher, shm_prefix, stop_process_group
+from packager.triton.install import ServerInstall, install_server
+from packager.triton.launcher import READY_TIMEOUT, Endpoints, Server, free_ports
+
+PR_SET_PDEATHSIG = 1
+
+
+class LocalLauncher:
+    """Runs the server binary of a ServerInstall as a local process group."""
+
+    name = "local"
+
+    def __init__(self, install: ServerInstall, ready_timeout: float = READY_TIMEOUT) -> None:
+        self.install = install
+        self.ready_timeout = ready_timeout
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime, progress: bool = True) -> LocalLauncher:
+        """A launcher of the runtime's server, installed into the cache first if it is not there yet."""
+        return cls(install_server(runtime, progress))
+
+    @contextmanager
+    def start(self, repository: Path, log_path: Path) -> Iterator[Server]:
+        http, grpc, metrics = free_ports(3)
+        prefix = shm_prefix(http)
+        command = [
+            str(self.install.binary),
+            f"--model-repository={repository}",
+            "--model-control-mode=explicit",
+            f"--backend-directory={self.install.directory / 'backends'}",
+            f"--cache-directory={self.install.directory / 'caches'}",
+            f"--backend-config=python,shm-region-prefix-name={prefix}",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+            "--metrics-address=127.0.0.1",
+            f"--http-port={http}",
+            f"--grpc-port={grpc}",
+            f"--metrics-port={metrics}",
+        ]
+        environment = {
+            **os.environ,
+            "PATH": f"{self.install.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "LD_LIBRARY_PATH": str(self.install.interpreter.libdir),
+        }
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        watcher = EnvWatcher(process.pid)
+        try:
+            server = Server(
+                process, Endpoints(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}"), log_path
+            )
+            server.wait_ready(self.ready_timeout)
+            yield server
+        finally:
+            stop_process_group(process, watcher, prefix)
+
+
+def _die_with_parent() -> None:
+    """In the server's process, before exec: have Linux kill it if the packager dies, even by SIGKILL
+    (no cleanup code runs then; its python stubs notice their parent is gone and exit too)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

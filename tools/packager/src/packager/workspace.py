@@ -1,0 +1,79 @@
+"""The workspace a command runs in: the monorepo root (if any), its packager.toml, and where outputs go."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from packager.config import load_config
+from packager.modeldir import ModelDir, discover_models, find_repo_root
+from packager.release import Route, route
+from packager.release.stores import Store, open_store
+from packager.settings import Config, Runtime
+
+STAGING_VARIABLE = "PACKAGER_STAGING_URI"
+PRODUCTION_VARIABLE = "PACKAGER_PRODUCTION_URI"
+
+
+@dataclass
+class Workspace:
+    """What every command shares: the monorepo root (if any) and its configuration."""
+
+    root: Path | None
+    config: Config
+
+    @classmethod
+    def find(cls, root: Path | None = None) -> Workspace:
+        """The workspace at `root`, or the nearest monorepo above the current directory."""
+        root = root or find_repo_root(Path.cwd())
+        return cls(root, load_config(root))
+
+    def models(self, args: tuple[str, ...]) -> list[ModelDir]:
+        return discover_models(args, self.root)
+
+    def runtime(self, name: str | None) -> Runtime:
+        return self.config.runtime(name)
+
+    def store(self, uri: str) -> Store:
+        """The store a URI names, relative URIs taken from the repository root."""
+        return open_store(uri, self.root)
+
+    def store_uris(self, staging: str | None = None, production: str | None = None) -> tuple[str, str]:
+        """The staging and production URIs: flags, then environment variables, then packager.toml."""
+        return (
+            staging or os.environ.get(STAGING_VARIABLE) or self.config.stores.staging,
+            production or os.environ.get(PRODUCTION_VARIABLE) or self.config.stores.production,
+        )
+
+    def production_store(self, production: str | None = None) -> Store:
+        """The production store (`production` overrides its configured URI)."""
+        return self.store(self.store_uris(production=production)[1])
+
+    def route(self, branch: str, commit: str, staging: str | None, production: str | None) -> Route:
+        """Where a push of `branch` at `commit` publishes, with that store opened."""
+        staging_uri, production_uri = self.store_uris(staging, production)
+        to_production = branch in self.config.stores.production_branches
+        return route(
+            branch, commit, self.store(production_uri if to_production else staging_uri), to_production
+        )
+
+    def public_key(self, given: Path | None) -> Path | None:
+        """The key signatures are verified with: --public-key / PACKAGER_VERIFY_KEY, else packager.toml."""
+        if given is not None:
+            return given
+        if self.config.public_key is None:
+            return None
+        return (self.root or Path.cwd()) / self.config.public_key
+
+    def dist(self) -> Path:
+        return (self.root or Path.cwd()) / "dist"
+
+    def log_dir(self) -> Path:
+        """Where server logs go: dist/logs in the monorepo, else a temporary directory."""
+        directory = (
+            self.root / "dist" / "logs" if self.root else Path(tempfile.mkdtemp(prefix="packager-logs-"))
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory

@@ -15,18 +15,23 @@ import pytest
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
+from packager.artifacts.provenance import CI_BRANCH_VARIABLES, CI_COMMIT_VARIABLES
 from packager.modeldir import scaffold
 
 RunPackager = Callable[..., subprocess.CompletedProcess[str]]
+# A test that means CI's branch and commit says so; the CI running these tests must not lend its own.
+CI_REVISION_VARIABLES = {*CI_BRANCH_VARIABLES, *CI_COMMIT_VARIABLES}
 
 
 @pytest.fixture
 def run_packager() -> RunPackager:
-    """Run `python -m packager ARGS` in `cwd` and return the finished process (text output)."""
+    """Run `python -m packager ARGS` in `cwd` and return the finished process (text output), without the
+    CI system's branch and commit variables unless `env` gives them."""
 
     def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         python_path = os.pathsep.join(os.path.abspath(entry) for entry in sys.path)
-        environment = {**os.environ, "PYTHONPATH": python_path, **(env or {})}
+        inherited = {name: value for name, value in os.environ.items() if name not in CI_REVISION_VARIABLES}
+        environment = {**inherited, "PYTHONPATH": python_path, **(env or {})}
         return subprocess.run(
             [sys.executable, "-m", "packager", *args],
             cwd=cwd,
@@ -110,13 +115,15 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture
 def model_repo(tmp_path: Path) -> Path:
-    """A committed git repository with one model, `fraud` (from `packager new`: fast to build and replay)."""
+    """A committed git repository with one model, `fraud` (from `packager new`: fast to build and replay),
+    checked out on main, with a branch feature/fraud at the same commit."""
     repo = tmp_path / "repo"
     (repo / "models").mkdir(parents=True)
     (repo / "pants.toml").write_text("")
     (repo / ".gitignore").write_text("dist/\npython_env.tar.gz\n")
     scaffold(repo / "models", "fraud")
-    git(repo, "init", "-q", "-b", "feature/fraud")
+    git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "fraud model")
+    git(repo, "branch", "feature/fraud")
     return repo

@@ -18,7 +18,20 @@ from packager.triton import LAUNCHERS
 SOURCE = Path(packager.__file__).parent
 # Bottom to top: a module may import from its own stage and the stages before it, never after.
 STAGES = [
-    ("foundation", {"errors", "settings", "registry", "cache", "subprocesses", "archives", "tables"}),
+    (
+        "foundation",
+        {
+            "errors",
+            "settings",
+            "registry",
+            "cache",
+            "subprocesses",
+            "archives",
+            "tables",
+            "partials",
+            "toml_positions",
+        },
+    ),
     ("modeldir", {"modeldir"}),
     ("validation", {"validation"}),
     ("environments", {"environments"}),

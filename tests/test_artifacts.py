@@ -15,8 +15,7 @@ from packager.artifacts import (
     SIGNATURE,
     ArtifactError,
     build_artifact,
-    load_artifact,
-    unpacked,
+    verified,
     verify_artifact,
 )
 from packager.settings import DEFAULT_RUNTIME
@@ -63,7 +62,7 @@ def test_layout_manifest_and_hard_links(fraud: tuple[ModelReport, Environment], 
     assert manifest["toolkit"].startswith("packager ")
     assert len(manifest["source_commit"]) == 40 and manifest["source_dirty"] is True  # weights.bin is new
     assert manifest["files"]["preprocess/python_env.tar.gz"]["sha256"] == file_digest(environment.tarball)
-    assert verify_artifact(load_artifact(artifact.path)) == []
+    assert verify_artifact(artifact.path)[1] == []
 
 
 def test_two_builds_are_byte_identical(fraud: tuple[ModelReport, Environment], tmp_path: Path) -> None:
@@ -92,12 +91,38 @@ def test_tampered_artifact_fails_verify(fraud: tuple[ModelReport, Environment], 
     tampered = _rewrite(
         artifact.path, tmp_path / "tampered.tar.gz", {"preprocess/1/model.py": b"import os\n"}
     )
-    assert verify_artifact(load_artifact(tampered)) == [
-        "preprocess/1/model.py: sha256 differs from the manifest"
-    ]
-    assert verify_artifact(load_artifact(artifact.path), expected_sha256="0" * 64)[0].startswith(
-        "archive sha256 is "
+    assert verify_artifact(tampered)[1] == ["preprocess/1/model.py: sha256 differs from the manifest"]
+    assert verify_artifact(artifact.path, expected_sha256="0" * 64)[1][0].startswith("archive sha256 is ")
+
+
+def test_nothing_unverified_is_unpacked_for_serving(
+    fraud: tuple[ModelReport, Environment], tmp_path: Path
+) -> None:
+    report, environment = fraud
+    artifact = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "dist")
+    with verified(artifact.path) as (checked, root):
+        assert checked.sha256 == artifact.sha256 and checked.manifest == artifact.manifest
+        assert (root / "preprocess" / "1" / "model.py").read_bytes() == (
+            report.model.path / "preprocess" / "1" / "model.py"
+        ).read_bytes()
+        assert (root / "preprocess" / "python_env.tar.gz").stat().st_ino == (
+            root / "postprocess" / "python_env.tar.gz"
+        ).stat().st_ino, "hard-linked members stay one file"
+    tampered = _rewrite(
+        artifact.path, tmp_path / "tampered.tar.gz", {"postprocess/1/model.py": b"import os\n"}
     )
+    with pytest.raises(
+        ArtifactError,
+        match=r"tampered.tar.gz does not verify; nothing was run:\n  postprocess/1/model.py: sha256",
+    ):
+        with verified(tampered):
+            raise AssertionError("a tampered artifact was unpacked for serving")
+    flipped = bytearray(artifact.path.read_bytes())
+    flipped[len(flipped) // 2] ^= 0x10  # one bit: a file's bytes change, or the stream breaks
+    (tmp_path / "flipped.tar.gz").write_bytes(bytes(flipped))
+    with pytest.raises(ArtifactError, match=r"flipped.tar.gz does not verify; nothing was run:"):
+        with verified(tmp_path / "flipped.tar.gz"):
+            raise AssertionError("a corrupted artifact was unpacked for serving")
 
 
 def test_signed_manifest_verifies_only_with_its_key(
@@ -112,12 +137,12 @@ def test_signed_manifest_verifies_only_with_its_key(
     )
     again = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "again", tmp_path / "release.key")
     assert signed.sha256 == again.sha256, "Ed25519 signatures are deterministic: signed builds reproduce"
-    assert verify_artifact(load_artifact(signed.path), tmp_path / "release.pub") == []
-    assert verify_artifact(load_artifact(signed.path), tmp_path / "other.pub") == [
+    assert verify_artifact(signed.path, tmp_path / "release.pub")[1] == []
+    assert verify_artifact(signed.path, tmp_path / "other.pub")[1] == [
         f"the manifest signature does not verify with {tmp_path / 'other.pub'}"
     ]
     unsigned = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "unsigned")
-    assert verify_artifact(load_artifact(unsigned.path), tmp_path / "release.pub") == [
+    assert verify_artifact(unsigned.path, tmp_path / "release.pub")[1] == [
         f"not signed ({SIGNATURE} is missing), but a public key is configured"
     ]
 
@@ -137,7 +162,7 @@ def test_unsafe_tarballs_are_refused(tmp_path: Path, name: str, kind: bytes, lin
         info.type, info.linkname, info.size = kind, linkname, 0
         tar.addfile(info, io.BytesIO(b""))
     with pytest.raises(ArtifactError, match="unsafe archive"):
-        with unpacked(archive):
+        with verified(archive):
             pass
     assert not (tmp_path / "escape.txt").exists()
 
@@ -150,4 +175,4 @@ def test_an_archive_without_a_manifest_is_not_an_artifact(tmp_path: Path) -> Non
     with pytest.raises(
         ArtifactError, match="no packager-manifest.json; not an artifact built by the packager"
     ):
-        load_artifact(archive)
+        verify_artifact(archive)

@@ -126,6 +126,42 @@ def test_every_command_has_help_with_exit_codes(
     assert result.returncode == 0
     assert "Exit codes:" in result.stdout
     assert "3  a tool or service the command needs failed" in result.stdout
+    assert "70 a bug in the packager" in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(cli.cli.commands))
+def test_every_command_reports_as_json_too(name: str) -> None:
+    options = {
+        option for parameter in cli.cli.commands[name].params for option in getattr(parameter, "opts", [])
+    }
+    assert "--json" in options, f"packager {name} has no --json"
+
+
+def test_wrong_inputs_exit_1_and_name_what_is_wrong(run_packager: RunPackager, model_repo: Path) -> None:
+    missing = run_packager("replay", "--artifact", "dist/nothing_1.tar.gz", cwd=model_repo)
+    assert missing.returncode == 1 and "dist/nothing_1.tar.gz: no such artifact file" in missing.stderr
+    unknown = run_packager("verify", "nothing_1.tar.gz", cwd=model_repo)
+    assert unknown.returncode == 1 and "nothing_1.tar.gz: no such artifact file" in unknown.stderr
+    requirements = model_repo / "models" / "fraud" / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "packager-no-such-package-7f3a==1.0\n")
+    env = run_packager("env", "fraud", cwd=model_repo, env={"PACKAGER_CACHE": str(model_repo / "cache")})
+    assert env.returncode == 1, env.stderr
+    assert "models/fraud/requirements.txt: pip cannot install these requirements" in env.stderr
+    assert "No matching distribution found for packager-no-such-package-7f3a==1.0" in env.stderr
+
+
+def test_a_tampered_artifact_is_never_served(run_packager: RunPackager, model_repo: Path) -> None:
+    built = run_packager("build", "fraud", "--json", cwd=model_repo)
+    assert built.returncode == 0, built.stderr
+    archive = Path(json.loads(built.stdout)["artifacts"][0]["path"])
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 3] ^= 0x01  # one bit
+    archive.write_bytes(bytes(data))
+    replayed = run_packager("replay", "--artifact", str(archive), "--json", cwd=model_repo)
+    assert replayed.returncode == 1
+    error = json.loads(replayed.stdout)["models"][0]["error"]
+    assert "does not verify; nothing was run" in error
+    assert not (model_repo / "dist" / "logs" / "fraud-artifact.log").exists(), "no server was started"
 
 
 def test_a_bug_is_an_internal_error_without_traceback(
@@ -139,9 +175,12 @@ def test_a_bug_is_an_internal_error_without_traceback(
     monkeypatch.delenv("PACKAGER_DEBUG", raising=False)
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
-    assert exit_info.value.code == 3
+    assert exit_info.value.code == 70
     err = capsys.readouterr().err
-    assert "packager: internal error: RuntimeError('boom') (set PACKAGER_DEBUG=1 for the traceback)" in err
+    assert (
+        "packager: internal error (a bug in the packager): RuntimeError('boom'); rerun with PACKAGER_DEBUG=1"
+        in err
+    )
     assert "Traceback" not in err
 
     monkeypatch.setenv("PACKAGER_DEBUG", "1")

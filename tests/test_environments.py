@@ -169,15 +169,25 @@ def test_real_venv_build_is_cached_and_shared(tmp_path: Path, cache: Path) -> No
     assert same_requirements.cache_hit and same_requirements.directory == first.directory
 
 
-def test_transitive_conflict_with_the_runtime_is_a_clear_error(tmp_path: Path, cache: Path) -> None:
+def test_transitive_conflict_with_the_runtime_is_the_models_error(tmp_path: Path, cache: Path) -> None:
     # requests 2.32.3 needs urllib3>=1.21.1: no version satisfies both.
     strict = Runtime("strict", "2.51.0", "3.11", constraints=(Constraint("urllib3<1", "a test constraint"),))
-    with pytest.raises(EnvironmentFailure, match="pip install failed") as error:
+    with pytest.raises(
+        RequirementsError, match="requirements.txt: pip cannot install these requirements"
+    ) as error:
         ensure_environment(
             _model(tmp_path / "m", "requests==2.32.3\n"), strict, VenvBuilder(), progress=False
         )
     assert "urllib3" in str(error.value)
     assert not list((cache / "envs").glob("*/python_env.tar.gz")), "nothing half-built is cached"
+
+
+def test_a_requirement_that_does_not_exist_is_the_models_error(tmp_path: Path, cache: Path) -> None:
+    model = _model(tmp_path / "m", "packager-no-such-package-7f3a==1.0\n")
+    with pytest.raises(RequirementsError, match=r"m/requirements.txt: pip cannot install") as error:
+        ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+    assert "No matching distribution found for packager-no-such-package-7f3a==1.0" in str(error.value)
+    assert error.value.exit_code == 1
 
 
 CONDA = next((tool for tool in ("micromamba", "mamba", "conda") if shutil.which(tool)), None)

@@ -28,44 +28,66 @@ from packager.release import (
 from packager.release.stores import MemoryStore
 from packager.settings import DEFAULT_RUNTIME, Runtime
 from packager.validation import validate_model
+from tests.conftest import git
 
 COMMIT = "a" * 40
 OTHER_COMMIT = "b" * 40
 
 
 def _artifact(
-    tmp_path: Path, version: int = 1, runtime: Runtime = DEFAULT_RUNTIME, tag: str = ""
+    tmp_path: Path,
+    version: int = 1,
+    runtime: Runtime = DEFAULT_RUNTIME,
+    tag: str = "",
+    committed: bool = True,
 ) -> Artifact:
-    """A real artifact of a scaffolded model (no environment: nothing is installed), in a directory of its own."""
-    model_dir = tmp_path / f"models-{version}-{runtime.name}-{tag}"
-    if not model_dir.exists():
-        scaffold(model_dir, "fraud")
-        model = ModelDir(model_dir / "fraud")
-        (model.version_file).write_text(f"{version}\n")
+    """A real artifact of a scaffolded model (no environment: nothing is installed), built in a git
+    repository of its own (committed, unless asked otherwise)."""
+    repo = tmp_path / f"repo-{version}-{runtime.name}-{tag}-{committed}"
+    if not repo.exists():
+        scaffold(repo / "models", "fraud")
+        model = ModelDir(repo / "models" / "fraud")
+        model.version_file.write_text(f"{version}\n")
         if tag:
-            (model.path / "postprocess" / "1" / "model.py").write_text(
-                (model.path / "postprocess" / "1" / "model.py").read_text() + f"# {tag}\n"
-            )
-    report = validate_model(ModelDir(model_dir / "fraud"))
+            step = model.path / "postprocess" / "1" / "model.py"
+            step.write_text(step.read_text() + f"# {tag}\n")
+        git(repo, "init", "-q")
+        if committed:
+            git(repo, "add", "-A")
+            git(repo, "commit", "-q", "-m", "model")
+    report = validate_model(ModelDir(repo / "models" / "fraud"))
     assert report.ok, report.diagnostics
-    return build_artifact(report, runtime, None, tmp_path / f"dist-{version}-{runtime.name}-{tag}")
+    return build_artifact(report, runtime, None, repo / "dist")
 
 
 def _stage(staging: MemoryStore, artifact: Artifact, branch: str = "feature/x", commit: str = COMMIT) -> str:
-    target = route(branch, commit, staging, production=False).destination(artifact.name, artifact.version)
+    target = route(branch, commit, staging, production=False).destination(artifact)
     assert publish(artifact, target, commit).outcome == "uploaded"
     return target.key
 
 
-def test_routes_put_branches_under_their_commit_and_production_at_the_root() -> None:
+def _dirty(artifact: Artifact) -> Artifact:
+    """The same artifact as if built from uncommitted sources (only the manifest says so)."""
+    return Artifact(artifact.path, artifact.sha256, {**artifact.manifest, "source_dirty": True})
+
+
+def test_routes_put_branches_under_their_commit_and_production_at_the_root(tmp_path: Path) -> None:
     store = MemoryStore()
-    staged = route("feature/New Model", COMMIT, store, production=False).destination("fraud", 3)
+    artifact = _artifact(tmp_path, version=3)
+    staged = route("feature/New Model", COMMIT, store, production=False).destination(artifact)
     assert (staged.key, staged.production) == (f"feature-new-model/{COMMIT[:12]}/fraud_3.tar.gz", False)
-    released = route("main", COMMIT, store, production=True).destination("fraud", 3)
-    assert (released.key, released.production, released.uri) == (
-        "fraud_3.tar.gz",
-        True,
-        "memory://store/fraud_3.tar.gz",
+    released = route("main", COMMIT, store, production=True).destination(artifact)
+    assert (released.key, released.production) == ("fraud_3.tar.gz", True)
+    assert released.uri == "memory://store/fraud_3.tar.gz"
+    dirty = route("feature/x", COMMIT, store, production=False).destination(_dirty(artifact))
+    assert dirty.key == f"feature-x/{COMMIT[:12]}-dirty-{artifact.content_digest[:12]}/fraud_3.tar.gz"
+    edited = _dirty(_artifact(tmp_path, version=3, tag="second edit"))
+    assert (
+        route("feature/x", COMMIT, store, False).destination(edited).key != dirty.key
+    ), "each edit its own key"
+    uncommitted = _artifact(tmp_path, tag="new", committed=False)
+    assert (
+        uncommitted.manifest["source_dirty"] is True and _artifact(tmp_path).manifest["source_dirty"] is False
     )
 
 
@@ -119,7 +141,7 @@ def test_promote_copies_the_tested_bytes_and_records_them(tmp_path: Path) -> Non
     staging, production = MemoryStore("memory://staging"), MemoryStore("memory://production")
     artifact = _artifact(tmp_path)
     staged_key = _stage(staging, artifact)
-    entry, source = promote(staging, production, "fraud", 1, COMMIT[:12], None)
+    entry, source = promote(staging, production, "fraud", 1, COMMIT[:7], None)
     assert source == staged_key and entry is not None
     assert (entry.action, entry.version, entry.sha256, entry.commit) == (
         "promote",
@@ -139,14 +161,22 @@ def test_promote_copies_the_tested_bytes_and_records_them(tmp_path: Path) -> Non
 def test_promote_refuses_what_it_cannot_promote(tmp_path: Path) -> None:
     staging, production = MemoryStore("memory://staging"), MemoryStore("memory://production")
     artifact = _artifact(tmp_path)
-    with pytest.raises(
-        ReleaseError, match=f"no fraud_1.tar.gz from commit {COMMIT[:12]} in memory://staging"
-    ):
+    with pytest.raises(ReleaseError, match=f"no fraud_1.tar.gz from commit {COMMIT} in memory://staging"):
         promote(staging, production, "fraud", 1, COMMIT, None)
     _stage(staging, artifact, branch="feature/x")
     _stage(staging, artifact, branch="feature/y")
-    with pytest.raises(ReleaseError, match="staged under several branches"):
+    with pytest.raises(
+        ReleaseError,
+        match=r"staged under several branches \(feature-x, feature-y\): choose one with --branch",
+    ):
         promote(staging, production, "fraud", 1, COMMIT, None)
+    entry, source = promote(staging, MemoryStore(), "fraud", 1, COMMIT, None, branch="feature/y")
+    assert entry is not None and source.startswith("feature-y/")
+    with pytest.raises(Exception, match="not a commit"):
+        promote(staging, production, "fraud", 1, "abc", None)
+    _stage(staging, artifact, commit="a" * 7 + "b" * 33)
+    with pytest.raises(ReleaseError, match="commit prefix aaaaaaa is ambiguous"):
+        promote(staging, production, "fraud", 1, "aaaaaaa", None)
 
     tampered = MemoryStore("memory://tampered")
     key = _stage(tampered, artifact, commit=OTHER_COMMIT)
@@ -158,6 +188,19 @@ def test_promote_refuses_what_it_cannot_promote(tmp_path: Path) -> None:
     with pytest.raises(ReleaseError, match="does not verify; not promoted"):
         promote(corrupted, production, "fraud", 1, OTHER_COMMIT, None)
     assert production.head("fraud_1.tar.gz") is None
+
+    dirty_staging = MemoryStore("memory://dirty")
+    _stage(dirty_staging, _dirty(artifact))
+    with pytest.raises(
+        ReleaseError, match="only uncommitted builds of it are staged, which are never promoted"
+    ):
+        promote(dirty_staging, MemoryStore(), "fraud", 1, COMMIT, None)
+    forged = MemoryStore("memory://forged")  # a dirty build copied under a clean key by hand
+    forged.put_new(
+        f"feature-x/{COMMIT[:12]}/fraud_1.tar.gz", _artifact(tmp_path, tag="dirty", committed=False).path, {}
+    )
+    with pytest.raises(ReleaseError, match="built from uncommitted sources"):
+        promote(forged, MemoryStore(), "fraud", 1, COMMIT, None)
 
     other_bytes = _artifact(tmp_path, tag="other")
     production.put_new("fraud_1.tar.gz", other_bytes.path, {"sha256": other_bytes.sha256})
@@ -182,3 +225,25 @@ def test_rollback_moves_current_back_and_grows_history(tmp_path: Path) -> None:
         rollback(production, "fraud", 7)
     forward = rollback(production, "fraud", 2)
     assert forward.version == 2 and current(production, "fraud") == forward
+
+
+def test_a_publish_whose_record_was_lost_is_repaired_and_promote_makes_a_published_version_current(
+    tmp_path: Path,
+) -> None:
+    production, staging = MemoryStore(), MemoryStore()
+    one, two = _artifact(tmp_path, version=1), _artifact(tmp_path, version=2)
+    for artifact in (one, two):
+        key = f"fraud_{artifact.version}.tar.gz"
+        publish(artifact, Destination(production, key, production=True), COMMIT)  # its record never written
+        entry = new_entry("publish", artifact.version, key, artifact.sha256, COMMIT)
+        assert record(production, "fraud", entry, unless_known=True) is True
+        assert record(production, "fraud", entry, unless_known=True) is False, "the next run finds it known"
+    assert [entry.version for entry in history(production, "fraud")] == [1, 2]
+    rollback(production, "fraud", 1)
+    _stage(staging, two, commit=OTHER_COMMIT)
+    entry, _ = promote(staging, production, "fraud", 2, OTHER_COMMIT, None)
+    assert (
+        entry is not None and current(production, "fraud") == entry
+    ), "in production, not current: now current"
+    pointer = production.read("_releases/fraud/current.json")
+    assert pointer is not None and json.loads(pointer[0])["version"] == 2

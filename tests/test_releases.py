@@ -102,7 +102,7 @@ def test_promote_releases_rollback(run_packager: RunPackager, model_repo: Path, 
     )
     assert production["Metadata"]["sha256"] == staged["Metadata"]["sha256"], "exactly the tested bytes"
     again = run_packager("promote", "fraud", "1", "--from-commit", tested, cwd=model_repo, env=s3)
-    assert again.returncode == 0 and "already in production (same bytes)" in again.stdout
+    assert again.returncode == 0 and "already in production and current; nothing to do" in again.stdout
 
     _commit_change(model_repo, "models/fraud/model_version.txt", "2\n")
     assert run_packager("push", "fraud", "--branch", "main", cwd=model_repo, env=s3).returncode == 0
@@ -112,7 +112,9 @@ def test_promote_releases_rollback(run_packager: RunPackager, model_repo: Path, 
     assert forward.returncode == 0, forward.stdout + forward.stderr
 
     listed = run_packager("releases", "fraud", "--json", cwd=model_repo, env=s3)
-    entries = json.loads(listed.stdout)["fraud"]
+    released = json.loads(listed.stdout)["fraud"]
+    entries = released["entries"]
+    assert released["current"] == 2, "releases --json names the current version"
     assert [(entry["action"], entry["version"]) for entry in entries] == [
         ("promote", 1),
         ("publish", 2),
@@ -222,7 +224,9 @@ def test_concurrent_pushers_of_one_version(
     outcomes = sorted(_outcome(result.stdout)[3] for result in results)
     assert outcomes == ["unchanged", "unchanged", "uploaded"]
     listed = json.loads(run_packager("releases", "fraud", "--json", cwd=model_repo, env=s3).stdout)
-    assert [entry["action"] for entry in listed["fraud"]] == ["publish"], "one publish, recorded once"
+    assert [entry["action"] for entry in listed["fraud"]["entries"]] == [
+        "publish"
+    ], "one publish, recorded once"
 
 
 def test_embedded_file_store_by_default(run_packager: RunPackager, model_repo: Path) -> None:
@@ -233,3 +237,50 @@ def test_embedded_file_store_by_default(run_packager: RunPackager, model_repo: P
     staged = model_repo / "dist" / "stores" / "staging" / "feature-fraud" / commit[:12] / "fraud_1.tar.gz"
     assert staged.is_file()
     assert run_packager("verify", str(staged), cwd=model_repo).returncode == 0
+
+
+def test_uncommitted_work_is_staged_under_its_own_keys_and_never_reaches_production(
+    run_packager: RunPackager, model_repo: Path, s3: dict[str, str]
+) -> None:
+    commit = git(model_repo, "rev-parse", "HEAD")
+    step = model_repo / "models" / "fraud" / "postprocess" / "1" / "model.py"
+    keys = []
+    for edit in ("# first edit\n", "# second edit\n"):
+        step.write_text(step.read_text() + edit)
+        pushed = run_packager("push", "fraud", "--branch", "feature/fraud", "--json", cwd=model_repo, env=s3)
+        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+        keys.append(json.loads(pushed.stdout)["models"][0]["uri"])
+    assert keys[0] != keys[1], "a second edit does not collide with the first"
+    assert all(f"/feature-fraud/{commit[:12]}-dirty-" in key for key in keys), keys
+    refused = run_packager("push", "fraud", "--branch", "main", cwd=model_repo, env=s3)
+    assert refused.returncode == 1 and "production publishes committed sources only" in refused.stdout
+    promoted = run_packager("promote", "fraud", "1", "--from-commit", commit[:7], cwd=model_repo, env=s3)
+    assert promoted.returncode == 1 and "only uncommitted builds of it are staged" in promoted.stderr
+    assert _keys(s3, "PRODUCTION") == []
+
+
+def test_push_checks_branch_and_commit_against_the_repository(
+    run_packager: RunPackager, model_repo: Path, s3: dict[str, str]
+) -> None:
+    first = git(model_repo, "rev-parse", "HEAD")
+    _commit_change(
+        model_repo,
+        "models/fraud/postprocess/1/model.py",
+        "\n".join(
+            (model_repo / "models/fraud/postprocess/1/model.py").read_text().splitlines() + ["# v1.1", ""]
+        ),
+    )
+    stale = run_packager("push", "fraud", "--branch", "feature/x", "--commit", first, cwd=model_repo, env=s3)
+    assert stale.returncode == 1 and f"differs from commit {first[:12]}" in stale.stdout
+    unknown = run_packager("push", "fraud", "--commit", "0" * 40, cwd=model_repo, env=s3)
+    assert unknown.returncode == 2 and "is not in the repository" in unknown.stderr
+    git(model_repo, "checkout", "-q", "-b", "feature/y")
+    off_main = _commit_change(model_repo, "models/fraud/model_version.txt", "2\n")
+    refused = run_packager("push", "fraud", "--branch", "main", cwd=model_repo, env=s3)
+    assert refused.returncode == 1 and f"{off_main[:12]} is not on main" in refused.stderr
+    ci = {**s3, "GITHUB_REF_NAME": "feature/from-ci", "GITHUB_SHA": off_main}
+    from_ci = run_packager("push", "fraud", "--json", cwd=model_repo, env=ci)
+    assert from_ci.returncode == 0, from_ci.stdout + from_ci.stderr
+    report = json.loads(from_ci.stdout)
+    assert (report["branch"], report["commit"]) == ("feature/from-ci", off_main)
+    assert report["models"][0]["uri"].endswith(f"/feature-from-ci/{off_main[:12]}/fraud_2.tar.gz")

@@ -7,16 +7,25 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
+from botocore.exceptions import ClientError
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.s3.models import S3Backend
+from werkzeug.serving import make_server
 
+from packager.artifacts import Artifact
+from packager.errors import EnvironmentFailure
+from packager.release import Destination, ImmutableKey, publish
 from packager.release.stores import AlreadyExists, Conflict, MemoryStore, Store, open_store
 from packager.release.stores import s3 as s3_backend
 from packager.release.stores.s3 import S3Store
-from tests.conftest import s3_client
+from tests.conftest import S3_CREDENTIALS, s3_client
 
 
 @pytest.fixture(params=["file", "s3", "memory"])
@@ -199,3 +208,83 @@ def test_copies_are_server_side_between_s3_stores_and_downloads_across_kinds(
         assert head is not None and head.metadata["sha256"] == data.decode()[0]
     for opened in (staging, production, local, memory):
         opened.close()
+
+
+def test_s3_conflict_409_is_retried_and_never_taken_for_exists(
+    s3: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = S3Store.from_uri(s3["PACKAGER_STAGING_URI"])
+    real_put = store.client.put_object
+    answers = iter([409, 409])
+
+    def in_flight(**kwargs: Any) -> Any:
+        if next(answers, None) == 409:
+            error = {"Code": "ConditionalRequestConflict", "Message": "A conflicting operation is in flight"}
+            raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": 409}}, "PutObject")
+        return real_put(**kwargs)
+
+    monkeypatch.setattr(store.client, "put_object", in_flight)
+    store.put_new("m_1.tar.gz", _file(tmp_path, "a", b"bytes"), {"sha256": "a"})
+    head = store.head("m_1.tar.gz")
+    assert head is not None and head.metadata["sha256"] == "a", "created after two 409s"
+
+    answers = iter([409] * s3_backend.IN_FLIGHT_RETRIES)
+    with pytest.raises(EnvironmentFailure, match="ConditionalRequestConflict"):
+        store.put_new("m_2.tar.gz", _file(tmp_path, "b", b"bytes"), {"sha256": "b"})
+
+
+@pytest.fixture
+def racing_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's S3 API unserialized, each object write delayed so that two conditional creates of one key
+    both pass moto's existence check before either stores: the race moto loses and S3 never does."""
+    real = S3Backend.put_object
+
+    def slowed(self: S3Backend, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(S3Backend, "put_object", slowed)
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    for name, value in {**S3_CREDENTIALS, "AWS_ENDPOINT_URL_S3": endpoint}.items():
+        monkeypatch.setenv(name, value)
+    yield endpoint
+    server.shutdown()
+
+
+def test_publish_reads_back_and_reports_a_lost_race_on_a_racing_store(racing_s3: str, tmp_path: Path) -> None:
+    s3_client(racing_s3).create_bucket(Bucket="race")
+    store = open_store("s3://race/models", None)
+    created: list[str] = []
+    real_put_new = store.put_new
+
+    def counted(key: str, source: Path, metadata: dict[str, str]) -> None:
+        real_put_new(key, source, metadata)
+        created.append(metadata["sha256"])
+        time.sleep(0.6)  # both writes have landed before either pusher reads back
+
+    store.put_new = counted  # type: ignore[method-assign]
+    candidates = []
+    for name in ("a", "b"):
+        path = _file(tmp_path, f"{name}.tar.gz", f"artifact {name}".encode())
+        manifest = {"model": "m", "version": 1, "content_digest": name * 64}
+        candidates.append(Artifact(path, name * 64, manifest))
+    target = Destination(store, "m_1.tar.gz", production=True)
+
+    def race(artifact: Artifact) -> str:
+        try:
+            return publish(artifact, target, "c" * 40).outcome
+        except ImmutableKey as refused:
+            return f"refused: {refused}"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(race, candidates))
+    assert len(created) == 2, "moto let both conditional creates succeed (the race happened)"
+    stored = store.head("m_1.tar.gz")
+    assert stored is not None
+    winner = [artifact.sha256 for artifact, outcome in zip(candidates, outcomes) if outcome == "uploaded"]
+    assert winner == [stored.metadata["sha256"]], outcomes
+    assert sum(outcome.startswith("refused: ") for outcome in outcomes) == 1, outcomes

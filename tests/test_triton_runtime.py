@@ -1,7 +1,9 @@
-"""The local Triton launcher against a real server: start, load, fail, hang, crash; nothing left behind."""
+"""The local Triton launcher against a real server: start, load, fail, hang, crash; nothing left behind
+on the host (what Triton unpacks or maps stays in its sandbox)."""
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -19,7 +21,7 @@ from packager.environments import ensure_environment
 from packager.environments.venv import VenvBuilder
 from packager.modeldir import ModelDir
 from packager.triton import Server, ServerError, ServerStartError
-from packager.triton.cleanup import envs_in_use, group_members, shm_prefix
+from packager.triton.cleanup import group_members
 from packager.triton.local import LocalLauncher
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -56,21 +58,31 @@ def repository(tmp_path: Path) -> Path:
     return tmp_path / "repo"
 
 
+TRITON_DROPPINGS = ("/tmp/python_env_*", "/dev/shm/triton_python_backend_shm_region_*")
+
+
+def _droppings(root: str = "") -> set[str]:
+    """Triton's unpacked environments and python-backend shm regions, as seen below `root`."""
+    return {path[len(root) :] for pattern in TRITON_DROPPINGS for path in glob.glob(root + pattern)}
+
+
 class Leftovers:
-    """What one server owns while it runs, to check that none of it survives the server."""
+    """What one server could leave behind on the host: its processes, and Triton's unpacked environments
+    and shm regions, which its sandbox keeps in a private /tmp and /dev/shm."""
 
     def __init__(self, server: Server) -> None:
         self.group = server.process.pid  # type: ignore[attr-defined]
-        self.prefix = shm_prefix(int(server.endpoints.http.rsplit(":", 1)[1]))
-        self.envs: set[Path] = set()
+        self.on_host = _droppings()
+        self.inside: set[str] = set()
 
     def snapshot(self) -> None:
-        self.envs |= envs_in_use(group_members(self.group))
+        """Note what the server's processes see under /tmp and /dev/shm now (through /proc/<pid>/root)."""
+        for pid in group_members(self.group):
+            self.inside |= _droppings(f"/proc/{pid}/root")
 
     def remaining(self) -> list[str]:
         found = [f"process {pid}" for pid in group_members(self.group)]
-        found += [str(region) for region in Path("/dev/shm").glob(f"{self.prefix}*")]
-        return found + [str(env) for env in self.envs if env.exists()]
+        return found + sorted(_droppings() - self.on_host)
 
 
 def _infer(server: Server) -> np.ndarray:
@@ -91,8 +103,8 @@ def test_start_load_infer_stop_leaves_nothing(
         leftovers = Leftovers(server)
         server.load("doubler")
         assert _infer(server).tolist() == [[3.0, -4.0]]
-        assert list(Path("/dev/shm").glob(f"{leftovers.prefix}*")), "the python backend uses our shm prefix"
         leftovers.snapshot()
+        assert any(path.startswith("/dev/shm/") for path in leftovers.inside), "the python backend maps shm"
     assert not server.alive()
     assert leftovers.remaining() == []
 
@@ -115,9 +127,7 @@ def test_packed_environment_unpacked_by_triton_is_removed(
         server.load("doubler")
         assert _infer(server).tolist() == [[3.0, -4.0]]
         leftovers.snapshot()
-        assert any(
-            str(env).startswith("/tmp/python_env_") for env in leftovers.envs
-        ), "Triton unpacked the env"
+        assert any(path.startswith("/tmp/python_env_") for path in leftovers.inside), "Triton unpacked it"
     assert leftovers.remaining() == []
 
 

@@ -15,12 +15,13 @@ import io
 import os
 import stat
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from isal import isal_zlib
+
+from packager.partials import partial_file
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
@@ -77,11 +78,9 @@ def _walk(root: Path, relative_dir: str, prefix: str, keep: Callable[[str], bool
 
 
 def write_tar_gz(out: Path, members: Iterable[Member]) -> None:
-    """Write `members` in the given order with normalized metadata; `out` appears only when complete."""
-    handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
-    os.close(handle)
-    partial = Path(name)  # unique: concurrent builders of one archive never share a partial file
-    try:
+    """Write `members` in the given order with normalized metadata; `out` (mode 0644) appears only when
+    complete, and what an interrupted writer left beside it is removed (see `partials`)."""
+    with partial_file(out) as partial:  # unique: concurrent builders of one archive never share one
         with open(partial, "wb") as raw:
             compressed = _FixedChunkGzip(raw)
             with tarfile.open(fileobj=compressed, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
@@ -89,8 +88,6 @@ def write_tar_gz(out: Path, members: Iterable[Member]) -> None:
                     _add(tar, member)
             compressed.finish()
         os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 class _FixedChunkGzip:
@@ -158,11 +155,12 @@ def extract(archive: Path, destination: Path, absolute_symlinks: bool = False) -
     root = destination.resolve()
     with tarfile.open(archive, "r:*") as tar:
         for member in tar.getmembers():
-            _check_member(member, root, absolute_symlinks)
+            check_member(member, root, absolute_symlinks)
         tar.extractall(destination, filter="tar" if absolute_symlinks else "data")
 
 
-def _check_member(member: tarfile.TarInfo, root: Path, absolute_symlinks: bool) -> None:
+def check_member(member: tarfile.TarInfo, root: Path, absolute_symlinks: bool) -> None:
+    """Raise UnsafeArchive for a member that would land outside `root` or is not a plain entry."""
     name = member.name
     if name.startswith("/") or ".." in Path(name).parts:
         raise UnsafeArchive(f"member {name!r} would be written outside the extraction directory")

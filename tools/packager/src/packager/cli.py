@@ -9,6 +9,7 @@ import sys
 import time
 import traceback
 from contextlib import closing
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import click
 
 from packager import __version__
-from packager.artifacts import build_artifact, generate_keys, head_commit, read_manifest
+from packager.artifacts import build_artifact, generate_keys, read_manifest
 from packager.environments import env_builder_for, place_in_steps
 from packager.errors import ExitCode, PackagerError
 from packager.modeldir import check_weights, pull, scaffold
@@ -32,7 +33,8 @@ from packager.release import (
 )
 from packager.replay import PROTOCOLS, replay_artifact, replay_model, replay_table, summary, write_junit
 from packager.tables import plural, table
-from packager.triton import ENV_MODES, launched, launcher_for
+from packager.settings import Runtime
+from packager.triton import ENV_MODES, Served, artifact_launched, launched, launcher_for
 from packager.validation import validate_models
 from packager.workspace import Workspace
 
@@ -41,7 +43,8 @@ Exit codes:
   0  success
   1  the models or inputs are wrong (the output says what to fix)
   2  usage error (unknown option, or an argument that names no model)
-  3  a tool or service the command needs failed"""
+  3  a tool or service the command needs failed
+  70 a bug in the packager (PACKAGER_DEBUG=1 shows the traceback)"""
 
 MODELS_ARGUMENT = click.argument("models", nargs=-1, metavar="[MODEL|PATH]...")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of text.")
@@ -54,6 +57,35 @@ ENV_MODE_OPTION = click.option(
     default="unpacked",
     show_default=True,
     help="Serve the environment unpacked from the cache (fast loads) or as the tarball that ships.",
+)
+
+SIGN_KEY_OPTION = click.option(
+    "--sign-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="PACKAGER_SIGNING_KEY",
+    help="Sign the manifest with this Ed25519 private key (PEM; env PACKAGER_SIGNING_KEY).",
+)
+PUBLIC_KEY_OPTION = click.option(
+    "--public-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="PACKAGER_VERIFY_KEY",
+    help="Verify signatures with this Ed25519 public key (env PACKAGER_VERIFY_KEY; default: packager.toml [signing]).",
+)
+OUT_OPTION = click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the archives (default: dist/).",
+)
+STAGING_OPTION = click.option(
+    "--staging", help="Staging store URI (env PACKAGER_STAGING_URI; default: packager.toml)."
+)
+PRODUCTION_OPTION = click.option(
+    "--production", help="Production store URI (env PACKAGER_PRODUCTION_URI; default: packager.toml)."
+)
+ARTIFACT_OPTION = click.option(
+    "--artifact",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A built artifact, verified against its manifest (and signature) as it is unpacked.",
 )
 
 
@@ -145,31 +177,72 @@ def env(workspace: Workspace, models: tuple[str, ...], runtime: str | None, as_j
 
 
 @cli.command(epilog=EXIT_CODES)
-@click.argument("model", metavar="MODEL|PATH")
+@click.argument("model", metavar="[MODEL|PATH]", required=False)
 @RUNTIME_OPTION
 @ENV_MODE_OPTION
+@ARTIFACT_OPTION
+@PUBLIC_KEY_OPTION
+@JSON_OPTION
 @pass_workspace
-def serve(workspace: Workspace, model: str, runtime: str | None, env_mode: str) -> ExitCode:
-    """Serve one model directory in a local Triton until Ctrl-C, printing its endpoints."""
-    found = workspace.models((model,))
+def serve(
+    workspace: Workspace,
+    model: str | None,
+    runtime: str | None,
+    env_mode: str,
+    artifact: Path | None,
+    public_key: Path | None,
+    as_json: bool,
+) -> ExitCode:
+    """Serve one model directory, or a built artifact (--artifact), in a local Triton until Ctrl-C,
+    printing its endpoints (--json: as one JSON document)."""
+    target = workspace.runtime(runtime)
+    if (model is None) == (artifact is None):
+        raise click.UsageError("serve takes one MODEL|PATH or --artifact FILE")
+    launcher = launcher_for(target, progress=not as_json)
+    if artifact is not None:
+        log_path = workspace.log_dir() / f"{artifact.name}-serve.log"
+        key = workspace.public_key(public_key)
+        with artifact_launched(artifact, launcher, log_path, key) as (checked, served):
+            return _serve(f"{checked.name} {checked.version} ({artifact})", target, served, log_path, as_json)
+    found = workspace.models((str(model),))
     if len(found) != 1:
         raise click.UsageError(f"serve takes one model; {model} holds {len(found)}")
-    chosen = found[0]
-    target = workspace.runtime(runtime)
-    log_path = workspace.log_dir() / f"{chosen.name}-serve.log"
-    report, environment = prepare(chosen, target, env_builder_for(target))
-    with launched(report, environment, launcher_for(target), log_path, env_mode) as served:
-        endpoints = served.server.endpoints
-        click.echo(f"serving {chosen.name} (runtime {target.name}, Triton {target.triton_version})")
-        click.echo(f"  HTTP     http://{endpoints.http}/v2/models/{served.top_model}")
-        click.echo(f"  gRPC     {endpoints.grpc}")
-        click.echo(f"  metrics  http://{endpoints.metrics}/metrics")
-        click.echo(f"  models   {', '.join(sorted(report.triton_models))}")
-        click.echo(f"  log      {log_path}")
+    log_path = workspace.log_dir() / f"{found[0].name}-serve.log"
+    report, environment = prepare(found[0], target, env_builder_for(target), progress=not as_json)
+    with launched(report, environment, launcher, log_path, env_mode) as served:
+        return _serve(found[0].name, target, served, log_path, as_json)
+
+
+def _serve(what: str, runtime: Runtime, served: Served, log_path: Path, as_json: bool) -> ExitCode:
+    """Say where the server answers, then keep it up until Ctrl-C (or until it dies)."""
+    endpoints = served.server.endpoints
+    document = {
+        "serving": what,
+        "runtime": runtime.name,
+        "triton_version": runtime.triton_version,
+        "http": f"http://{endpoints.http}/v2/models/{served.top_model}",
+        "grpc": endpoints.grpc,
+        "metrics": f"http://{endpoints.metrics}/metrics",
+        "models": sorted(served.triton_models),
+        "log": str(log_path),
+    }
+    if as_json:
+        _echo_json(document)
+    else:
+        click.echo(f"serving {what} (runtime {runtime.name}, Triton {runtime.triton_version})")
+        for key, label in (
+            ("http", "HTTP"),
+            ("grpc", "gRPC"),
+            ("metrics", "metrics"),
+            ("models", "models"),
+            ("log", "log"),
+        ):
+            value = document[key]
+            click.echo(f"  {label:<8} {', '.join(value) if isinstance(value, list) else value}")
         click.echo("Ctrl-C stops the server and removes everything it started.")
-        while served.server.alive():
-            time.sleep(0.5)
-        click.echo(f"Triton exited unexpectedly:\n{served.server.log_excerpt()}", err=True)
+    while served.server.alive():
+        time.sleep(0.5)
+    click.echo(f"Triton exited unexpectedly:\n{served.server.log_excerpt()}", err=True)
     return ExitCode.ENVIRONMENT_ERROR
 
 
@@ -187,11 +260,8 @@ def serve(workspace: Workspace, model: str, runtime: str | None, env_mode: str) 
 @click.option(
     "--junit-xml", type=click.Path(dir_okay=False, path_type=Path), help="Also write a JUnit XML report here."
 )
-@click.option(
-    "--artifact",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Serve the model repository inside this built artifact (exactly what ships) with the model's cases.",
-)
+@ARTIFACT_OPTION
+@PUBLIC_KEY_OPTION
 @JSON_OPTION
 @pass_workspace
 def replay(
@@ -202,13 +272,15 @@ def replay(
     protocols: tuple[str, ...],
     junit_xml: Path | None,
     artifact: Path | None,
+    public_key: Path | None,
     as_json: bool,
 ) -> ExitCode:
     """Replay each model's test cases through a real Triton, over HTTP and gRPC, and compare outputs.
 
     For each model: validate, check weights, build or reuse the environment, start Triton, load every
     Triton model, send every case in tests/cases/, compare within each output's tolerance. With
-    --artifact, Triton serves the (safely unpacked) artifact instead, packed environments included.
+    --artifact, Triton serves exactly what the artifact holds, packed environments included, once it
+    verified against its manifest (and signature, with a public key) as it was unpacked.
     """
     target = workspace.runtime(runtime)
     log_dir = workspace.log_dir()
@@ -221,7 +293,8 @@ def replay(
         if not as_json:
             click.echo(f"replaying {artifact} with the cases of {chosen[0].name} ...", err=True)
         log = log_dir / f"{chosen[0].name}-artifact.log"
-        replays.append(replay_artifact(artifact, chosen[0], launcher, log, protocols or PROTOCOLS))
+        key = workspace.public_key(public_key)
+        replays.append(replay_artifact(artifact, chosen[0], launcher, log, protocols or PROTOCOLS, key))
     builder = env_builder_for(target)
     for model in workspace.models(models) if artifact is None else []:
         if not as_json:
@@ -248,17 +321,28 @@ def replay(
 @cli.command(name="pull", epilog=EXIT_CODES)
 @MODELS_ARGUMENT
 @click.option("--remote", help="The DVC remote to pull from (default: the repository's default remote).")
+@JSON_OPTION
 @pass_workspace
-def pull_weights(workspace: Workspace, models: tuple[str, ...], remote: str | None) -> ExitCode:
+def pull_weights(
+    workspace: Workspace, models: tuple[str, ...], remote: str | None, as_json: bool
+) -> ExitCode:
     """Fetch the DVC-tracked weights of these models only (`dvc pull` of their pointers), then check them."""
     chosen = workspace.models(models)
     pull(chosen, remote)
     problems = [problem for model in chosen for problem in check_weights(model)]
-    for problem in problems:
-        click.echo(str(problem))
-    click.echo(
-        f"weights of {plural(len(chosen), 'model')}: {'ok' if not problems else 'see above'}", err=True
-    )
+    if as_json:
+        _echo_json(
+            {
+                "ok": not problems,
+                "models": [model.name for model in chosen],
+                "problems": [problem.to_json() for problem in problems],
+            }
+        )
+    else:
+        for problem in problems:
+            click.echo(str(problem))
+        outcome = "ok" if not problems else "see above"
+        click.echo(f"weights of {plural(len(chosen), 'model')}: {outcome}", err=True)
     return ExitCode.MODEL_ERROR if problems else ExitCode.OK
 
 
@@ -269,41 +353,20 @@ def pull_weights(workspace: Workspace, models: tuple[str, ...], remote: str | No
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to create it (default: <root>/models).",
 )
+@JSON_OPTION
 @pass_workspace
-def new(workspace: Workspace, name: str, models_dir: Path | None) -> ExitCode:
+def new(workspace: Workspace, name: str, models_dir: Path | None, as_json: bool) -> ExitCode:
     """Create a model directory that passes validate and replay as it is: python pre- and post-processing
     steps wired by an ensemble, a requirements.txt, test cases and a BUILD file."""
     parent = models_dir or (workspace.root / "models" if workspace.root else None)
     if parent is None:
         raise click.UsageError("not inside a model monorepo: give --models-dir")
     created = scaffold(parent, name)
-    click.echo(f"created {created}; next: packager validate {name} && packager replay {name}")
+    if as_json:
+        _echo_json({"created": str(created), "name": name})
+    else:
+        click.echo(f"created {created}; next: packager validate {name} && packager replay {name}")
     return ExitCode.OK
-
-
-SIGN_KEY_OPTION = click.option(
-    "--sign-key",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="PACKAGER_SIGNING_KEY",
-    help="Sign the manifest with this Ed25519 private key (PEM; env PACKAGER_SIGNING_KEY).",
-)
-PUBLIC_KEY_OPTION = click.option(
-    "--public-key",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="PACKAGER_VERIFY_KEY",
-    help="Verify signatures with this Ed25519 public key (env PACKAGER_VERIFY_KEY; default: packager.toml [signing]).",
-)
-OUT_OPTION = click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where to write the archives (default: dist/).",
-)
-STAGING_OPTION = click.option(
-    "--staging", help="Staging store URI (env PACKAGER_STAGING_URI; default: packager.toml)."
-)
-PRODUCTION_OPTION = click.option(
-    "--production", help="Production store URI (env PACKAGER_PRODUCTION_URI; default: packager.toml)."
-)
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -362,48 +425,53 @@ def build(
 @cli.command(epilog=EXIT_CODES)
 @MODELS_ARGUMENT
 @click.option(
-    "--branch", required=True, help="The branch being pushed: production branches publish to production."
+    "--branch",
+    help="The branch being pushed (default: the CI system's, else git's): production branches publish to production.",
 )
-@click.option("--commit", help="The commit being pushed (default: git HEAD).")
+@click.option("--commit", help="The commit being pushed (default: the CI system's, else git HEAD).")
 @RUNTIME_OPTION
 @STAGING_OPTION
 @PRODUCTION_OPTION
 @OUT_OPTION
 @SIGN_KEY_OPTION
+@PUBLIC_KEY_OPTION
 @JSON_OPTION
 @pass_workspace
 def push(
     workspace: Workspace,
     models: tuple[str, ...],
-    branch: str,
+    branch: str | None,
     commit: str | None,
     runtime: str | None,
     staging: str | None,
     production: str | None,
     out: Path | None,
     sign_key: Path | None,
+    public_key: Path | None,
     as_json: bool,
 ) -> ExitCode:
     """Validate, build the environment, build the artifact, replay the built artifact through Triton, and
     publish it: production branches (packager.toml, default main) to <production>/<model>_<version>.tar.gz,
-    any other branch to <staging>/<branch>/<commit12>/<model>_<version>.tar.gz.
+    any other branch to <staging>/<branch>/<commit12>/<model>_<version>.tar.gz (uncommitted sources to
+    <commit12>-dirty-<content12>/, which can never be promoted).
 
-    Only an artifact whose replay passed in this run is published. A published key never changes: the same
-    bytes again are a no-op, other bytes are refused (bump model_version.txt).
+    Only an artifact whose replay passed in this run is published. Production takes committed sources on
+    the production branch only, signed when a public key is configured. A published key never changes:
+    the same bytes again are a no-op, other bytes are refused (bump model_version.txt).
     """
-    commit = commit or head_commit(workspace.root or Path.cwd())
-    if not commit:
-        raise click.UsageError("not in a git checkout: give --commit")
+    revision = workspace.revision(branch, commit)
     target = workspace.runtime(runtime)
     plan = PushPlan(
         runtime=target,
         builder=env_builder_for(target),
         launcher=launcher_for(target, progress=not as_json),
-        commit=commit,
-        route=workspace.route(branch, commit, staging, production),
+        revision=revision,
+        route=workspace.route(revision, staging, production),
         out_dir=out or workspace.dist(),
         log_dir=workspace.log_dir(),
+        repository=workspace.root,
         signing_key=sign_key,
+        public_key=workspace.public_key(public_key),
         progress=not as_json,
     )
     with closing(plan.route.store):
@@ -411,8 +479,8 @@ def push(
     if as_json:
         _echo_json(
             {
-                "branch": branch,
-                "commit": commit,
+                "branch": revision.branch,
+                "commit": revision.commit,
                 "ok": all(r.ok for r in results),
                 "models": [r.to_json() for r in results],
             }
@@ -442,14 +510,20 @@ def push(
 @JSON_OPTION
 @pass_workspace
 def releases(workspace: Workspace, model: str | None, production: str | None, as_json: bool) -> ExitCode:
-    """The release history of one model, or of every released model: what was in production, and when."""
+    """The release history of one model, or of every released model: what was in production, and when,
+    and which version is current (the newest entry)."""
     with closing(workspace.production_store(production)) as store:
         names = [model] if model else released_models(store)
         documents = {name: history(store, name) for name in names}
     if model and not documents[model]:
         raise click.UsageError(f"{model} has no releases in {store.uri}")
     if as_json:
-        _echo_json({name: [entry.__dict__ for entry in entries] for name, entries in documents.items()})
+        _echo_json(
+            {
+                name: {"current": entries[-1].version, "entries": [asdict(entry) for entry in entries]}
+                for name, entries in documents.items()
+            }
+        )
         return ExitCode.OK
     rows = []
     for name, entries in documents.items():
@@ -478,33 +552,52 @@ def releases(workspace: Workspace, model: str | None, production: str | None, as
 @cli.command(name="promote", epilog=EXIT_CODES)
 @click.argument("model")
 @click.argument("version", type=int)
-@click.option("--from-commit", required=True, help="The commit whose staged (tested) artifact to promote.")
+@click.option(
+    "--from-commit",
+    required=True,
+    help="The commit whose staged (tested) artifact to promote: a full hash or a unique prefix of 7+ digits.",
+)
+@click.option("--branch", help="The branch that staged it, when several did.")
 @STAGING_OPTION
 @PRODUCTION_OPTION
 @PUBLIC_KEY_OPTION
+@JSON_OPTION
 @pass_workspace
 def promote_command(
     workspace: Workspace,
     model: str,
     version: int,
     from_commit: str,
+    branch: str | None,
     staging: str | None,
     production: str | None,
     public_key: Path | None,
+    as_json: bool,
 ) -> ExitCode:
     """Copy the exact staged artifact of a commit into production (server-side; no rebuild), after checking
-    its digest and manifest (and signature, when a public key is configured), and record the release."""
+    its digest and manifest (and signature, when a public key is configured), and make it current.
+    Artifacts built from uncommitted sources are never promoted."""
     staging_uri, production_uri = workspace.store_uris(staging, production)
     key = workspace.public_key(public_key)
     with closing(workspace.store(staging_uri)) as source, closing(workspace.store(production_uri)) as target:
-        entry, source_key = promote(source, target, model, version, from_commit, key)
-    if entry is None:
-        click.echo(
-            f"{model} {version} from {source_key} is already in production (same bytes); nothing to do"
+        entry, source_key = promote(source, target, model, version, from_commit, key, branch)
+    destination = f"{production_uri.rstrip('/')}/{model}_{version}.tar.gz"
+    if as_json:
+        _echo_json(
+            {
+                "model": model,
+                "version": version,
+                "source": f"{staging_uri.rstrip('/')}/{source_key}",
+                "destination": destination,
+                "outcome": "promoted" if entry is not None else "already current",
+                "entry": asdict(entry) if entry is not None else None,
+            }
         )
+    elif entry is None:
+        click.echo(f"{model} {version} from {source_key} is already in production and current; nothing to do")
     else:
         click.echo(
-            f"promoted {source_key} -> {production_uri.rstrip('/')}/{entry.key} (sha256 {entry.sha256[:12]}); {model} is now at {version}"
+            f"promoted {source_key} -> {destination} (sha256 {entry.sha256[:12]}); {model} is now at {version}"
         )
     return ExitCode.OK
 
@@ -515,36 +608,44 @@ def promote_command(
     "--to", "to_version", type=int, help="The version to go back to (default: the one before the current)."
 )
 @PRODUCTION_OPTION
+@JSON_OPTION
 @pass_workspace
 def rollback_command(
-    workspace: Workspace, model: str, to_version: int | None, production: str | None
+    workspace: Workspace, model: str, to_version: int | None, production: str | None, as_json: bool
 ) -> ExitCode:
     """Move a model's "current" pointer back to an earlier published version; the history grows by one entry."""
     with closing(workspace.production_store(production)) as store:
         entry = rollback(store, model, to_version)
-    click.echo(f"{model} is now at version {entry.version} ({entry.note}); history has the rollback")
+    if as_json:
+        _echo_json({"model": model, "current": entry.version, "entry": asdict(entry)})
+    else:
+        click.echo(f"{model} is now at version {entry.version} ({entry.note}); history has the rollback")
     return ExitCode.OK
 
 
 @cli.command(epilog=EXIT_CODES)
 @click.argument("artifact", metavar="URI|FILE")
 @PUBLIC_KEY_OPTION
+@JSON_OPTION
 @pass_workspace
-def verify(workspace: Workspace, artifact: str, public_key: Path | None) -> ExitCode:
+def verify(workspace: Workspace, artifact: str, public_key: Path | None, as_json: bool) -> ExitCode:
     """Check an artifact (a file, or s3://bucket/key, file:///path) against its manifest, its recorded
     digest, and its signature when a public key is configured."""
     key = workspace.public_key(public_key)
     result = verify_target(artifact, workspace.root, key)
-    for problem in result.problems:
-        click.echo(f"{artifact}: {problem}")
-    if not result.ok:
+    if as_json:
+        _echo_json({**asdict(result), "ok": result.ok, "signature_checked": key is not None})
+    elif not result.ok:
+        for problem in result.problems:
+            click.echo(f"{artifact}: {problem}")
         click.echo(f"{artifact}: does NOT verify", err=True)
-        return ExitCode.MODEL_ERROR
-    signed = "signature verified" if key else "signature not checked (no public key)"
-    click.echo(
-        f"{artifact}: ok: {result.model} {result.version}, sha256 {result.sha256}, {result.files} files match the manifest, {signed}"
-    )
-    return ExitCode.OK
+    else:
+        signed = "signature verified" if key else "signature not checked (no public key)"
+        click.echo(
+            f"{artifact}: ok: {result.model} {result.version}, sha256 {result.sha256}, "
+            f"{result.files} files match the manifest, {signed}"
+        )
+    return ExitCode.OK if result.ok else ExitCode.MODEL_ERROR
 
 
 @cli.command(epilog=EXIT_CODES)
@@ -562,12 +663,60 @@ def verify(workspace: Workspace, artifact: str, public_key: Path | None) -> Exit
     required=True,
     help="Where to write the public key.",
 )
-def keygen(private_key: Path, public_key: Path) -> ExitCode:
+@JSON_OPTION
+def keygen(private_key: Path, public_key: Path, as_json: bool) -> ExitCode:
     """Create an Ed25519 key pair for signing artifact manifests (never overwrites a key)."""
     generate_keys(private_key, public_key)
-    click.echo(
-        f"wrote {private_key} (keep it secret; PACKAGER_SIGNING_KEY) and {public_key} (packager.toml [signing] public_key)"
-    )
+    if as_json:
+        _echo_json({"private_key": str(private_key), "public_key": str(public_key)})
+    else:
+        click.echo(
+            f"wrote {private_key} (keep it secret; PACKAGER_SIGNING_KEY) and {public_key} "
+            "(packager.toml [signing] public_key)"
+        )
+    return ExitCode.OK
+
+
+@cli.command(name="config", epilog=EXIT_CODES)
+@JSON_OPTION
+@pass_workspace
+def config_command(workspace: Workspace, as_json: bool) -> ExitCode:
+    """Show the configuration in effect: packager.toml over the embedded defaults, with the store URIs
+    after PACKAGER_STAGING_URI / PACKAGER_PRODUCTION_URI."""
+    config = workspace.config
+    staging_uri, production_uri = workspace.store_uris()
+    public_key = str(config.public_key) if config.public_key else None
+    document = {
+        "file": str(config.path) if config.path else None,
+        "runtime": config.default_runtime,
+        "runtimes": {name: asdict(runtime) for name, runtime in sorted(config.runtimes.items())},
+        "stores": {
+            "staging": staging_uri,
+            "production": production_uri,
+            "production_branches": list(config.stores.production_branches),
+        },
+        "signing": {"public_key": public_key},
+    }
+    if as_json:
+        _echo_json(document)
+        return ExitCode.OK
+    click.echo(f"file        {document['file'] or '(none: the embedded defaults)'}")
+    click.echo(f"runtime     {config.default_runtime}")
+    click.echo(f"staging     {staging_uri}")
+    click.echo(f"production  {production_uri} (branches: {', '.join(config.stores.production_branches)})")
+    click.echo(f"public key  {public_key or '(none: signatures not required)'}")
+    rows = [
+        [
+            name,
+            runtime.triton_version,
+            runtime.python,
+            runtime.launcher,
+            runtime.env_builder,
+            runtime.description,
+        ]
+        for name, runtime in sorted(config.runtimes.items())
+    ]
+    click.echo("\n" + table(rows, ["runtime", "triton", "python", "launcher", "env builder", "description"]))
     return ExitCode.OK
 
 
@@ -598,9 +747,17 @@ def main() -> None:
     except PackagerError as error:
         click.echo(f"packager: error: {error}", err=True)
         code = error.exit_code
+    except OSError as error:  # the machine refused: a full disk, a path we may not write
+        where = f": {error.filename}" if error.filename else ""
+        click.echo(f"packager: error: {error.strerror or error}{where}", err=True)
+        code = ExitCode.ENVIRONMENT_ERROR
     except Exception as error:  # a bug: say so briefly, with the traceback on request
         if os.environ.get("PACKAGER_DEBUG"):
             traceback.print_exc()
-        click.echo(f"packager: internal error: {error!r} (set PACKAGER_DEBUG=1 for the traceback)", err=True)
-        code = ExitCode.ENVIRONMENT_ERROR
+        click.echo(
+            f"packager: internal error (a bug in the packager): {error!r}; "
+            "rerun with PACKAGER_DEBUG=1 for the traceback and report it",
+            err=True,
+        )
+        code = ExitCode.INTERNAL_ERROR
     sys.exit(int(code or 0))

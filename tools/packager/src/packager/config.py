@@ -1,19 +1,32 @@
-"""Reading packager.toml at the repository root over the embedded defaults (`settings`), checking every
-backend it names against the registry of its plug point."""
+"""Reading packager.toml at the repository root over the embedded defaults (`settings`).
+
+Every table and key is parsed, type-checked and used, or refused as `packager.toml:line:col: ...` with the
+keys that are allowed; every backend it names is checked against the registry of its plug point.
+"""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+
+from packaging.requirements import InvalidRequirement, Requirement
 
 from packager.environments import ENV_BUILDERS
+from packager.modeldir import display_path
 from packager.registry import Registry
-from packager.settings import DEFAULT_RUNTIME, Config, ConfigError, Constraint, Runtime
+from packager.release.stores import STORES
+from packager.settings import DEFAULT_RUNTIME, Config, ConfigError, Constraint, Runtime, Stores
+from packager.toml_positions import TomlPositions
 from packager.triton import LAUNCHERS
 
 PACKAGER_TOML = "packager.toml"
+PYTHON_VERSION = re.compile(r"3\.[0-9]+")
+TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+RUNTIME_KEYS = {item.name for item in fields(Runtime)} - {"name"}
 
 
 def load_config(root: Path | None) -> Config:
@@ -22,60 +35,153 @@ def load_config(root: Path | None) -> Config:
     if path is None or not path.is_file():
         return Config(path=None)
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: {error}") from None
-    return _parse(path, document)
-
-
-def _parse(path: Path, document: dict[str, Any]) -> Config:
-    _only_keys(path, "top level", document, {"packager", "runtime", "stores", "signing"})
-    settings = _table(path, "[packager]", document.get("packager", {}))
-    _only_keys(path, "[packager]", settings, {"runtime"})
-    runtimes = {DEFAULT_RUNTIME.name: DEFAULT_RUNTIME}
-    for name, table in _table(path, "[runtime]", document.get("runtime", {})).items():
-        runtimes[name] = _runtime(path, name, _table(path, f"[runtime.{name}]", table))
-    config = Config(
-        path=path, default_runtime=str(settings.get("runtime", DEFAULT_RUNTIME.name)), runtimes=runtimes
-    )
-    config.runtime()  # the default must exist
-    return config
-
-
-def _runtime(path: Path, name: str, table: dict[str, Any]) -> Runtime:
-    where = f"[runtime.{name}]"
-    known = {item.name for item in fields(Runtime)} - {"name"}
-    _only_keys(path, where, table, known)
-    for key in ("triton_version", "python"):
-        if not isinstance(table.get(key), str):
-            raise ConfigError(f'{path}: {where} needs {key} (a string such as "2.51.0" or "3.11")')
-    _backend(path, where, table, "launcher", LAUNCHERS)
-    _backend(path, where, table, "env_builder", ENV_BUILDERS)
-    constraints = []
-    for item in table.get("constraints", []):
-        if not isinstance(item, dict) or set(item) != {"requirement", "reason"}:
-            raise ConfigError(
-                f'{path}: {where} constraints are {{ requirement = "...", reason = "..." }} tables'
-            )
-        constraints.append(Constraint(str(item["requirement"]), str(item["reason"])))
-    values = {key: str(value) for key, value in table.items() if key != "constraints"}
-    return Runtime(name=name, constraints=tuple(constraints), **values)
-
-
-def _backend(path: Path, where: str, table: dict[str, Any], key: str, registry: Registry[Any]) -> None:
-    if key in table and table[key] not in registry.names():
-        raise ConfigError(f"{path}: {where} {key} must be one of {', '.join(registry.names())}")
-
-
-def _table(path: Path, where: str, value: object) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: {where} must be a table")
-    return value
-
-
-def _only_keys(path: Path, where: str, table: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
         raise ConfigError(
-            f"{path}: {where} has unknown keys {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
+            f"{display_path(path)}: not UTF-8 text (byte {error.start}); save it as UTF-8"
+        ) from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        found = TOML_POSITION.search(str(error))
+        where = f"{found.group(1)}:{found.group(2)}" if found else "1"
+        reason = TOML_POSITION.sub("", str(error)).strip()
+        raise ConfigError(f"{display_path(path)}:{where}: not valid TOML: {reason}") from None
+    return _Reader(path, TomlPositions(text)).config(document)
+
+
+class _Reader:
+    """Reads one packager.toml, raising ConfigError located at the offending key."""
+
+    def __init__(self, path: Path, positions: TomlPositions) -> None:
+        self.path = path
+        self.positions = positions
+
+    def error(self, at: tuple[str | int, ...], message: str) -> ConfigError:
+        position = self.positions.at(*at)
+        where = f"{position[0]}:{position[1]}" if position else "1"
+        return ConfigError(f"{display_path(self.path)}:{where}: {message}")
+
+    def config(self, document: dict[str, Any]) -> Config:
+        self.only_keys((), document, {"packager", "runtime", "stores", "signing"})
+        settings = self.table(("packager",), document)
+        self.only_keys(("packager",), settings, {"runtime"})
+        runtimes = {DEFAULT_RUNTIME.name: DEFAULT_RUNTIME}
+        tables = self.table(("runtime",), document)
+        for name in tables:
+            runtimes[name] = self.runtime(name, self.table(("runtime", name), tables))
+        default = self.string(("packager", "runtime"), settings, DEFAULT_RUNTIME.name)
+        if default not in runtimes:
+            known = ", ".join(sorted(runtimes))
+            raise self.error(
+                ("packager", "runtime"), f"[packager] runtime {default!r} is not defined (known: {known})"
+            )
+        return Config(
+            path=self.path,
+            default_runtime=default,
+            runtimes=runtimes,
+            stores=self.stores(self.table(("stores",), document)),
+            public_key=self.public_key(self.table(("signing",), document)),
         )
+
+    def runtime(self, name: str, table: dict[str, Any]) -> Runtime:
+        at = ("runtime", name)
+        self.only_keys(at, table, RUNTIME_KEYS)
+        for key in ("triton_version", "python"):
+            if key not in table:
+                raise self.error(at, f'[runtime.{name}] needs {key} (a string such as "2.51.0" or "3.11")')
+        values = {
+            key: self.string((*at, key), table, "") for key in RUNTIME_KEYS - {"constraints"} if key in table
+        }
+        if not PYTHON_VERSION.fullmatch(values["python"]):
+            raise self.error((*at, "python"), f'[runtime.{name}] python is a CPython minor such as "3.11"')
+        self.backend((*at, "launcher"), table, LAUNCHERS)
+        self.backend((*at, "env_builder"), table, ENV_BUILDERS)
+        constraints = tuple(
+            self.constraint((*at, "constraints", index), item)
+            for index, item in enumerate(self.array((*at, "constraints"), table))
+        )
+        return Runtime(name=name, constraints=constraints, **values)
+
+    def constraint(self, at: tuple[str | int, ...], item: object) -> Constraint:
+        shape = 'constraints are { requirement = "numpy<2", reason = "why" } tables'
+        if not isinstance(item, dict) or set(item) != {"requirement", "reason"}:
+            raise self.error(at, shape)
+        requirement, reason = item["requirement"], item["reason"]
+        if not isinstance(requirement, str) or not isinstance(reason, str):
+            raise self.error(at, shape)
+        try:
+            Requirement(requirement)
+        except InvalidRequirement as error:
+            raise self.error(at, f"constraint {requirement!r} is not a requirement ({error})") from None
+        return Constraint(requirement, reason)
+
+    def stores(self, table: dict[str, Any]) -> Stores:
+        self.only_keys(("stores",), table, {"staging", "production", "production_branches"})
+        uris = {
+            key: self.string(("stores", key), table, getattr(Stores(), key))
+            for key in ("staging", "production")
+        }
+        for key, uri in uris.items():
+            if urlparse(uri).scheme not in STORES.names():
+                raise self.error(
+                    ("stores", key),
+                    f"[stores] {key} {uri!r} is not a store URI (s3://bucket/prefix, file:///dir or file:dir)",
+                )
+        branches = self.array(("stores", "production_branches"), table, list(Stores().production_branches))
+        if not branches or not all(isinstance(branch, str) and branch for branch in branches):
+            raise self.error(
+                ("stores", "production_branches"),
+                '[stores] production_branches is a non-empty list of branch names, such as ["main"]',
+            )
+        return Stores(uris["staging"], uris["production"], tuple(branches))
+
+    def public_key(self, table: dict[str, Any]) -> Path | None:
+        self.only_keys(("signing",), table, {"public_key"})
+        if "public_key" not in table:
+            return None
+        key = self.path.parent / self.string(("signing", "public_key"), table, "")
+        if not key.is_file():
+            raise self.error(
+                ("signing", "public_key"),
+                f"[signing] public_key {display_path(key)}: no such file (make a pair with `packager keygen`)",
+            )
+        return key
+
+    def backend(self, at: tuple[str, ...], table: dict[str, Any], registry: Registry[Any]) -> None:
+        key = at[-1]
+        if key in table and table[key] not in registry.names():
+            raise self.error(at, f"{key} must be one of {', '.join(registry.names())}, not {table[key]!r}")
+
+    def table(self, at: tuple[str, ...], parent: dict[str, Any]) -> dict[str, Any]:
+        value = parent.get(at[-1], {})
+        if not isinstance(value, dict):
+            raise self.error(at, f"[{'.'.join(at)}] must be a table")
+        return value
+
+    def string(self, at: tuple[str, ...], table: dict[str, Any], default: str) -> str:
+        value = table.get(at[-1], default)
+        if not isinstance(value, str):
+            raise self._wrong_type(at, "a string", value)
+        return value
+
+    def array(
+        self, at: tuple[str, ...], table: dict[str, Any], default: list[Any] | None = None
+    ) -> list[Any]:
+        value = table.get(at[-1], default or [])
+        if not isinstance(value, list):
+            raise self._wrong_type(at, "a list", value)
+        return value
+
+    def _wrong_type(self, at: tuple[str, ...], what: str, value: object) -> ConfigError:
+        key = f"[{'.'.join(at[:-1])}] {at[-1]}"
+        return self.error(at, f"{key} must be {what}, not {type(value).__name__} {value!r}")
+
+    def only_keys(self, at: tuple[str, ...], table: dict[str, Any], allowed: set[str]) -> None:
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            where = f"[{'.'.join(at)}]" if at else "the top level"
+            raise self.error(
+                (*at, unknown[0]),
+                f"{where} has unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})",
+            )

@@ -10,6 +10,7 @@ class ExitCode(IntEnum):
     MODEL_ERROR = 1  # the models or inputs are wrong; fix them
     USAGE_ERROR = 2  # the command line is wrong
     ENVIRONMENT_ERROR = 3  # a tool or service the command needs failed
+    INTERNAL_ERROR = 70  # a bug in the packager (EX_SOFTWARE); PACKAGER_DEBUG=1 shows the traceback
 
 
 class PackagerError(Exception):

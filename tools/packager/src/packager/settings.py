@@ -67,7 +67,7 @@ class Config:
     default_runtime: str = DEFAULT_RUNTIME.name
     runtimes: dict[str, Runtime] = field(default_factory=lambda: {DEFAULT_RUNTIME.name: DEFAULT_RUNTIME})
     stores: Stores = Stores()
-    public_key: str | None = None  # verify artifact signatures on promote with this ed25519 key (PEM)
+    public_key: Path | None = None  # [signing] public_key: artifacts must carry a signature it verifies
 
     def runtime(self, name: str | None = None) -> Runtime:
         """The named runtime, or the default one."""

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from packager.config import load_config
 from packager.modeldir import ModelDir, discover_models, find_repo_root
-from packager.release import Route, route
+from packager.errors import UsageError
+from packager.release import Revision, Route, resolve_revision, route
 from packager.release.stores import Store, open_store
 from packager.settings import Config, Runtime
 
@@ -51,21 +52,22 @@ class Workspace:
         """The production store (`production` overrides its configured URI)."""
         return self.store(self.store_uris(production=production)[1])
 
-    def route(self, branch: str, commit: str, staging: str | None, production: str | None) -> Route:
-        """Where a push of `branch` at `commit` publishes, with that store opened."""
+    def revision(self, branch: str | None, commit: str | None) -> Revision:
+        """The branch and commit a push publishes as (flags, else CI variables, else git), checked."""
+        if self.root is None:
+            raise UsageError("push publishes from a monorepo checkout; run it inside one (or give --root)")
+        return resolve_revision(self.root, branch, commit, self.config.stores.production_branches)
+
+    def route(self, revision: Revision, staging: str | None, production: str | None) -> Route:
+        """Where a push of `revision` publishes, with that store opened."""
         staging_uri, production_uri = self.store_uris(staging, production)
-        to_production = branch in self.config.stores.production_branches
-        return route(
-            branch, commit, self.store(production_uri if to_production else staging_uri), to_production
-        )
+        to_production = revision.branch in self.config.stores.production_branches
+        store = self.store(production_uri if to_production else staging_uri)
+        return route(revision.branch, revision.commit, store, to_production)
 
     def public_key(self, given: Path | None) -> Path | None:
         """The key signatures are verified with: --public-key / PACKAGER_VERIFY_KEY, else packager.toml."""
-        if given is not None:
-            return given
-        if self.config.public_key is None:
-            return None
-        return (self.root or Path.cwd()) / self.config.public_key
+        return given if given is not None else self.config.public_key
 
     def dist(self) -> Path:
         return (self.root or Path.cwd()) / "dist"

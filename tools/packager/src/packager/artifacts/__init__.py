@@ -6,8 +6,9 @@ signatures over the manifest (`signing`), and where an artifact comes from: git 
 pipeline (`provenance`). Publishing artifacts is the release stage's job.
 
 Public: Artifact, ArtifactError, artifact_name, content_digest, MANIFEST, SIGNATURE, build_artifact,
-read_manifest, load_artifact, verify_artifact, unpacked, triton_models_in, generate_keys, sign, verify,
-Source, model_source, head_commit, current_branch, branch_slug, actor, pipeline.
+read_manifest, verify_artifact, verified, triton_models_in, generate_keys, sign, verify,
+Source, model_source, current_branch, ci_revision, full_commit, branch_ref,
+is_ancestor, matches_commit, branch_slug, actor, pipeline.
 """
 
 from packager.artifacts.artifact import (
@@ -22,18 +23,21 @@ from packager.artifacts.build import build_artifact
 from packager.artifacts.provenance import (
     Source,
     actor,
+    branch_ref,
     branch_slug,
+    ci_revision,
     current_branch,
-    head_commit,
+    full_commit,
+    is_ancestor,
+    matches_commit,
     model_source,
     pipeline,
 )
 from packager.artifacts.signing import generate_keys, sign, verify
 from packager.artifacts.verify import (
-    load_artifact,
     read_manifest,
     triton_models_in,
-    unpacked,
+    verified,
     verify_artifact,
 )
 
@@ -47,17 +51,20 @@ __all__ = [
     "build_artifact",
     "Source",
     "actor",
+    "branch_ref",
     "branch_slug",
+    "ci_revision",
     "current_branch",
-    "head_commit",
+    "full_commit",
+    "is_ancestor",
+    "matches_commit",
     "model_source",
     "pipeline",
     "generate_keys",
     "sign",
     "verify",
-    "load_artifact",
     "read_manifest",
     "triton_models_in",
-    "unpacked",
+    "verified",
     "verify_artifact",
 ]

@@ -66,9 +66,13 @@ def _followed(link: Member, parent: Path) -> Member:
 
 
 def _manifest(
-    report: ModelReport, runtime: Runtime, environment: Environment | None, files: dict[str, dict[str, Any]]
+    report: ModelReport,
+    runtime: Runtime,
+    environment: Environment | None,
+    files: dict[str, dict[str, Any]],
+    repository: Path | None,
 ) -> dict[str, Any]:
-    source = model_source(report.model.path)
+    source = model_source(report.model.path, repository)
     return {
         "format": MANIFEST_FORMAT,
         "model": report.model.name,
@@ -90,8 +94,10 @@ def build_artifact(
     environment: Environment | None,
     out_dir: Path,
     signing_key: Path | None = None,
+    repository: Path | None = None,
 ) -> Artifact:
-    """Write `<out_dir>/<model>_<version>.tar.gz` for a validated model with its environment."""
+    """Write `<out_dir>/<model>_<version>.tar.gz` for a validated model with its environment. The manifest
+    marks the sources dirty when they are not committed, or not in `repository` (the monorepo)."""
     assert report.ok and report.version is not None, "build only validated models"
     members = _members(report, environment)
     files: dict[str, dict[str, Any]] = {}
@@ -111,7 +117,7 @@ def build_artifact(
         else:
             first_by_digest[digest] = member.name
             archived.append(member)
-    manifest = _manifest(report, runtime, environment, files)
+    manifest = _manifest(report, runtime, environment, files, repository)
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     head = [Member(MANIFEST, "file", data=manifest_bytes)]
     if signing_key is not None:

@@ -9,37 +9,82 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+# Where CI systems say which branch and commit they build (GitHub Actions, GitLab CI, Buildkite).
+CI_BRANCH_VARIABLES = (
+    "GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME", "CI_COMMIT_BRANCH",
+    "CI_COMMIT_REF_NAME", "BUILDKITE_BRANCH",
+)  # fmt: skip
+CI_COMMIT_VARIABLES = ("GITHUB_SHA", "CI_COMMIT_SHA", "BUILDKITE_COMMIT")
+
 
 @dataclass(frozen=True)
 class Source:
     """The git state of a model directory."""
 
     commit: str  # the last commit that changed the directory ("" outside git)
-    dirty: bool  # uncommitted changes under it
+    dirty: bool  # uncommitted or untracked changes under it, or not in git at all
+    repository: Path | None  # the git work tree it belongs to
+
+
+def _git_run(directory: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
 
 
 def _git(directory: Path, *args: str) -> str | None:
-    try:
-        result = subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
+    result = _git_run(directory, *args)
+    return result.stdout.strip() if result is not None and result.returncode == 0 else None
 
 
-def model_source(directory: Path) -> Source:
-    """The last commit touching `directory`, so unchanged models keep the same provenance (and bytes)."""
+def model_source(directory: Path, repository: Path | None = None) -> Source:
+    """The last commit touching `directory`, so unchanged models keep the same provenance (and bytes), and
+    whether anything under it is not committed. A directory outside git, or outside the git work tree of
+    `repository` (the monorepo), counts as dirty."""
+    top = _git(directory, "rev-parse", "--show-toplevel")
     commit = _git(directory, "log", "-1", "--format=%H", "--", ".") or ""
-    status = _git(directory, "status", "--porcelain", "--", ".")
-    return Source(commit, bool(status))
-
-
-def head_commit(directory: Path) -> str | None:
-    return _git(directory, "rev-parse", "HEAD")
+    status = _git(directory, "status", "--porcelain", "--untracked-files=all", "--", ".")
+    outside = repository is not None and top != _git(repository, "rev-parse", "--show-toplevel")
+    dirty = status is None or bool(status) or not commit or outside
+    return Source(commit, dirty, Path(top) if top else None)
 
 
 def current_branch(directory: Path) -> str | None:
     branch = _git(directory, "rev-parse", "--abbrev-ref", "HEAD")
     return branch if branch and branch != "HEAD" else None
+
+
+def ci_revision() -> tuple[str | None, str | None]:
+    """The branch and commit the CI system says it builds, where one does."""
+    branch = next((os.environ[name] for name in CI_BRANCH_VARIABLES if os.environ.get(name)), None)
+    commit = next((os.environ[name] for name in CI_COMMIT_VARIABLES if os.environ.get(name)), None)
+    return branch, commit
+
+
+def full_commit(directory: Path, revision: str) -> str | None:
+    """The full hash of a commit the repository holds, or None."""
+    return _git(directory, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+
+
+def branch_ref(directory: Path, branch: str) -> str | None:
+    """The local or origin ref of `branch`, if the repository has one."""
+    for ref in (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"):
+        if _git(directory, "rev-parse", "--verify", "--quiet", ref):
+            return ref
+    return None
+
+
+def is_ancestor(directory: Path, commit: str, ref: str) -> bool:
+    """Whether `commit` is `ref` or an ancestor of it."""
+    result = _git_run(directory, "merge-base", "--is-ancestor", commit, ref)
+    return result is not None and result.returncode == 0
+
+
+def matches_commit(directory: Path, commit: str) -> bool:
+    """Whether the files under `directory` are exactly what `commit` holds there."""
+    result = _git_run(directory, "diff", "--quiet", commit, "--", ".")
+    return result is not None and result.returncode == 0
 
 
 def branch_slug(branch: str) -> str:

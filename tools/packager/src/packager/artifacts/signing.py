@@ -23,7 +23,8 @@ def generate_keys(private_path: Path, public_path: Path) -> None:
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    private_path.parent.mkdir(parents=True, exist_ok=True)
+    for path in (private_path, public_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     private_path.touch(mode=0o600)
     private_path.write_bytes(private)
     public_path.write_bytes(public)

@@ -23,7 +23,12 @@ from packaging.utils import canonicalize_name
 from packager.archives import extract, tree_members, write_tar_gz
 from packager.cache import building, cache_root, locked
 from packager.environments.builder import EnvBuilder
-from packager.environments.requirements import REQUIREMENTS_FILE, check_constraints, read_requirements
+from packager.environments.requirements import (
+    REQUIREMENTS_FILE,
+    RequirementsError,
+    check_constraints,
+    read_requirements,
+)
 from packager.modeldir import ModelDir, TritonModel, env_path
 from packager.settings import Runtime
 
@@ -110,7 +115,10 @@ def _build(
         (scratch / "constraints.txt").write_text("".join(f"{c.requirement}\n" for c in runtime.constraints))
         env = scratch / "build"
         started = time.monotonic()
-        builder.build(scratch / "requirements.txt", scratch / "constraints.txt", runtime.python, env)
+        try:
+            builder.build(scratch / "requirements.txt", scratch / "constraints.txt", runtime.python, env)
+        except RequirementsError as error:
+            raise RequirementsError(f"{model.path / REQUIREMENTS_FILE}: {error}") from None
         packages = _installed(env)
         check_constraints(model.path / REQUIREMENTS_FILE, packages, runtime)
         write_tar_gz(scratch / TARBALL, tree_members(env, keep=lambda name: "__pycache__" not in name))

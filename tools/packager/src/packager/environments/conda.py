@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from packager.archives import extract
+from packager.environments.requirements import pip_install
 from packager.errors import EnvironmentFailure
 from packager.subprocesses import run_tool
 
@@ -36,7 +37,7 @@ class CondaBuilder:
                 "--no-compile",
                 "--disable-pip-version-check",
             ]
-            run_tool([*pip, "-r", str(requirements), "-c", str(constraints)], "pip install")
+            pip_install([*pip, "-r", str(requirements), "-c", str(constraints)])
             run_tool(
                 ["conda-pack", "--prefix", str(prefix), "--output", str(packed), "--quiet"], "conda-pack"
             )

@@ -14,7 +14,8 @@ from packager.errors import EnvironmentFailure
 
 _PROBE = (
     "import json, platform, sys, sysconfig; print(json.dumps({'implementation': platform.python_implementation(), "
-    "'version': platform.python_version(), 'libdir': sysconfig.get_config_var('LIBDIR') or '', "
+    "'version': platform.python_version(), 'prefix': sys.base_prefix, "
+    "'libdir': sysconfig.get_config_var('LIBDIR') or '', "
     "'soname': sysconfig.get_config_var('INSTSONAME') or '', 'machine': platform.machine(), "
     "'libc': '-'.join(platform.libc_ver())}))"
 )
@@ -26,6 +27,7 @@ class Interpreter:
 
     path: Path
     version: str
+    prefix: Path  # its installation (sys.base_prefix): the standard library and the shared libpython
     libdir: Path
     soname: str
     machine: str
@@ -58,7 +60,13 @@ def probe(path: Path) -> Interpreter | None:
     if facts["implementation"] != "CPython":
         return None
     return Interpreter(
-        path, facts["version"], Path(facts["libdir"]), facts["soname"], facts["machine"], facts["libc"]
+        path,
+        facts["version"],
+        Path(facts["prefix"]),
+        Path(facts["libdir"]),
+        facts["soname"],
+        facts["machine"],
+        facts["libc"],
     )
 
 

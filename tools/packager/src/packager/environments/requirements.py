@@ -9,8 +9,19 @@ from packaging.utils import canonicalize_name
 
 from packager.errors import PackagerError
 from packager.settings import Runtime
+from packager.subprocesses import ToolFailure, run_tool
 
 REQUIREMENTS_FILE = "requirements.txt"
+# pip's words for requirements that cannot be met (the model's problem), and for a network that failed
+# (the machine's problem, which pip also ends with "No matching distribution").
+UNSATISFIABLE = ("No matching distribution found", "ResolutionImpossible", "conflicting dependencies")
+NETWORK_TROUBLE = (
+    "NewConnectionError",
+    "ConnectTimeoutError",
+    "Max retries exceeded",
+    "ProxyError",
+    "SSLError",
+)
 
 
 class RequirementsError(PackagerError):
@@ -79,3 +90,18 @@ def check_constraints(requirements: Path, packages: dict[str, str], runtime: Run
                 f"{requirements}: the environment got {bound.name} {installed}, which breaks "
                 f"runtime {runtime.name!r} ({constraint.reason}); pin {constraint.requirement}"
             )
+
+
+def pip_install(command: list[str]) -> None:
+    """Run pip on a model's requirements, with no credentials in its environment (builds run their code).
+
+    Requirements pip cannot satisfy (a package that does not exist, a conflict with the runtime's
+    constraints) are the model's error (RequirementsError, exit 1); anything else is the machine's."""
+    try:
+        run_tool(command, "pip install", untrusted=True)
+    except ToolFailure as failure:
+        if any(word in failure.output for word in UNSATISFIABLE) and not any(
+            word in failure.output for word in NETWORK_TROUBLE
+        ):
+            raise RequirementsError(f"pip cannot install these requirements: {failure}") from None
+        raise

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 from packager.environments.interpreters import Interpreter, find_interpreter
+from packager.environments.requirements import pip_install
 from packager.subprocesses import run_tool
 
 RELOCATABLE_ACTIVATE = """\
@@ -49,7 +50,7 @@ class VenvBuilder:
         )
         pip = [str(interpreter.path), "-m", "pip", "--python", str(destination / "bin" / "python")]
         options = ["--disable-pip-version-check", "--no-compile", "--no-input"]
-        run_tool([*pip, "install", *options, "-r", str(requirements), "-c", str(constraints)], "pip install")
+        pip_install([*pip, "install", *options, "-r", str(requirements), "-c", str(constraints)])
         make_relocatable(destination)
 
 

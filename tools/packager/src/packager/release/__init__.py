@@ -3,11 +3,13 @@
 Owns the stores (`stores`: interfaces, registry, one module per backend, the in-memory fake), where a
 branch's artifact goes and the rule that a published key never changes (`publishing`), the release
 history and "current" pointer (`history`), promote and rollback (`promotion`), verifying an artifact by
-its store URI (`verification`), and the push pipeline that composes every stage (`push`).
+its store URI (`verification`), what may be published where (`gates`), and the push pipeline that
+composes every stage (`push`).
 
-Public: publish, Published, Destination, Route, route, ImmutableKey, Entry, history,
+Public: publish, Published, Destination, Route, route, ImmutableKey, PublishError, Entry, history,
 current, record, new_entry, released_models, ReleaseError, promote, rollback, verify_target,
-Verification, push_model, PushPlan, PushResult, DirtySource; and `packager.release.stores`' names.
+Verification, Revision, resolve_revision, check_publishable, SourceRefused, push_model, PushPlan,
+PushResult; and `packager.release.stores`' names.
 """
 
 from packager.release.history import (
@@ -23,12 +25,14 @@ from packager.release.promotion import promote, rollback
 from packager.release.publishing import (
     Destination,
     ImmutableKey,
+    PublishError,
     Published,
     Route,
     publish,
     route,
 )
-from packager.release.push import DirtySource, PushPlan, PushResult, push_model
+from packager.release.gates import Revision, SourceRefused, check_publishable, resolve_revision
+from packager.release.push import PushPlan, PushResult, push_model
 from packager.release.verification import Verification, verify_target
 
 __all__ = [
@@ -43,11 +47,15 @@ __all__ = [
     "rollback",
     "Destination",
     "ImmutableKey",
+    "PublishError",
     "Published",
     "Route",
     "publish",
     "route",
-    "DirtySource",
+    "Revision",
+    "SourceRefused",
+    "check_publishable",
+    "resolve_revision",
     "PushPlan",
     "PushResult",
     "push_model",

@@ -3,14 +3,18 @@ and roll a model back to an earlier published version. Both add to the release h
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
-from packager.artifacts import artifact_name, load_artifact, verify_artifact
+from packager.artifacts import artifact_name, branch_slug, verify_artifact
 from packager.errors import UsageError
-from packager.release.history import Entry, ReleaseError, history, new_entry, record
+from packager.release.history import Entry, ReleaseError, current, history, new_entry, record
 from packager.release.publishing import Destination, same_or_refuse
 from packager.release.stores import AlreadyExists, ArtifactStore, Store
+
+COMMIT_PREFIX = re.compile(r"[0-9a-f]{7,40}")
+CLEAN = re.compile(r"[0-9a-f]{12}")  # a staged commit; uncommitted builds carry a -dirty-<content> suffix
 
 
 def promote(
@@ -20,57 +24,87 @@ def promote(
     version: int,
     from_commit: str,
     public_key: Path | None,
+    branch: str | None = None,
 ) -> tuple[Entry | None, str]:
-    """Copy the tested staging artifact of `from_commit` into production, server-side, after verifying it.
+    """Copy the tested staging artifact of `from_commit` (a unique prefix of at least 7 hex digits; `branch`
+    chooses when several branches staged it) into production, server-side, after verifying it.
 
-    Returns the history entry written (None when production already held this exact artifact) and the
-    staging key promoted.
+    Returns the history entry written (None when production already held this exact artifact and it was
+    current) and the staging key promoted.
     """
-    filename = artifact_name(model, version)
-    suffix = f"/{from_commit[:12]}/{filename}"
-    matches = [key for key in staging.keys() if key.endswith(suffix)]
-    if not matches:
-        raise ReleaseError(
-            f"no {filename} from commit {from_commit[:12]} in {staging.uri}; push that commit's branch first"
-        )
-    if len(matches) > 1:
-        raise ReleaseError(
-            f"{filename} of commit {from_commit[:12]} is staged under several branches: {', '.join(matches)}"
-        )
-    source_key = matches[0]
+    source_key = _staged_key(staging, artifact_name(model, version), from_commit.lower(), branch)
     staged = staging.head(source_key)
-    assert staged is not None
+    if staged is None:
+        raise ReleaseError(f"{staging.uri}/{source_key} vanished while promoting; try again")
     with tempfile.TemporaryDirectory(prefix="packager-promote-") as scratch:
-        local = Path(scratch) / filename
+        local = Path(scratch) / "artifact.tar.gz"
         staging.download(source_key, local)
-        artifact = load_artifact(local)
-        problems = verify_artifact(artifact, public_key, expected_sha256=staged.metadata.get("sha256"))
-        if problems:
-            raise ReleaseError(
-                f"{staging.uri}/{source_key} does not verify; not promoted:\n  " + "\n  ".join(problems)
-            )
+        artifact, problems = verify_artifact(local, public_key, expected_sha256=staged.metadata.get("sha256"))
+    if problems:
+        raise ReleaseError(
+            f"{staging.uri}/{source_key} does not verify; not promoted:\n  " + "\n  ".join(problems)
+        )
     if (artifact.name, artifact.version) != (model, version):
         raise ReleaseError(f"{source_key} holds {artifact.name} {artifact.version}, not {model} {version}")
-    target = Destination(production, filename, production=True)
-    existing = production.head(filename)
+    if artifact.manifest.get("source_dirty", True):
+        raise ReleaseError(
+            f"{source_key} was built from uncommitted sources (or from outside the repository); "
+            "production takes committed sources only: commit, push the branch, promote that commit"
+        )
+    target = Destination(production, artifact_name(model, version), production=True)
+    existing = production.head(target.key)
     if existing is None:
         try:
-            production.copy_new(staging, source_key, filename, dict(staged.metadata))
+            production.copy_new(staging, source_key, target.key, dict(staged.metadata))
         except AlreadyExists:
-            existing = production.head(filename)
-    if existing is not None:
-        same_or_refuse(existing, artifact, target)  # raises ImmutableKey for other bytes
+            pass
+        existing = production.head(target.key)
+        if existing is None:
+            raise ReleaseError(f"{target.uri} was copied, but reading it back found nothing; try again")
+    same_or_refuse(existing, artifact, target)  # raises ImmutableKey for other bytes
+    now = current(production, model)
+    if now is not None and now.version == version and now.key == target.key:
         return None, source_key
+    commit = staged.metadata.get("commit", "")
     entry = new_entry(
         "promote",
         version,
-        filename,
-        artifact.sha256,
-        staged.metadata.get("commit", from_commit),
+        target.key,
+        existing.metadata.get("sha256", artifact.sha256),
+        commit,
         f"from {source_key}",
     )
     record(production, model, entry)
     return entry, source_key
+
+
+def _staged_key(staging: ArtifactStore, filename: str, prefix: str, branch: str | None) -> str:
+    """The one staging key `<branch>/<commit12>/<filename>` whose commit starts with `prefix`."""
+    if not COMMIT_PREFIX.fullmatch(prefix):
+        raise UsageError(
+            f"{prefix!r} is not a commit: give a commit hash or a unique prefix of 7+ hex digits"
+        )
+    listed = [key.split("/") for key in staging.keys(f"{branch_slug(branch)}/" if branch else "")]
+    staged = [parts for parts in listed if len(parts) == 3 and parts[2] == filename]
+    matches = [parts for parts in staged if parts[1].startswith(prefix[:12]) and CLEAN.fullmatch(parts[1])]
+    if not matches:
+        dirty = [parts for parts in staged if parts[1].startswith(prefix[:12])]
+        reason = " (only uncommitted builds of it are staged, which are never promoted)" if dirty else ""
+        where = f" on {branch}" if branch else ""
+        raise ReleaseError(
+            f"no {filename} from commit {prefix}{where} in {staging.uri}{reason}; push that commit's branch first"
+        )
+    commits = sorted({parts[1] for parts in matches})
+    if len(commits) > 1:
+        raise ReleaseError(
+            f"commit prefix {prefix} is ambiguous in {staging.uri} ({', '.join(commits)}): give more digits"
+        )
+    if len(matches) > 1:
+        branches = ", ".join(sorted(parts[0] for parts in matches))
+        raise ReleaseError(
+            f"{filename} of commit {commits[0]} is staged under several branches ({branches}): choose one with --branch"
+        )
+    return "/".join(matches[0])
 
 
 def rollback(production: Store, model: str, to_version: int | None) -> Entry:

@@ -12,12 +12,16 @@ from dataclasses import dataclass
 
 from packager import __version__
 from packager.artifacts import Artifact, artifact_name, branch_slug
-from packager.errors import PackagerError
+from packager.errors import EnvironmentFailure, PackagerError
 from packager.release.stores import AlreadyExists, ArtifactStore, Store, StoredObject
 
 
 class ImmutableKey(PackagerError):
     """A published key already holds other bytes."""
+
+
+class PublishError(EnvironmentFailure):
+    """The store did not behave as a store must."""
 
 
 @dataclass(frozen=True)
@@ -44,19 +48,28 @@ class Published:
 
 @dataclass(frozen=True)
 class Route:
-    """Where a push of one branch and commit publishes: a store, and a key prefix inside it."""
+    """Where a push of one branch and commit publishes: a production branch at its store's root, any other
+    under `<branch>/<commit12>/` of staging, or `<branch>/<commit12>-dirty-<content12>/` for sources that
+    are not committed (each edit its own key; never promotable, since promote looks for `<commit12>/`)."""
 
     store: Store
-    prefix: str
+    branch: str
+    commit: str
     production: bool
 
-    def destination(self, name: str, version: int) -> Destination:
-        return Destination(self.store, self.prefix + artifact_name(name, version), self.production)
+    def destination(self, artifact: Artifact) -> Destination:
+        name = artifact_name(artifact.name, artifact.version)
+        if self.production:
+            return Destination(self.store, name, production=True)
+        revision = self.commit[:12]
+        if artifact.manifest["source_dirty"]:
+            revision += f"-dirty-{artifact.content_digest[:12]}"
+        return Destination(self.store, f"{branch_slug(self.branch)}/{revision}/{name}", production=False)
 
 
 def route(branch: str, commit: str, store: Store, production: bool) -> Route:
-    """A production branch publishes at its store's root; any other under a per-commit prefix of staging."""
-    return Route(store, "" if production else f"{branch_slug(branch)}/{commit[:12]}/", production)
+    """Where `branch` at `commit` publishes, in `store` (production's or staging's)."""
+    return Route(store, branch, commit, production)
 
 
 def metadata_for(artifact: Artifact, commit: str) -> dict[str, str]:
@@ -72,15 +85,22 @@ def metadata_for(artifact: Artifact, commit: str) -> dict[str, str]:
 
 
 def publish(artifact: Artifact, target: Destination, commit: str) -> Published:
-    """Create the key, or accept what is there if it is the same artifact; refuse anything else."""
+    """Create the key, or accept what is there if it is the same artifact; refuse anything else.
+
+    A create the store reports as done is read back: only if the stored object is ours is it `uploaded`
+    (a store weaker than S3, such as moto, can let two conditional creates both succeed)."""
     existing = target.store.head(target.key)
     if existing is None:
         try:
             target.store.put_new(target.key, artifact.path, metadata_for(artifact, commit))
+            created = True
+        except AlreadyExists:
+            created = False  # a concurrent pusher won the race: is it the same artifact?
+        existing = target.store.head(target.key)
+        if existing is None:
+            raise PublishError(f"{target.uri} was created, but reading it back found nothing; push again")
+        if created and existing.metadata.get("sha256") == artifact.sha256:
             return Published(target, artifact.sha256, "uploaded")
-        except AlreadyExists:  # a concurrent pusher won the race: is it the same artifact?
-            existing = target.store.head(target.key)
-            assert existing is not None
     return Published(target, artifact.sha256, same_or_refuse(existing, artifact, target))
 
 

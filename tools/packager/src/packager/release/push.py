@@ -12,15 +12,12 @@ from packager.environments import EnvBuilder
 from packager.errors import ExitCode, PackagerError
 from packager.modeldir import ModelDir
 from packager.preflight import prepare
+from packager.release.gates import Revision, check_publishable
 from packager.release.history import new_entry, record
 from packager.release.publishing import Published, Route, publish
 from packager.replay import ModelReplay, replay_artifact
 from packager.settings import Runtime
 from packager.triton import Launcher
-
-
-class DirtySource(PackagerError):
-    """Production only publishes committed sources."""
 
 
 @dataclass
@@ -61,42 +58,41 @@ class PushPlan:
     runtime: Runtime
     builder: EnvBuilder
     launcher: Launcher
-    commit: str
+    revision: Revision
     route: Route
     out_dir: Path
     log_dir: Path
+    repository: Path | None = None  # the monorepo: sources outside it count as uncommitted
     signing_key: Path | None = None
+    public_key: Path | None = None
     progress: bool = True
 
 
 def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
-    """Build, test the built bytes, then publish them (and record a production release)."""
+    """Build, check it may go where the branch publishes, test the built bytes, then publish them (and
+    record a production release, or repair a record an earlier run failed to write)."""
     result = PushResult(model.name)
     try:
         report, environment = prepare(model, plan.runtime, plan.builder, plan.progress)
-        result.artifact = build_artifact(report, plan.runtime, environment, plan.out_dir, plan.signing_key)
-        assert report.version is not None
-        target = plan.route.destination(model.name, report.version)
-        if target.production and result.artifact.manifest["source_dirty"]:
-            raise DirtySource(
-                f"{model.path} has uncommitted changes; production publishes committed sources only: commit, then push"
-            )
-        _say(
-            plan,
-            f"{model.name}: built {result.artifact.path.name} ({result.artifact.sha256[:12]}); replaying it",
+        artifact = build_artifact(
+            report, plan.runtime, environment, plan.out_dir, plan.signing_key, plan.repository
         )
+        result.artifact = artifact
+        target = plan.route.destination(artifact)
+        check_publishable(artifact, model.path, plan.revision, target.production, plan.public_key)
+        _say(plan, f"{model.name}: built {artifact.path.name} ({artifact.sha256[:12]}); replaying it")
         log = plan.log_dir / f"{model.name}-push.log"
-        result.replay = replay_artifact(result.artifact.path, model, plan.launcher, log)
+        result.replay = replay_artifact(artifact.path, model, plan.launcher, log)
         if not result.replay.passed:
             result.error = "its replay failed: nothing was published"
             result.error_code = result.replay.error_code if result.replay.error else ExitCode.MODEL_ERROR
             return result
-        result.published = publish(result.artifact, target, plan.commit)
-        if target.production and result.published.outcome == "uploaded":
-            entry = new_entry(
-                "publish", result.artifact.version, target.key, result.artifact.sha256, plan.commit
-            )
-            record(plan.route.store, model.name, entry)
+        result.published = publish(artifact, target, plan.revision.commit)
+        if target.production:
+            stored = target.store.head(target.key)
+            sha256 = stored.metadata.get("sha256", artifact.sha256) if stored else artifact.sha256
+            entry = new_entry("publish", artifact.version, target.key, sha256, plan.revision.commit)
+            record(plan.route.store, model.name, entry, unless_known=True)
     except PackagerError as error:
         result.error, result.error_code = str(error), error.exit_code
     return result

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from packager.artifacts import load_artifact, verify_artifact
-from packager.errors import UsageError
+from packager.artifacts import ArtifactError, verify_artifact
 from packager.release.stores import STORES, open_store
 
 
@@ -34,8 +33,7 @@ def verify_target(target: str, root: Path | None, public_key: Path | None) -> Ve
     object), and its signature when a public key is given."""
     with tempfile.TemporaryDirectory(prefix="packager-verify-") as scratch:
         path, recorded = _fetch(target, Path(scratch), root)
-        artifact = load_artifact(path)
-        problems = verify_artifact(artifact, public_key, expected_sha256=recorded)
+        artifact, problems = verify_artifact(path, public_key, expected_sha256=recorded)
     files = len(artifact.manifest.get("files", {}))
     return Verification(target, artifact.name, artifact.version, artifact.sha256, files, problems)
 
@@ -44,14 +42,14 @@ def _fetch(target: str, scratch: Path, root: Path | None) -> tuple[Path, str | N
     """A local copy of the artifact and the sha256 recorded when it was published (None for a plain file)."""
     if urlparse(target).scheme not in STORES.names():
         if not Path(target).is_file():
-            raise UsageError(f"{target}: no such file")
+            raise ArtifactError(f"{target}: no such artifact file")
         return Path(target), None
     parent, _, key = target.rstrip("/").rpartition("/")
     store = open_store(parent, root)
     try:
         stored = store.head(key)
         if stored is None:
-            raise UsageError(f"{target}: no such object")
+            raise ArtifactError(f"{target}: no such artifact in the store")
         store.download(key, scratch / key)
     finally:
         store.close()

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from tritonclient.utils import InferenceServerException
 
-from packager.artifacts import read_manifest, triton_models_in, unpacked
+from packager.artifacts import triton_models_in, verified
 from packager.environments import EnvBuilder
 from packager.errors import ExitCode, PackagerError
 from packager.modeldir import CASES_DIR, Case, CaseError, ModelDir, TritonModel, load_cases, top_model
@@ -130,15 +130,16 @@ def replay_artifact(
     launcher: Launcher,
     log_path: Path,
     protocols: tuple[str, ...] = PROTOCOLS,
+    public_key: Path | None = None,
 ) -> ModelReplay:
-    """Replay a model directory's cases against exactly what an artifact holds (safely unpacked; the
-    environments are the packed tarballs inside it, as an endpoint receives them)."""
+    """Replay a model directory's cases against exactly what an artifact holds, once it verified against
+    its manifest (and signature, with a public key); the environments are the packed tarballs inside it,
+    as an endpoint receives them."""
     replay = ModelReplay(model.name)
     with _recorded(replay):
-        manifest, _, _ = read_manifest(archive)
-        with unpacked(archive) as repository:
+        with verified(archive, public_key) as (artifact, repository):
             triton_models = triton_models_in(repository)
-            cases = _cases(model, triton_models, str(manifest["top_model"]))
+            cases = _cases(model, triton_models, str(artifact.manifest["top_model"]))
             with loaded(repository, triton_models, launcher, log_path) as server:
                 replay.results = replay_cases(model.name, server, cases, protocols)
     return replay

@@ -7,7 +7,7 @@ directory (staging a model repository and loading it).
 
 Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, ServerError, ServerStartError, free_ports,
 READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall, install_server, Served, staged_repository, loaded, launched,
-ENV_MODES. Backends are reached through the registry (`packager.triton.local.LocalLauncher` for direct use).
+artifact_launched, ENV_MODES. Backends are reached through the registry (`packager.triton.local.LocalLauncher` for direct use).
 """
 
 from packager.triton.install import ServerInstall, install_server
@@ -23,7 +23,14 @@ from packager.triton.launcher import (
     free_ports,
     launcher_for,
 )
-from packager.triton.serving import ENV_MODES, Served, launched, loaded, staged_repository
+from packager.triton.serving import (
+    ENV_MODES,
+    Served,
+    artifact_launched,
+    launched,
+    loaded,
+    staged_repository,
+)
 
 __all__ = [
     "ServerInstall",
@@ -39,6 +46,7 @@ __all__ = [
     "free_ports",
     "launcher_for",
     "ENV_MODES",
+    "artifact_launched",
     "Served",
     "launched",
     "loaded",

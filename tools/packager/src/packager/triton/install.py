@@ -24,6 +24,7 @@ SERVER_INSTALL_FORMAT = 1
 class ServerInstall:
     """A Triton server binary with its backends, ready to run on this machine."""
 
+    root: Path  # the installation in the cache: everything a server run reads from it is below
     directory: Path  # the wheel's tritonserver/ directory
     bin_dir: Path  # a Python environment whose python3 the stub uses for models without their own env
     interpreter: Interpreter
@@ -60,7 +61,7 @@ def _server_install(directory: Path, interpreter: Interpreter) -> ServerInstall:
     found = sorted(directory.glob("venv/lib/python*/site-packages/pytriton/tritonserver"))
     if not found:
         raise EnvironmentFailure(f"{directory} holds no tritonserver; delete it and run again")
-    return ServerInstall(found[0], directory / "venv" / "bin", interpreter)
+    return ServerInstall(directory, found[0], directory / "venv" / "bin", interpreter)
 
 
 def _install(runtime: Runtime, interpreter: Interpreter, directory: Path) -> None:

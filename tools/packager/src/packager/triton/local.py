@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Iterator
 
 from packager.settings import Runtime
-from packager.triton.cleanup import EnvWatcher, shm_prefix, stop_process_group
+from packager.triton.cleanup import stop_process_group
 from packager.triton.install import ServerInstall, install_server
 from packager.triton.launcher import READY_TIMEOUT, Endpoints, Server, free_ports
+from packager.triton.sandbox import Sandbox, allowed_environment, linked_targets
 
 PR_SET_PDEATHSIG = 1
 
 
 class LocalLauncher:
-    """Runs the server binary of a ServerInstall as a local process group."""
+    """Runs the server binary of a ServerInstall as a local process group, in a sandbox."""
 
     name = "local"
 
@@ -36,14 +37,12 @@ class LocalLauncher:
     @contextmanager
     def start(self, repository: Path, log_path: Path) -> Iterator[Server]:
         http, grpc, metrics = free_ports(3)
-        prefix = shm_prefix(http)
         command = [
             str(self.install.binary),
             f"--model-repository={repository}",
             "--model-control-mode=explicit",
             f"--backend-directory={self.install.directory / 'backends'}",
             f"--cache-directory={self.install.directory / 'caches'}",
-            f"--backend-config=python,shm-region-prefix-name={prefix}",
             "--http-address=127.0.0.1",
             "--grpc-address=127.0.0.1",
             "--metrics-address=127.0.0.1",
@@ -51,21 +50,29 @@ class LocalLauncher:
             f"--grpc-port={grpc}",
             f"--metrics-port={metrics}",
         ]
-        environment = {
-            **os.environ,
-            "PATH": f"{self.install.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-            "LD_LIBRARY_PATH": str(self.install.interpreter.libdir),
-        }
+        sandbox = Sandbox(
+            readable=(
+                repository,
+                *linked_targets(repository),
+                self.install.root,
+                self.install.interpreter.prefix,
+                self.install.interpreter.libdir,
+            ),
+            environment={
+                **allowed_environment(dict(os.environ)),
+                "PATH": f"{self.install.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                "LD_LIBRARY_PATH": str(self.install.interpreter.libdir),
+            },
+        )
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                command,
+                sandbox.command(command),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=environment,
+                env={},
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-        watcher = EnvWatcher(process.pid)
         try:
             server = Server(
                 process, Endpoints(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}"), log_path
@@ -73,7 +80,7 @@ class LocalLauncher:
             server.wait_ready(self.ready_timeout)
             yield server
         finally:
-            stop_process_group(process, watcher, prefix)
+            stop_process_group(process)
 
 
 def _die_with_parent() -> None:

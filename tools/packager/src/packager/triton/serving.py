@@ -10,10 +10,11 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
+from packager.artifacts import Artifact, triton_models_in, verified
 from packager.environments import Environment
-from packager.modeldir import env_path, top_model
+from packager.modeldir import TritonModel, env_path, top_model
 from packager.triton.launcher import LOAD_TIMEOUT, Launcher, Server
 from packager.validation import ModelReport
 
@@ -22,16 +23,12 @@ ENV_MODES = ("unpacked", "packed")
 
 @dataclass(frozen=True)
 class Served:
-    """A model directory loaded in a running server."""
+    """Triton models loaded in a running server, and the one a request goes to by default."""
 
-    report: ModelReport
     server: Server
-    environment: Environment | None
     repository: Path
-
-    @property
-    def top_model(self) -> str:
-        return top_model(self.report.triton_models)
+    triton_models: Mapping[str, TritonModel]
+    top_model: str
 
 
 @contextmanager
@@ -102,4 +99,19 @@ def launched(
     """A prepared model directory, staged and loaded in a server that `launcher` starts."""
     with staged_repository(report, environment, env_mode) as repository:
         with loaded(repository, report.triton_models, launcher, log_path, load_timeout) as server:
-            yield Served(report, server, environment, repository)
+            yield Served(server, repository, report.triton_models, top_model(report.triton_models))
+
+
+@contextmanager
+def artifact_launched(
+    archive: Path,
+    launcher: Launcher,
+    log_path: Path,
+    public_key: Path | None = None,
+    load_timeout: float = LOAD_TIMEOUT,
+) -> Iterator[tuple[Artifact, Served]]:
+    """A built artifact, verified as it is unpacked (nothing unverified runs), loaded in a server."""
+    with verified(archive, public_key) as (artifact, repository):
+        triton_models = triton_models_in(repository)
+        with loaded(repository, triton_models, launcher, log_path, load_timeout) as server:
+            yield artifact, Served(server, repository, triton_models, str(artifact.manifest["top_model"]))

@@ -9,13 +9,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 from urllib.parse import urlparse
 
 from packager.archives import file_digest
+from packager.partials import PUBLISHED_MODE, partial_file
 from packager.release.stores.interface import AlreadyExists, ArtifactStore, Conflict, Location, StoredObject
 
 
@@ -45,37 +44,26 @@ class FileStore:
         return StoredObject(key, path.stat().st_size, metadata.get("sha256", ""), metadata)
 
     def put_new(self, key: str, source: Path, metadata: dict[str, str]) -> None:
-        with self._staged(key, lambda partial: shutil.copyfile(source, partial)) as partial:
+        with partial_file(self._path(key)) as partial:
+            shutil.copyfile(source, partial)
             self._link_new(key, partial, metadata)
 
     def copy_new(self, source: ArtifactStore, source_key: str, key: str, metadata: dict[str, str]) -> None:
-        with self._staged(key, lambda partial: source.download(source_key, partial)) as partial:
+        with partial_file(self._path(key)) as partial:
+            source.download(source_key, partial)
             self._link_new(key, partial, metadata)
-
-    @contextmanager
-    def _staged(self, key: str, fill: Any) -> Iterator[Path]:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        os.close(handle)
-        partial = Path(name)
-        try:
-            fill(partial)
-            yield partial
-        finally:
-            partial.unlink(missing_ok=True)
 
     def _link_new(self, key: str, partial: Path, metadata: dict[str, str]) -> None:
         path = self._path(key)
         meta = path.with_name(path.name + ".meta.json")
-        meta_partial = partial.with_suffix(".meta")
-        meta_partial.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        try:
-            os.link(partial, path)  # atomic, and fails if the key exists: exactly one writer wins
-        except FileExistsError:
-            meta_partial.unlink()
-            raise AlreadyExists(key) from None
-        os.replace(meta_partial, meta)
+        partial.chmod(PUBLISHED_MODE)  # a download may have replaced the partial's inode
+        with partial_file(meta) as meta_partial:
+            meta_partial.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+            try:
+                os.link(partial, path)  # atomic, and fails if the key exists: exactly one writer wins
+            except FileExistsError:
+                raise AlreadyExists(key) from None
+            os.replace(meta_partial, meta)
 
     def locate(self, key: str) -> Location:
         return Location("file", "", str(self._path(key)))
@@ -98,9 +86,9 @@ class FileStore:
             current = self.read(key)
             if (current[1] if current else None) != if_match:
                 raise Conflict(key)
-            partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-            partial.write_bytes(data)
-            os.replace(partial, path)
+            with partial_file(path) as partial:
+                partial.write_bytes(data)
+                os.replace(partial, path)
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         if not self.directory.is_dir():

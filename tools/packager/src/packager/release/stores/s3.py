@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +33,11 @@ T = TypeVar("T")
 UPLOAD_THREADS = 8
 
 
-PRECONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict"}
+PRECONDITION_FAILED = {"PreconditionFailed"}
+# 409 ConditionalRequestConflict: another conditional request on the key was in flight. S3 says to retry;
+# it never means the key exists.
+IN_FLIGHT = "ConditionalRequestConflict"
+IN_FLIGHT_RETRIES = 6
 MISSING = {"404", "NoSuchKey", "NotFound"}
 
 
@@ -83,6 +88,17 @@ class S3Store:
                 raise AlreadyExists(key) from None
             raise EnvironmentFailure(f"S3 refused to write {key} in {self.uri}: {error}") from None
 
+    def _retried_while_in_flight(self, request: Callable[[], object]) -> None:
+        """Send a conditional request, again (with backoff) while S3 answers 409 ConditionalRequestConflict."""
+        for attempt in range(IN_FLIGHT_RETRIES):
+            try:
+                request()
+                return
+            except ClientError as error:
+                if _code(error) != IN_FLIGHT or attempt == IN_FLIGHT_RETRIES - 1:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+
     def _unless_missing(self, key: str, fetch: Callable[[], T]) -> T | None:
         """`fetch()` (a read of `key`), or None when the key does not exist."""
         try:
@@ -109,13 +125,15 @@ class S3Store:
             if size <= PART_SIZE:
                 body = source.read_bytes()
                 checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
-                self.client.put_object(
-                    Bucket=self.bucket,
-                    Key=self._key(key),
-                    Body=body,
-                    IfNoneMatch="*",
-                    ChecksumSHA256=checksum,
-                    Metadata=metadata,
+                self._retried_while_in_flight(
+                    lambda: self.client.put_object(
+                        Bucket=self.bucket,
+                        Key=self._key(key),
+                        Body=body,
+                        IfNoneMatch="*",
+                        ChecksumSHA256=checksum,
+                        Metadata=metadata,
+                    )
                 )
             else:
                 self._multipart(key, source, size, metadata)
@@ -157,12 +175,14 @@ class S3Store:
             raise
 
     def _complete(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
-        self.client.complete_multipart_upload(
-            Bucket=self.bucket,
-            Key=self._key(key),
-            UploadId=upload_id,
-            IfNoneMatch="*",
-            MultipartUpload={"Parts": parts},
+        self._retried_while_in_flight(
+            lambda: self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                UploadId=upload_id,
+                IfNoneMatch="*",
+                MultipartUpload={"Parts": parts},
+            )
         )
 
     def copy_new(self, source: ArtifactStore, source_key: str, key: str, metadata: dict[str, str]) -> None:
@@ -214,12 +234,14 @@ class S3Store:
         condition = {"IfMatch": if_match} if if_match is not None else {"IfNoneMatch": "*"}
         try:
             with self._create(key):
-                self.client.put_object(
-                    Bucket=self.bucket,
-                    Key=self._key(key),
-                    Body=data,
-                    ContentType="application/json",
-                    **condition,
+                self._retried_while_in_flight(
+                    lambda: self.client.put_object(
+                        Bucket=self.bucket,
+                        Key=self._key(key),
+                        Body=data,
+                        ContentType="application/json",
+                        **condition,
+                    )
                 )
         except AlreadyExists:
             raise Conflict(key) from None

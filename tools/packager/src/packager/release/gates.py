@@ -1,0 +1,83 @@
+"""The gates between a built artifact and a store: which revision a push is, and what may be published
+where. Production takes only committed sources on a production branch, signed when a public key is
+configured; staging takes anything tested, with uncommitted work marked in its key so that it can never
+be promoted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from packager.artifacts import (
+    Artifact,
+    branch_ref,
+    ci_revision,
+    current_branch,
+    full_commit,
+    is_ancestor,
+    matches_commit,
+    verify_artifact,
+)
+from packager.errors import PackagerError, UsageError
+
+
+class SourceRefused(PackagerError):
+    """The sources or revision being pushed may not go where the branch publishes."""
+
+
+@dataclass(frozen=True)
+class Revision:
+    """What a push publishes as: a branch, and a full commit hash the repository holds."""
+
+    branch: str
+    commit: str
+
+
+def resolve_revision(
+    root: Path, branch: str | None, commit: str | None, production_branches: tuple[str, ...]
+) -> Revision:
+    """The branch and commit from the flags, else the CI system's variables, else git; the commit must
+    exist, and a production branch must hold it."""
+    ci_branch, ci_commit = ci_revision()
+    branch = branch or ci_branch or current_branch(root)
+    if not branch:
+        raise UsageError("which branch is this? HEAD is detached and no CI variable names one: give --branch")
+    given = commit or ci_commit or "HEAD"
+    full = full_commit(root, given)
+    if full is None:
+        raise UsageError(f"commit {given!r} is not in the repository at {root}")
+    if branch in production_branches:
+        ref = branch_ref(root, branch)
+        if ref is None:
+            raise SourceRefused(
+                f"cannot confirm that {full[:12]} is on {branch}: the repository has neither {branch} nor "
+                f"origin/{branch}; fetch it (`git fetch origin {branch}`)"
+            )
+        if not is_ancestor(root, full, ref):
+            raise SourceRefused(f"{full[:12]} is not on {branch} ({ref}); production publishes what is on it")
+    return Revision(branch, full)
+
+
+def check_publishable(
+    artifact: Artifact, model_path: Path, revision: Revision, production: bool, public_key: Path | None
+) -> None:
+    """Refuse what `revision` may not publish: dirty sources to production, sources the commit does not
+    hold, and (with a public key) an artifact whose signature does not verify, for production."""
+    dirty = bool(artifact.manifest["source_dirty"])
+    if production and dirty:
+        raise SourceRefused(
+            f"{model_path} has uncommitted or untracked changes, or lies outside the repository; "
+            "production publishes committed sources only: commit, then push"
+        )
+    if not dirty and not matches_commit(model_path, revision.commit):
+        raise SourceRefused(
+            f"{model_path} differs from commit {revision.commit[:12]}: that commit does not hold the sources "
+            "being built; push from a checkout of it, or without --commit"
+        )
+    if production and public_key is not None:
+        _, problems = verify_artifact(artifact.path, public_key)
+        if problems:
+            raise SourceRefused(
+                f"production needs an artifact signed for {public_key} (give --sign-key or set "
+                f"PACKAGER_SIGNING_KEY): " + "; ".join(problems)
+            )

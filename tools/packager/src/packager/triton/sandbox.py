@@ -1,0 +1,76 @@
+"""The sandbox a local Triton runs in: model code is untrusted, so the server and everything it starts see
+only what serving needs.
+
+bubblewrap (`bwrap`, Debian's `bubblewrap`) runs the server in new user, PID and IPC namespaces with no
+capabilities: the system directories and the given paths read-only (the model repository and what it
+links to, the server and its interpreter), a private /tmp, /dev (so /dev/shm) and /proc, and an
+allow-listed environment. Credentials, signing keys, the home directory and the monorepo are simply not
+there, and whatever Triton unpacks under /tmp or maps in /dev/shm vanishes with the sandbox, however the
+server ends. The network is shared: the server listens on 127.0.0.1 for the packager.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packager.errors import EnvironmentFailure
+
+SYSTEM_DIRECTORIES = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys")
+# What Triton, its python stubs and their interpreters need from the environment; nothing else passes.
+ALLOWED_VARIABLES = ("PATH", "LANG", "LANGUAGE", "TZ")
+ALLOWED_PREFIXES = ("LC_",)
+HOME = "/tmp"
+
+
+def allowed_environment(environment: dict[str, str]) -> dict[str, str]:
+    """The variables of `environment` that may reach model code."""
+    return {
+        name: value
+        for name, value in environment.items()
+        if name in ALLOWED_VARIABLES or name.startswith(ALLOWED_PREFIXES)
+    }
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """What a sandboxed command sees: `readable` paths (and the system directories) read-only, and
+    `environment` (already allow-listed) with HOME set to the private /tmp."""
+
+    readable: tuple[Path, ...]
+    environment: dict[str, str] = field(default_factory=dict)
+
+    def command(self, argv: list[str]) -> list[str]:
+        """`argv` wrapped to run inside the sandbox."""
+        bwrap = shutil.which("bwrap")
+        if bwrap is None:
+            raise EnvironmentFailure(
+                "the local launcher runs Triton sandboxed by bubblewrap, which is not installed: "
+                "`apt-get install bubblewrap` (or your distribution's package); model code must never see "
+                "the credentials and keys of the machine that tests it"
+            )
+        command = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+        command += ["--die-with-parent", "--cap-drop", "ALL", "--clearenv"]
+        for directory in SYSTEM_DIRECTORIES:
+            command += ["--ro-bind-try", directory, directory]
+        command += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        for path in sorted(set(self.readable)):
+            command += ["--ro-bind", str(path), str(path)]
+        for name, value in sorted({**self.environment, "HOME": HOME}.items()):
+            command += ["--setenv", name, value]
+        return [*command, "--chdir", HOME, "--", *argv]
+
+
+def linked_targets(repository: Path) -> set[Path]:
+    """Where the symlinks inside a model repository point outside it (a cached unpacked environment)."""
+    targets = set()
+    for directory, subdirectories, files in os.walk(repository):
+        for name in [*subdirectories, *files]:
+            path = Path(directory) / name
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(repository.resolve()):
+                    targets.add(target)
+    return targets

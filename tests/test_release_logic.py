@@ -241,9 +241,9 @@ def test_a_publish_whose_record_was_lost_is_repaired_and_promote_makes_a_publish
     assert [entry.version for entry in history(production, "fraud")] == [1, 2]
     rollback(production, "fraud", 1)
     _stage(staging, two, commit=OTHER_COMMIT)
-    entry, _ = promote(staging, production, "fraud", 2, OTHER_COMMIT, None)
+    promoted, _ = promote(staging, production, "fraud", 2, OTHER_COMMIT, None)
     assert (
-        entry is not None and current(production, "fraud") == entry
+        promoted is not None and current(production, "fraud") == promoted
     ), "in production, not current: now current"
     pointer = production.read("_releases/fraud/current.json")
     assert pointer is not None and json.loads(pointer[0])["version"] == 2

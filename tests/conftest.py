@@ -16,7 +16,13 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import make_server
 
 from packager.artifacts.provenance import CI_BRANCH_VARIABLES, CI_COMMIT_VARIABLES
-from packager.modeldir import scaffold
+from packager.environments import lock_model
+from packager.modeldir import LOCK_FILE, ModelDir, scaffold
+from packager.settings import DEFAULT_RUNTIME
+
+# conda-forge cannot be reached where this suite runs: conda environments take Python from the local
+# channel, made from this machine's CPython (the override users have too).
+os.environ.setdefault("PACKAGER_CONDA_CHANNELS", "local")
 
 RunPackager = Callable[..., subprocess.CompletedProcess[str]]
 # A test that means CI's branch and commit says so; the CI running these tests must not lend its own.
@@ -113,15 +119,29 @@ def git(repo: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
+@pytest.fixture(scope="session")
+def scaffold_lock(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The lock of `packager new`'s requirements for the embedded runtime, made once per session by uv."""
+    model = ModelDir(scaffold(tmp_path_factory.mktemp("lock"), "locked"))
+    return lock_model(model, DEFAULT_RUNTIME).path.read_text()
+
+
+def new_model(parent: Path, name: str, lock: str) -> Path:
+    """What `packager new` makes, with the session's lock of its requirements."""
+    created = scaffold(parent, name)
+    (created / LOCK_FILE).write_text(lock)
+    return created
+
+
 @pytest.fixture
-def model_repo(tmp_path: Path) -> Path:
+def model_repo(tmp_path: Path, scaffold_lock: str) -> Path:
     """A committed git repository with one model, `fraud` (from `packager new`: fast to build and replay),
     checked out on main, with a branch feature/fraud at the same commit."""
     repo = tmp_path / "repo"
     (repo / "models").mkdir(parents=True)
     (repo / "pants.toml").write_text("")
     (repo / ".gitignore").write_text("dist/\npython_env.tar.gz\n")
-    scaffold(repo / "models", "fraud")
+    new_model(repo / "models", "fraud", scaffold_lock)
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "fraud model")

@@ -144,10 +144,12 @@ def test_wrong_inputs_exit_1_and_name_what_is_wrong(run_packager: RunPackager, m
     assert unknown.returncode == 1 and "nothing_1.tar.gz: no such artifact file" in unknown.stderr
     requirements = model_repo / "models" / "fraud" / "requirements.txt"
     requirements.write_text(requirements.read_text() + "packager-no-such-package-7f3a==1.0\n")
-    env = run_packager("env", "fraud", cwd=model_repo, env={"PACKAGER_CACHE": str(model_repo / "cache")})
-    assert env.returncode == 1, env.stderr
-    assert "models/fraud/requirements.txt: pip cannot install these requirements" in env.stderr
-    assert "No matching distribution found for packager-no-such-package-7f3a==1.0" in env.stderr
+    stale = run_packager("env", "fraud", cwd=model_repo)
+    assert stale.returncode == 1 and "requirements.lock:1:1: stale: requirements.txt changed" in stale.stdout
+    locked = run_packager("lock", "fraud", cwd=model_repo)
+    assert locked.returncode == 1, locked.stderr
+    assert "models/fraud/requirements.txt: uv pip compile cannot satisfy these requirements" in locked.stderr
+    assert "packager-no-such-package-7f3a" in locked.stderr
 
 
 def test_a_tampered_artifact_is_never_served(run_packager: RunPackager, model_repo: Path) -> None:

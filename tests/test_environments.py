@@ -1,4 +1,5 @@
-"""Execution environments: requirement normalization and refusals (fast), and real venv builds."""
+"""Execution environments: requirement normalization and refusals (fast), locks made by uv, and real
+venv builds from them (the conda builder: test_conda.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ import pytest
 
 from packager.archives import file_digest
 from packager.settings import DEFAULT_RUNTIME, Constraint, Runtime
-from packager.modeldir import ModelDir
+from packager.modeldir import ModelDir, RequirementsError
 from packager.environments import (
-    RequirementsError,
     ensure_environment,
     env_builder_for,
     environment_key,
     find_interpreter,
+    lock_model,
     read_requirements,
 )
 from packager.environments.conda import CondaBuilder
@@ -50,7 +51,10 @@ def test_equivalent_files_normalize_to_the_same_requirements(tmp_path: Path) -> 
         ),
         ("numpy==2.1.0", "requirements.txt:2: numpy==2.1.0 conflicts with numpy<2"),
         ("-e ./mylib", "requirements.txt:2: -e is not supported"),
-        ("mylib @ https://example.com/mylib.whl", "requirements.txt:2: URL requirements cannot be cached"),
+        (
+            "mylib @ https://example.com/mylib.whl",
+            "requirements.txt:2: URL requirements cannot be locked by content",
+        ),
         ("not a requirement!", "requirements.txt:2: not a requirement"),
     ],
 )
@@ -66,23 +70,24 @@ def test_numpy_below_2_is_fine(tmp_path: Path) -> None:
     ]
 
 
-def test_key_covers_runtime_builder_and_its_fingerprint() -> None:
+def test_key_covers_lock_runtime_builder_and_its_fingerprint() -> None:
     fingerprint = VenvBuilder().fingerprint("3.11")
     assert fingerprint["version"].startswith("3.11.") and fingerprint["platform"]
-    base = environment_key(["numpy<2"], DEFAULT_RUNTIME, "venv", fingerprint)
+    lock = "numpy==1.26.4 --hash=sha256:00\n"
+    base = environment_key(lock, DEFAULT_RUNTIME, "venv", fingerprint)
     other_runtime = Runtime("x", "2.51.0", "3.11", constraints=(Constraint("numpy<1.25", "test"),))
     other_interpreter = {**fingerprint, "interpreter": "/opt/python3.11/bin/python3.11"}
-    assert base == environment_key(["numpy<2"], DEFAULT_RUNTIME, "venv", dict(fingerprint))
-    assert base != environment_key(["numpy<2", "pillow"], DEFAULT_RUNTIME, "venv", fingerprint)
-    assert base != environment_key(["numpy<2"], other_runtime, "venv", fingerprint)
-    assert base != environment_key(["numpy<2"], DEFAULT_RUNTIME, "conda", fingerprint)
-    assert base != environment_key(["numpy<2"], DEFAULT_RUNTIME, "venv", other_interpreter)
+    assert base == environment_key(lock, DEFAULT_RUNTIME, "venv", dict(fingerprint))
+    assert base != environment_key(lock + "pillow==11.0.0\n", DEFAULT_RUNTIME, "venv", fingerprint)
+    assert base != environment_key(lock, other_runtime, "venv", fingerprint)
+    assert base != environment_key(lock, DEFAULT_RUNTIME, "conda", fingerprint)
+    assert base != environment_key(lock, DEFAULT_RUNTIME, "venv", other_interpreter)
 
 
 def test_builders_come_from_the_runtimes_configuration() -> None:
-    assert isinstance(env_builder_for(DEFAULT_RUNTIME), VenvBuilder)
-    conda_runtime = Runtime("c", "2.51.0", "3.11", env_builder="conda")
-    assert isinstance(env_builder_for(conda_runtime), CondaBuilder)
+    assert isinstance(env_builder_for(DEFAULT_RUNTIME), CondaBuilder), "self-contained by default"
+    venv_runtime = Runtime("v", "2.51.0", "3.11", env_builder="venv")
+    assert isinstance(env_builder_for(venv_runtime), VenvBuilder)
 
 
 def test_installed_packages_are_checked_against_the_constraints(tmp_path: Path) -> None:
@@ -102,11 +107,14 @@ def test_relocation_drops_every_mention_of_the_build_directory(tmp_path: Path) -
     quotes = "'" * 3
     long_form = f'#!/bin/sh\n{quotes}exec\' {venv}/bin/python3.11 "$0" "$@"\n\' {quotes}\nimport other\n'
     (venv / "bin" / "other").write_text(long_form)  # what pip writes when the path is too long for #!
+    uv_form = f"#!/bin/sh\n{quotes}exec' '{venv}/bin/python' \"$0\" \"$@\"\n' {quotes}\nimport third\n"
+    (venv / "bin" / "third").write_text(uv_form)  # uv's form quotes the path
     record = venv / "lib" / "python3.11" / "site-packages" / "tool-1.0.dist-info" / "RECORD"
     record.parent.mkdir(parents=True)
     record.write_text("../../../bin/tool,sha256=stale,99\ntool/__init__.py,sha256=x,1\n")
     make_relocatable(venv)
     assert (venv / "bin" / "other").read_text() == "#!/usr/bin/env python3.11\nimport other\n"
+    assert (venv / "bin" / "third").read_text() == "#!/usr/bin/env python\nimport third\n"
     script = b"#!/usr/bin/env python3.11\nimport tool\n"
     new_hash = base64.urlsafe_b64encode(hashlib.sha256(script).digest()).rstrip(b"=").decode()
     assert (
@@ -137,17 +145,41 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
-def _model(path: Path, requirements: str) -> ModelDir:
+def _model(path: Path, requirements: str, runtime: Runtime = DEFAULT_RUNTIME) -> ModelDir:
+    """A model directory with these requirements, locked for `runtime` (uv, from PyPI)."""
     path.mkdir(parents=True)
     (path / "requirements.txt").write_text(requirements)
-    return ModelDir(path)
+    model = ModelDir(path)
+    lock_model(model, runtime)
+    return model
+
+
+def test_a_lock_pins_everything_with_hashes_for_the_runtimes_platform(tmp_path: Path) -> None:
+    model = _model(tmp_path / "m", "requests==2.32.3\n")
+    lock = (model.path / "requirements.lock").read_text()
+    assert lock.startswith("# packager lock: requirements=")
+    assert "runtime=local python=3.11 platform=x86_64-manylinux_2_28" in lock.splitlines()[0]
+    pinned = [line.split("==")[0] for line in lock.splitlines() if "==" in line and not line.startswith(" ")]
+    assert pinned == ["certifi", "charset-normalizer", "idna", "requests", "urllib3"], "transitive ones too"
+    assert lock.count("--hash=sha256:") >= len(pinned)
+    assert lock_model(model, DEFAULT_RUNTIME).changed is False, "locking again changes nothing"
+    (model.path / "requirements.txt").write_text("requests==2.32.3\nidna\n")
+    with pytest.raises(RequirementsError, match=r"requirements.lock:1:1: stale: requirements.txt changed"):
+        ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+    other = Runtime("other", "2.51.0", "3.12", constraints=DEFAULT_RUNTIME.constraints)
+    (model.path / "requirements.txt").write_text("requests==2.32.3\n")
+    with pytest.raises(
+        RequirementsError,
+        match=r"locked for runtime local \(CPython 3.11, .*`packager lock --runtime other m`",
+    ):
+        ensure_environment(model, other, VenvBuilder(), progress=False)
 
 
 def test_real_venv_build_is_cached_and_shared(tmp_path: Path, cache: Path) -> None:
     first = ensure_environment(
         _model(tmp_path / "a", "packaging==24.2\n"), DEFAULT_RUNTIME, VenvBuilder(), progress=False
     )
-    assert not first.cache_hit
+    assert not first.cache_hit and not first.portable
     assert first.tarball.is_file() and first.tarball.parent.parent == cache / "envs"
     with tarfile.open(first.tarball) as tar:
         names = tar.getnames()
@@ -160,58 +192,59 @@ def test_real_venv_build_is_cached_and_shared(tmp_path: Path, cache: Path) -> No
 
     again = ensure_environment(ModelDir(tmp_path / "a"), DEFAULT_RUNTIME, VenvBuilder(), progress=False)
     assert again.cache_hit and again.key == first.key
-    same_requirements = ensure_environment(
-        _model(tmp_path / "b", "# same, written differently\npackaging == 24.2\n"),
-        DEFAULT_RUNTIME,
-        VenvBuilder(),
-        progress=False,
-    )
-    assert same_requirements.cache_hit and same_requirements.directory == first.directory
+    same = _model(tmp_path / "b", "# same, written differently\npackaging == 24.2\n")
+    shared = ensure_environment(same, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+    assert shared.cache_hit and shared.directory == first.directory, "identical locks share one environment"
 
 
-def test_transitive_conflict_with_the_runtime_is_the_models_error(tmp_path: Path, cache: Path) -> None:
+def test_a_conflict_with_the_runtime_is_the_models_error_at_lock_time(tmp_path: Path) -> None:
     # requests 2.32.3 needs urllib3>=1.21.1: no version satisfies both.
     strict = Runtime("strict", "2.51.0", "3.11", constraints=(Constraint("urllib3<1", "a test constraint"),))
+    with pytest.raises(RequirementsError, match="requirements.txt: uv pip compile cannot satisfy") as error:
+        _model(tmp_path / "m", "requests==2.32.3\n", strict)
+    assert "urllib3" in str(error.value) and error.value.exit_code == 1
+
+
+def test_a_requirement_that_does_not_exist_is_the_models_error(tmp_path: Path) -> None:
     with pytest.raises(
-        RequirementsError, match="requirements.txt: pip cannot install these requirements"
+        RequirementsError, match=r"m/requirements.txt: uv pip compile cannot satisfy"
     ) as error:
-        ensure_environment(
-            _model(tmp_path / "m", "requests==2.32.3\n"), strict, VenvBuilder(), progress=False
-        )
-    assert "urllib3" in str(error.value)
-    assert not list((cache / "envs").glob("*/python_env.tar.gz")), "nothing half-built is cached"
+        _model(tmp_path / "m", "packager-no-such-package-7f3a==1.0\n")
+    assert "packager-no-such-package-7f3a" in str(error.value) and error.value.exit_code == 1
 
 
-def test_a_requirement_that_does_not_exist_is_the_models_error(tmp_path: Path, cache: Path) -> None:
-    model = _model(tmp_path / "m", "packager-no-such-package-7f3a==1.0\n")
-    with pytest.raises(RequirementsError, match=r"m/requirements.txt: pip cannot install") as error:
-        ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
-    assert "No matching distribution found for packager-no-such-package-7f3a==1.0" in str(error.value)
-    assert error.value.exit_code == 1
+def test_a_platform_without_a_wheel_is_the_models_error(tmp_path: Path) -> None:
+    mac = Runtime("mac", "2.51.0", "3.11", platform="aarch64-apple-darwin")
+    with pytest.raises(RequirementsError, match="uv pip compile cannot satisfy"):
+        _model(tmp_path / "m", "tritonclient[grpc]==2.51.0\nnvidia-pytriton==0.7.0\n", mac)
 
 
-CONDA = next((tool for tool in ("micromamba", "mamba", "conda") if shutil.which(tool)), None)
+def test_an_interrupted_build_leaves_nothing_half_built_and_the_rerun_completes(
+    tmp_path: Path, cache: Path
+) -> None:
+    model = _model(tmp_path / "m", "packaging==24.2\n")
+    builder = VenvBuilder()
+    real_build = builder.build
+
+    def killed(lock: Path, python: str, destination: Path) -> None:
+        real_build(lock, python, destination)
+        raise KeyboardInterrupt  # Ctrl-C after installing, before packing
+
+    builder.build = killed  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        ensure_environment(model, DEFAULT_RUNTIME, builder, progress=False)
+    assert [path.name for path in (cache / "envs").iterdir() if not path.name.endswith(".lock")] == []
+    lock = (model.path / "requirements.lock").read_text()
+    key = environment_key(lock, DEFAULT_RUNTIME, "venv", VenvBuilder().fingerprint("3.11"))[:24]
+    (cache / "envs" / f".{key}.abc123").mkdir()  # what a SIGKILLed build of it leaves: no code ran
+    built = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+    assert not built.cache_hit and built.tarball.is_file()
+    assert [path.name for path in (cache / "envs").iterdir() if path.name.startswith(".")] == []
 
 
-@pytest.mark.skipif(
-    CONDA is None or not shutil.which("conda-pack"),
-    reason="conda (or mamba) and conda-pack are not installed",
-)
-def test_real_conda_build(tmp_path: Path, cache: Path) -> None:
-    conda_runtime = Runtime(
-        "conda", "2.51.0", "3.11", env_builder="conda", constraints=DEFAULT_RUNTIME.constraints
-    )
-    environment = ensure_environment(
-        _model(tmp_path / "c", "packaging==24.2\n"), conda_runtime, CondaBuilder(), progress=False
-    )
-    assert (environment.unpacked / "bin" / "activate").is_file()
-    packages = environment.metadata()["packages"]
-    assert isinstance(packages, dict) and packages.get("packaging") == "24.2"
-
-
-def test_two_cold_builds_are_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Same requirements, two empty caches (so two build directories): the same tarball, console scripts
-    and their RECORD hashes included."""
+def test_two_cold_venv_builds_are_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same lock, two empty caches (so two build directories): the same tarball, console scripts and
+    their RECORD hashes included."""
     digests = []
     for attempt in ("first", "second"):
         monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path / attempt / "cache"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from packager.artifacts import Artifact, build_artifact
-from packager.modeldir import ModelDir, scaffold
+from packager.modeldir import ModelDir
 from packager.release import (
     Destination,
     ImmutableKey,
@@ -28,7 +28,7 @@ from packager.release import (
 from packager.release.stores import MemoryStore
 from packager.settings import DEFAULT_RUNTIME, Runtime
 from packager.validation import validate_model
-from tests.conftest import git
+from tests.conftest import git, new_model
 
 COMMIT = "a" * 40
 OTHER_COMMIT = "b" * 40
@@ -36,6 +36,7 @@ OTHER_COMMIT = "b" * 40
 
 def _artifact(
     tmp_path: Path,
+    lock: str,
     version: int = 1,
     runtime: Runtime = DEFAULT_RUNTIME,
     tag: str = "",
@@ -45,8 +46,7 @@ def _artifact(
     repository of its own (committed, unless asked otherwise)."""
     repo = tmp_path / f"repo-{version}-{runtime.name}-{tag}-{committed}"
     if not repo.exists():
-        scaffold(repo / "models", "fraud")
-        model = ModelDir(repo / "models" / "fraud")
+        model = ModelDir(new_model(repo / "models", "fraud", lock))
         model.version_file.write_text(f"{version}\n")
         if tag:
             step = model.path / "postprocess" / "1" / "model.py"
@@ -71,9 +71,11 @@ def _dirty(artifact: Artifact) -> Artifact:
     return Artifact(artifact.path, artifact.sha256, {**artifact.manifest, "source_dirty": True})
 
 
-def test_routes_put_branches_under_their_commit_and_production_at_the_root(tmp_path: Path) -> None:
+def test_routes_put_branches_under_their_commit_and_production_at_the_root(
+    tmp_path: Path, scaffold_lock: str
+) -> None:
     store = MemoryStore()
-    artifact = _artifact(tmp_path, version=3)
+    artifact = _artifact(tmp_path, scaffold_lock, version=3)
     staged = route("feature/New Model", COMMIT, store, production=False).destination(artifact)
     assert (staged.key, staged.production) == (f"feature-new-model/{COMMIT[:12]}/fraud_3.tar.gz", False)
     released = route("main", COMMIT, store, production=True).destination(artifact)
@@ -81,19 +83,22 @@ def test_routes_put_branches_under_their_commit_and_production_at_the_root(tmp_p
     assert released.uri == "memory://store/fraud_3.tar.gz"
     dirty = route("feature/x", COMMIT, store, production=False).destination(_dirty(artifact))
     assert dirty.key == f"feature-x/{COMMIT[:12]}-dirty-{artifact.content_digest[:12]}/fraud_3.tar.gz"
-    edited = _dirty(_artifact(tmp_path, version=3, tag="second edit"))
+    edited = _dirty(_artifact(tmp_path, scaffold_lock, version=3, tag="second edit"))
     assert (
         route("feature/x", COMMIT, store, False).destination(edited).key != dirty.key
     ), "each edit its own key"
-    uncommitted = _artifact(tmp_path, tag="new", committed=False)
+    uncommitted = _artifact(tmp_path, scaffold_lock, tag="new", committed=False)
     assert (
-        uncommitted.manifest["source_dirty"] is True and _artifact(tmp_path).manifest["source_dirty"] is False
+        uncommitted.manifest["source_dirty"] is True
+        and _artifact(tmp_path, scaffold_lock).manifest["source_dirty"] is False
     )
 
 
-def test_publish_uploads_once_then_recognises_itself_and_refuses_other_contents(tmp_path: Path) -> None:
+def test_publish_uploads_once_then_recognises_itself_and_refuses_other_contents(
+    tmp_path: Path, scaffold_lock: str
+) -> None:
     store = MemoryStore()
-    artifact = _artifact(tmp_path)
+    artifact = _artifact(tmp_path, scaffold_lock)
     target = Destination(store, "fraud_1.tar.gz", production=True)
     assert publish(artifact, target, COMMIT).outcome == "uploaded"
     assert publish(artifact, target, COMMIT).outcome == "unchanged"
@@ -101,20 +106,20 @@ def test_publish_uploads_once_then_recognises_itself_and_refuses_other_contents(
     assert head is not None and head.metadata["sha256"] == artifact.sha256
     assert head.metadata["commit"] == COMMIT and head.metadata["content-digest"] == artifact.content_digest
 
-    rebuilt_elsewhere = _artifact(tmp_path, runtime=Runtime("other", "2.51.0", "3.11"))
+    rebuilt_elsewhere = _artifact(tmp_path, scaffold_lock, runtime=Runtime("other", "2.51.0", "3.11"))
     assert rebuilt_elsewhere.sha256 != artifact.sha256, "another manifest, other archive bytes"
     assert publish(rebuilt_elsewhere, target, COMMIT).outcome == "same contents"
 
-    changed = _artifact(tmp_path, tag="v1.1")
+    changed = _artifact(tmp_path, scaffold_lock, tag="v1.1")
     with pytest.raises(ImmutableKey, match=r"bump models/fraud/model_version.txt \(now 1\)"):
         publish(changed, target, COMMIT)
     store.download("fraud_1.tar.gz", tmp_path / "kept")
     assert (tmp_path / "kept").read_bytes() == artifact.path.read_bytes(), "nothing published is overwritten"
 
 
-def test_concurrent_publishers_of_one_key_agree(tmp_path: Path) -> None:
+def test_concurrent_publishers_of_one_key_agree(tmp_path: Path, scaffold_lock: str) -> None:
     store = MemoryStore()
-    artifact = _artifact(tmp_path)
+    artifact = _artifact(tmp_path, scaffold_lock)
     target = Destination(store, "fraud_1.tar.gz", production=True)
     with ThreadPoolExecutor(8) as pool:
         outcomes = sorted(pool.map(lambda _: publish(artifact, target, COMMIT).outcome, range(8)))
@@ -137,9 +142,9 @@ def test_history_appends_and_current_follows_it_under_concurrent_writers() -> No
     assert released_models(store) == ["m"] and history(store, "never") == []
 
 
-def test_promote_copies_the_tested_bytes_and_records_them(tmp_path: Path) -> None:
+def test_promote_copies_the_tested_bytes_and_records_them(tmp_path: Path, scaffold_lock: str) -> None:
     staging, production = MemoryStore("memory://staging"), MemoryStore("memory://production")
-    artifact = _artifact(tmp_path)
+    artifact = _artifact(tmp_path, scaffold_lock)
     staged_key = _stage(staging, artifact)
     entry, source = promote(staging, production, "fraud", 1, COMMIT[:7], None)
     assert source == staged_key and entry is not None
@@ -158,9 +163,9 @@ def test_promote_copies_the_tested_bytes_and_records_them(tmp_path: Path) -> Non
     ), "promoting the same bytes twice is a no-op"
 
 
-def test_promote_refuses_what_it_cannot_promote(tmp_path: Path) -> None:
+def test_promote_refuses_what_it_cannot_promote(tmp_path: Path, scaffold_lock: str) -> None:
     staging, production = MemoryStore("memory://staging"), MemoryStore("memory://production")
-    artifact = _artifact(tmp_path)
+    artifact = _artifact(tmp_path, scaffold_lock)
     with pytest.raises(ReleaseError, match=f"no fraud_1.tar.gz from commit {COMMIT} in memory://staging"):
         promote(staging, production, "fraud", 1, COMMIT, None)
     _stage(staging, artifact, branch="feature/x")
@@ -197,23 +202,25 @@ def test_promote_refuses_what_it_cannot_promote(tmp_path: Path) -> None:
         promote(dirty_staging, MemoryStore(), "fraud", 1, COMMIT, None)
     forged = MemoryStore("memory://forged")  # a dirty build copied under a clean key by hand
     forged.put_new(
-        f"feature-x/{COMMIT[:12]}/fraud_1.tar.gz", _artifact(tmp_path, tag="dirty", committed=False).path, {}
+        f"feature-x/{COMMIT[:12]}/fraud_1.tar.gz",
+        _artifact(tmp_path, scaffold_lock, tag="dirty", committed=False).path,
+        {},
     )
     with pytest.raises(ReleaseError, match="built from uncommitted sources"):
         promote(forged, MemoryStore(), "fraud", 1, COMMIT, None)
 
-    other_bytes = _artifact(tmp_path, tag="other")
+    other_bytes = _artifact(tmp_path, scaffold_lock, tag="other")
     production.put_new("fraud_1.tar.gz", other_bytes.path, {"sha256": other_bytes.sha256})
     with pytest.raises(ImmutableKey, match="already published with other contents"):
         promote(tampered, production, "fraud", 1, OTHER_COMMIT, None)
 
 
-def test_rollback_moves_current_back_and_grows_history(tmp_path: Path) -> None:
+def test_rollback_moves_current_back_and_grows_history(tmp_path: Path, scaffold_lock: str) -> None:
     staging, production = MemoryStore(), MemoryStore()
     with pytest.raises(ReleaseError, match="fraud has no release history"):
         rollback(production, "fraud", None)
     for version, commit in ((1, COMMIT), (2, OTHER_COMMIT)):
-        _stage(staging, _artifact(tmp_path, version=version), commit=commit)
+        _stage(staging, _artifact(tmp_path, scaffold_lock, version=version), commit=commit)
         promote(staging, production, "fraud", version, commit, None)
     assert current(production, "fraud").version == 2  # type: ignore[union-attr]
     back = rollback(production, "fraud", None)
@@ -229,9 +236,10 @@ def test_rollback_moves_current_back_and_grows_history(tmp_path: Path) -> None:
 
 def test_a_publish_whose_record_was_lost_is_repaired_and_promote_makes_a_published_version_current(
     tmp_path: Path,
+    scaffold_lock: str,
 ) -> None:
     production, staging = MemoryStore(), MemoryStore()
-    one, two = _artifact(tmp_path, version=1), _artifact(tmp_path, version=2)
+    one, two = _artifact(tmp_path, scaffold_lock, version=1), _artifact(tmp_path, scaffold_lock, version=2)
     for artifact in (one, two):
         key = f"fraud_{artifact.version}.tar.gz"
         publish(artifact, Destination(production, key, production=True), COMMIT)  # its record never written

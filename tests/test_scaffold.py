@@ -6,15 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from packager.modeldir import load_cases
-from packager.modeldir import ModelDir
 from packager.errors import UsageError
-from packager.modeldir import scaffold
+from packager.modeldir import ModelDir, load_cases, scaffold
 from packager.validation import validate_model
 
 
-def test_scaffold_passes_validation_and_its_cases_load(tmp_path: Path) -> None:
+def test_scaffold_with_its_lock_passes_validation_and_its_cases_load(
+    tmp_path: Path, scaffold_lock: str
+) -> None:
     model = scaffold(tmp_path, "fraud-score")
+    assert [str(problem) for problem in validate_model(ModelDir(model)).diagnostics] == [
+        f"{model / 'requirements.txt'}: has no requirements.lock beside it: run `packager lock fraud-score` "
+        "and commit both files"
+    ], "`packager new` locks what it scaffolds"
+    (model / "requirements.lock").write_text(scaffold_lock)
     report = validate_model(ModelDir(model))
     assert report.ok, report.diagnostics
     assert sorted(report.triton_models) == ["fraud-score", "postprocess", "preprocess"]

@@ -17,7 +17,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from packager.settings import DEFAULT_RUNTIME
-from packager.environments import ensure_environment
+from packager.environments import ensure_environment, lock_model
 from packager.environments.venv import VenvBuilder
 from packager.modeldir import ModelDir
 from packager.triton import Server, ServerError, ServerStartError
@@ -115,6 +115,7 @@ def test_packed_environment_unpacked_by_triton_is_removed(
     model = ModelDir(tmp_path / "m")
     model.path.mkdir()
     (model.path / "requirements.txt").write_text("numpy<2\n")
+    lock_model(model, DEFAULT_RUNTIME)
     environment = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
     shutil.copyfile(environment.tarball, repository / "doubler" / "python_env.tar.gz")
     config = repository / "doubler" / "config.pbtxt"

@@ -33,8 +33,12 @@ def locked(path: Path) -> Iterator[None]:
 
 @contextmanager
 def building(final: Path) -> Iterator[Path]:
-    """A scratch directory that becomes `final` only if the block succeeds (never a half-built entry)."""
+    """A scratch directory that becomes `final` only if the block succeeds (never a half-built entry).
+
+    Call it holding `locked(final)`: scratch directories of `final` left by a killed builder are removed."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield scratch

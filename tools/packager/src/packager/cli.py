@@ -18,9 +18,9 @@ import click
 
 from packager import __version__
 from packager.artifacts import build_artifact, generate_keys, read_manifest
-from packager.environments import env_builder_for, place_in_steps
+from packager.environments import env_builder_for, lock_model, place_in_steps
 from packager.errors import ExitCode, PackagerError
-from packager.modeldir import check_weights, pull, scaffold
+from packager.modeldir import REQUIREMENTS_FILE, ModelDir, check_weights, display_path, pull, scaffold
 from packager.preflight import NotServable, prepare
 from packager.release import (
     PushPlan,
@@ -353,20 +353,72 @@ def pull_weights(
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to create it (default: <root>/models).",
 )
+@RUNTIME_OPTION
 @JSON_OPTION
 @pass_workspace
-def new(workspace: Workspace, name: str, models_dir: Path | None, as_json: bool) -> ExitCode:
+def new(
+    workspace: Workspace, name: str, models_dir: Path | None, runtime: str | None, as_json: bool
+) -> ExitCode:
     """Create a model directory that passes validate and replay as it is: python pre- and post-processing
-    steps wired by an ensemble, a requirements.txt, test cases and a BUILD file."""
+    steps wired by an ensemble, a requirements.txt and its lock, test cases and a BUILD file."""
     parent = models_dir or (workspace.root / "models" if workspace.root else None)
     if parent is None:
         raise click.UsageError("not inside a model monorepo: give --models-dir")
     created = scaffold(parent, name)
+    locked = lock_model(ModelDir(created), workspace.runtime(runtime))
     if as_json:
-        _echo_json({"created": str(created), "name": name})
+        _echo_json({"created": str(created), "name": name, "lock": str(locked.path)})
     else:
         click.echo(f"created {created}; next: packager validate {name} && packager replay {name}")
     return ExitCode.OK
+
+
+@cli.command(name="lock", epilog=EXIT_CODES)
+@MODELS_ARGUMENT
+@RUNTIME_OPTION
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if a lock is missing or would change.")
+@JSON_OPTION
+@pass_workspace
+def lock_command(
+    workspace: Workspace, models: tuple[str, ...], runtime: str | None, check: bool, as_json: bool
+) -> ExitCode:
+    """Resolve each model's requirements.txt, with the runtime's constraints, for the runtime's Python and
+    platform (not this machine's) into requirements.lock beside it: every package pinned, with hashes.
+    Commit both files; environments are built from the lock only."""
+    target = workspace.runtime(runtime)
+    chosen = [model for model in workspace.models(models) if (model.path / REQUIREMENTS_FILE).is_file()]
+    results = [(model, lock_model(model, target, write=not check)) for model in chosen]
+    stale = [model.name for model, locked in results if locked.changed]
+    if as_json:
+        _echo_json(
+            {
+                "runtime": target.name,
+                "ok": not (check and stale),
+                "locks": [
+                    {
+                        "model": model.name,
+                        "lock": str(locked.path),
+                        "packages": locked.packages,
+                        "changed": locked.changed,
+                    }
+                    for model, locked in results
+                ],
+            }
+        )
+    else:
+        verb = "would change" if check else "updated"
+        rows = [
+            [
+                model.name,
+                display_path(locked.path),
+                str(locked.packages),
+                verb if locked.changed else "up to date",
+            ]
+            for model, locked in results
+        ]
+        click.echo(table(rows, ["model", "lock", "packages", "state"]))
+        click.echo(f"runtime {target.name}: CPython {target.python}, {target.platform}", err=True)
+    return ExitCode.MODEL_ERROR if check and stale else ExitCode.OK
 
 
 @cli.command(epilog=EXIT_CODES)

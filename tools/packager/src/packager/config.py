@@ -91,7 +91,9 @@ class _Reader:
             if key not in table:
                 raise self.error(at, f'[runtime.{name}] needs {key} (a string such as "2.51.0" or "3.11")')
         values = {
-            key: self.string((*at, key), table, "") for key in RUNTIME_KEYS - {"constraints"} if key in table
+            key: self.string((*at, key), table, "")
+            for key in RUNTIME_KEYS - {"constraints", "channels"}
+            if key in table
         }
         if not PYTHON_VERSION.fullmatch(values["python"]):
             raise self.error((*at, "python"), f'[runtime.{name}] python is a CPython minor such as "3.11"')
@@ -101,7 +103,13 @@ class _Reader:
             self.constraint((*at, "constraints", index), item)
             for index, item in enumerate(self.array((*at, "constraints"), table))
         )
-        return Runtime(name=name, constraints=constraints, **values)
+        channels = self.array((*at, "channels"), table, ["conda-forge"])
+        if not channels or not all(isinstance(channel, str) and channel for channel in channels):
+            raise self.error(
+                (*at, "channels"),
+                f'[runtime.{name}] channels is a non-empty list of conda channels, such as ["conda-forge"]',
+            )
+        return Runtime(name=name, constraints=constraints, channels=tuple(channels), **values)
 
     def constraint(self, at: tuple[str | int, ...], item: object) -> Constraint:
         shape = 'constraints are { requirement = "numpy<2", reason = "why" } tables'

@@ -11,6 +11,8 @@ from pathlib import Path
 from packager.errors import PackagerError
 
 NUMPY_2_REASON = "Triton 2.51's python backend returns empty outputs with numpy 2"
+# Triton's images since 23.x are Ubuntu 22.04 or newer (glibc 2.35) on x86_64.
+DEFAULT_PLATFORM = "x86_64-manylinux_2_28"
 
 
 class ConfigError(PackagerError):
@@ -37,6 +39,9 @@ class Runtime:
     env_builder: str = "venv"
     description: str = ""
     constraints: tuple[Constraint, ...] = ()
+    platform: str = DEFAULT_PLATFORM  # what requirements are locked for (uv's --python-platform)
+    # Where the conda builder gets Python ("local": made from this machine's CPython).
+    channels: tuple[str, ...] = ("conda-forge",)
 
 
 DEFAULT_RUNTIME = Runtime(
@@ -45,6 +50,7 @@ DEFAULT_RUNTIME = Runtime(
     triton_version="2.51.0",
     python="3.11",
     server_package="nvidia-pytriton==0.7.0",
+    env_builder="conda",
     constraints=(Constraint("numpy<2", NUMPY_2_REASON),),
 )
 

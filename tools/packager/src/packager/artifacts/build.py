@@ -84,6 +84,7 @@ def _manifest(
         "toolkit": f"packager {__version__}",
         "runtime": {"name": runtime.name, "triton_version": runtime.triton_version, "python": runtime.python},
         "env_key": environment.key if environment is not None else None,
+        "env_portable": environment.portable if environment is not None else None,
         "files": files,
     }
 

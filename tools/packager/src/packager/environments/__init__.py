@@ -2,12 +2,13 @@
 steps load through EXECUTION_ENV_PATH, for the Python of the target Triton's stub.
 
 Owns the env builder plug point (`EnvBuilder` and its registry `ENV_BUILDERS`; one module per builder:
-`venv`, `conda`), reading requirements against a runtime's constraints, finding interpreters, and the
-content-addressed env cache.
+`venv`, `conda`, with the `local` conda channel made from this machine's CPython in `channel`), locking
+requirements with uv (`lock`), checking them against a runtime's constraints, finding interpreters, and
+the content-addressed env cache.
 
 Public: EnvBuilder, ENV_BUILDERS, env_builder_for, Environment, ensure_environment, environment_key,
-place, place_in_steps, TARBALL, RequirementsError, read_requirements, REQUIREMENTS_FILE, Interpreter,
-find_interpreter. Backends are reached through the registry (`packager.environments.venv.VenvBuilder`
+place, place_in_steps, TARBALL, read_requirements, lock_model, checked_lock, Locked, uv_command,
+Interpreter, find_interpreter. Backends are reached through the registry (`packager.environments.venv.VenvBuilder`
 and `packager.environments.conda.CondaBuilder` for direct use).
 """
 
@@ -21,7 +22,8 @@ from packager.environments.cache import (
     place_in_steps,
 )
 from packager.environments.interpreters import Interpreter, find_interpreter
-from packager.environments.requirements import REQUIREMENTS_FILE, RequirementsError, read_requirements
+from packager.environments.lock import Locked, checked_lock, lock_model, uv_command
+from packager.environments.requirements import read_requirements
 
 __all__ = [
     "ENV_BUILDERS",
@@ -35,7 +37,9 @@ __all__ = [
     "place_in_steps",
     "Interpreter",
     "find_interpreter",
-    "REQUIREMENTS_FILE",
-    "RequirementsError",
+    "Locked",
+    "checked_lock",
+    "lock_model",
+    "uv_command",
     "read_requirements",
 ]

@@ -11,28 +11,29 @@ from packager.settings import Runtime
 
 
 class EnvBuilder(Protocol):
-    """Turns a requirements file into an unpacked, relocatable environment whose bin/activate works,
-    for the CPython minor of a runtime's stub (how it gets that Python is the builder's business)."""
+    """Turns a model's lock into an unpacked, relocatable environment whose bin/activate works, for the
+    CPython minor of a runtime's stub (how it gets that Python is the builder's business)."""
 
     name: str
+    portable: bool  # whether its environments carry their own interpreter (else: this machine's)
 
     def fingerprint(self, python: str) -> dict[str, str]:
-        """What decides this builder's output for CPython `python`, besides the requirements and the
-        runtime (it joins the cache key); raises when this machine cannot build for that Python."""
+        """What decides this builder's output for CPython `python`, besides the lock and the runtime
+        (it joins the cache key); raises when this machine cannot build for that Python."""
 
-    def build(self, requirements: Path, constraints: Path, python: str, destination: Path) -> None:
-        """Create the environment at `destination` (which does not exist yet)."""
+    def build(self, lock: Path, python: str, destination: Path) -> None:
+        """Create the environment at `destination` (which does not exist yet) with what `lock` pins."""
 
 
-ENV_BUILDERS: Registry[Callable[[], EnvBuilder]] = Registry(
+ENV_BUILDERS: Registry[Callable[[Runtime], EnvBuilder]] = Registry(
     "env builder",
     {
-        "venv": "packager.environments.venv:VenvBuilder",
-        "conda": "packager.environments.conda:CondaBuilder",
+        "venv": "packager.environments.venv:VenvBuilder.for_runtime",
+        "conda": "packager.environments.conda:CondaBuilder.for_runtime",
     },
 )
 
 
 def env_builder_for(runtime: Runtime) -> EnvBuilder:
     """The builder the runtime's configuration names."""
-    return ENV_BUILDERS.factory(runtime.env_builder)()
+    return ENV_BUILDERS.factory(runtime.env_builder)(runtime)

@@ -1,9 +1,9 @@
 """The env cache: each model's environment built once per content and shared, as the
 `python_env.tar.gz` its python steps load through EXECUTION_ENV_PATH.
 
-Environments are cached by content (normalized requirements, the target runtime, and the builder with
-its fingerprint: interpreter and platform), so an unchanged environment is reused at once and models with
-identical requirements share it.
+Environments are built from the model's lock only, and cached by content (the lock, the target runtime,
+and the builder with its fingerprint: interpreter or channels, platform), so an unchanged environment is
+reused at once and models with identical locks share it.
 """
 
 from __future__ import annotations
@@ -23,18 +23,14 @@ from packaging.utils import canonicalize_name
 from packager.archives import extract, tree_members, write_tar_gz
 from packager.cache import building, cache_root, locked
 from packager.environments.builder import EnvBuilder
-from packager.environments.requirements import (
-    REQUIREMENTS_FILE,
-    RequirementsError,
-    check_constraints,
-    read_requirements,
-)
-from packager.modeldir import ModelDir, TritonModel, env_path
+from packager.environments.lock import checked_lock
+from packager.environments.requirements import check_constraints
+from packager.modeldir import LOCK_FILE, ModelDir, RequirementsError, TritonModel, env_path
 from packager.settings import Runtime
 
 TARBALL = "python_env.tar.gz"
 # Bump when the way environments are built or packed changes, so that cached ones are rebuilt.
-ENV_FORMAT = 3
+ENV_FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -54,21 +50,25 @@ class Environment:
     def unpacked(self) -> Path:
         return self.directory / "unpacked"
 
+    @property
+    def portable(self) -> bool:
+        """Whether it carries its own interpreter (a venv leans on this machine's)."""
+        return bool(self.metadata().get("portable", False))
+
     def metadata(self) -> dict[str, object]:
         loaded: dict[str, object] = json.loads((self.directory / "env.json").read_text())
         return loaded
 
 
-def environment_key(
-    requirements: list[str], runtime: Runtime, builder: str, fingerprint: dict[str, str]
-) -> str:
+def environment_key(lock: str, runtime: Runtime, builder: str, fingerprint: dict[str, str]) -> str:
     """The content address of an environment: everything that changes what gets built."""
     inputs = {
         "format": ENV_FORMAT,
-        "requirements": requirements,
+        "lock": hashlib.sha256(lock.encode()).hexdigest(),
         "runtime": {
             "triton": runtime.triton_version,
             "python": runtime.python,
+            "platform": runtime.platform,
             "constraints": sorted(constraint.requirement for constraint in runtime.constraints),
         },
         "builder": builder,
@@ -80,21 +80,21 @@ def environment_key(
 def ensure_environment(
     model: ModelDir, runtime: Runtime, builder: EnvBuilder, progress: bool = True
 ) -> Environment:
-    """The model's environment for `runtime`, from the cache or built now by `builder`."""
+    """The model's environment for `runtime`, from the cache or built now by `builder` from its lock."""
     started = time.monotonic()
-    requirements = read_requirements(model.path / REQUIREMENTS_FILE, runtime)
+    lock = checked_lock(model, runtime)
+    pins = lock.read_text()
     fingerprint = builder.fingerprint(runtime.python)
-    key = environment_key(requirements, runtime, builder.name, fingerprint)
+    key = environment_key(pins, runtime, builder.name, fingerprint)
     directory = cache_root() / "envs" / key[:24]
     if (directory / TARBALL).is_file():
         return Environment(key, directory, cache_hit=True, seconds=time.monotonic() - started)
     with locked(directory):
         if not (directory / TARBALL).is_file():
             _say(
-                progress,
-                f"{model.name}: building the {builder.name} environment {key[:12]} ({len(requirements)} requirements)",
+                progress, f"{model.name}: building the {builder.name} environment {key[:12]} from {lock.name}"
             )
-            _build(model, requirements, runtime, builder, fingerprint, key, directory)
+            _build(model, pins, runtime, builder, fingerprint, key, directory)
             hit = False
         else:
             hit = True
@@ -103,7 +103,7 @@ def ensure_environment(
 
 def _build(
     model: ModelDir,
-    requirements: list[str],
+    pins: str,
     runtime: Runtime,
     builder: EnvBuilder,
     fingerprint: dict[str, str],
@@ -111,16 +111,15 @@ def _build(
     directory: Path,
 ) -> None:
     with building(directory) as scratch:
-        (scratch / "requirements.txt").write_text("\n".join(requirements) + "\n")
-        (scratch / "constraints.txt").write_text("".join(f"{c.requirement}\n" for c in runtime.constraints))
+        (scratch / LOCK_FILE).write_text(pins)
         env = scratch / "build"
         started = time.monotonic()
         try:
-            builder.build(scratch / "requirements.txt", scratch / "constraints.txt", runtime.python, env)
+            builder.build(scratch / LOCK_FILE, runtime.python, env)
         except RequirementsError as error:
-            raise RequirementsError(f"{model.path / REQUIREMENTS_FILE}: {error}") from None
+            raise RequirementsError(f"{model.path / LOCK_FILE}: {error}") from None
         packages = _installed(env)
-        check_constraints(model.path / REQUIREMENTS_FILE, packages, runtime)
+        check_constraints(model.path / LOCK_FILE, packages, runtime)
         write_tar_gz(scratch / TARBALL, tree_members(env, keep=lambda name: "__pycache__" not in name))
         shutil.rmtree(env)
         extract(scratch / TARBALL, scratch / "unpacked", absolute_symlinks=True)
@@ -130,8 +129,8 @@ def _build(
             "model": model.name,
             "runtime": runtime.name,
             "builder": builder.name,
+            "portable": builder.portable,
             "fingerprint": fingerprint,
-            "requirements": requirements,
             "packages": packages,
             "bytes": (scratch / TARBALL).stat().st_size,
             "build_seconds": round(time.monotonic() - started, 2),

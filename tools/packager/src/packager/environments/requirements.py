@@ -1,67 +1,50 @@
-"""A model's requirements.txt, read into a normalized form, and checked against a runtime's constraints."""
+"""A model's requirements checked against a runtime: its constraints refused up front (with the line),
+and what got installed checked again; installer failures sorted into the model's and the machine's."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from packager.errors import PackagerError
+from packager.modeldir import RequirementsError, parse_requirements
 from packager.settings import Runtime
 from packager.subprocesses import ToolFailure, run_tool
 
-REQUIREMENTS_FILE = "requirements.txt"
-# pip's words for requirements that cannot be met (the model's problem), and for a network that failed
-# (the machine's problem, which pip also ends with "No matching distribution").
-UNSATISFIABLE = ("No matching distribution found", "ResolutionImpossible", "conflicting dependencies")
+# Installer words for requirements that cannot be met (the model's problem), and for a network that
+# failed (the machine's problem, which pip also ends with "No matching distribution").
+UNSATISFIABLE = (
+    "No matching distribution found",
+    "ResolutionImpossible",
+    "conflicting dependencies",
+    "No solution found when resolving",
+    "was not found in the package registry",
+    "has no wheels with a matching platform tag",
+    "not in the lock",
+    "hash mismatch",
+    "Hash mismatch",
+    "do not match the hashes",
+)
 NETWORK_TROUBLE = (
     "NewConnectionError",
     "ConnectTimeoutError",
     "Max retries exceeded",
     "ProxyError",
     "SSLError",
+    "error sending request",
+    "dns error",
 )
-
-
-class RequirementsError(PackagerError):
-    """requirements.txt cannot be built for the target runtime."""
 
 
 def read_requirements(path: Path, runtime: Runtime) -> list[str]:
     """The requirements in a normalized form (one per line, sorted), refusing what breaks `runtime`."""
-    if not path.is_file():
-        raise RequirementsError(f"{path}: missing; list the packages the model's python steps import")
     normalized = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
-        if not line:
-            continue
-        if line.startswith("-"):
-            if line.startswith(("-e", "--editable", "-r", "--requirement", "-c", "--constraint")):
-                raise RequirementsError(
-                    f"{path}:{number}: {line.split()[0]} is not supported; list every package in this file"
-                )
-            normalized.append(" ".join(line.split()))
-            continue
-        try:
-            requirement = Requirement(line)
-        except InvalidRequirement as error:
-            raise RequirementsError(f"{path}:{number}: not a requirement ({error})") from None
-        if requirement.url:
-            raise RequirementsError(
-                f"{path}:{number}: URL requirements cannot be cached by content; use a version"
-            )
-        _refuse_conflicts(path, number, requirement, runtime)
-        normalized.append(_normal_form(requirement))
+    for line in parse_requirements(path):
+        if line.requirement is not None:
+            _refuse_conflicts(path, line.number, line.requirement, runtime)
+        normalized.append(line.text)
     return sorted(normalized)
-
-
-def _normal_form(requirement: Requirement) -> str:
-    extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
-    specifier = ",".join(sorted(str(spec) for spec in requirement.specifier))
-    marker = f"; {requirement.marker}" if requirement.marker else ""
-    return f"{canonicalize_name(requirement.name)}{extras}{specifier}{marker}"
 
 
 def _refuse_conflicts(path: Path, number: int, requirement: Requirement, runtime: Runtime) -> None:
@@ -92,16 +75,16 @@ def check_constraints(requirements: Path, packages: dict[str, str], runtime: Run
             )
 
 
-def pip_install(command: list[str]) -> None:
-    """Run pip on a model's requirements, with no credentials in its environment (builds run their code).
-
-    Requirements pip cannot satisfy (a package that does not exist, a conflict with the runtime's
-    constraints) are the model's error (RequirementsError, exit 1); anything else is the machine's."""
+def run_installer(command: list[str], what: str) -> None:
+    """Run pip or uv on a model's requirements, with no credentials in its environment (builds run
+    third-party code). Requirements it cannot satisfy (a package that does not exist, a conflict with the
+    runtime's constraints, no wheel for the platform, a stale lock) are the model's error
+    (RequirementsError, exit 1); anything else is the machine's."""
     try:
-        run_tool(command, "pip install", untrusted=True)
+        run_tool(command, what, untrusted=True)
     except ToolFailure as failure:
         if any(word in failure.output for word in UNSATISFIABLE) and not any(
             word in failure.output for word in NETWORK_TROUBLE
         ):
-            raise RequirementsError(f"pip cannot install these requirements: {failure}") from None
+            raise RequirementsError(f"{what} cannot satisfy these requirements: {failure}") from None
         raise

@@ -7,7 +7,8 @@ import hashlib
 from pathlib import Path
 
 from packager.environments.interpreters import Interpreter, find_interpreter
-from packager.environments.requirements import pip_install
+from packager.environments.lock import install_from_lock
+from packager.settings import Runtime
 from packager.subprocesses import run_tool
 
 RELOCATABLE_ACTIVATE = """\
@@ -22,12 +23,18 @@ unset PYTHONHOME
 
 
 class VenvBuilder:
-    """A virtualenv on the stub's CPython, filled by pip; its bin/python links to that interpreter."""
+    """A virtualenv on the stub's CPython, filled from the lock by uv; its bin/python links to that
+    interpreter, so it runs only where that interpreter is (the local launcher lends it)."""
 
     name = "venv"
+    portable = False
 
     def __init__(self) -> None:
         self._interpreters: dict[str, Interpreter] = {}
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime) -> VenvBuilder:
+        return cls()
 
     def _interpreter(self, python: str) -> Interpreter:
         if python not in self._interpreters:
@@ -42,15 +49,13 @@ class VenvBuilder:
             "platform": interpreter.platform,
         }
 
-    def build(self, requirements: Path, constraints: Path, python: str, destination: Path) -> None:
+    def build(self, lock: Path, python: str, destination: Path) -> None:
         interpreter = self._interpreter(python)
         run_tool(
             [str(interpreter.path), "-m", "venv", "--without-pip", str(destination)],
             "creating the virtualenv",
         )
-        pip = [str(interpreter.path), "-m", "pip", "--python", str(destination / "bin" / "python")]
-        options = ["--disable-pip-version-check", "--no-compile", "--no-input"]
-        pip_install([*pip, "install", *options, "-r", str(requirements), "-c", str(constraints)])
+        install_from_lock(lock, destination / "bin" / "python")
         make_relocatable(destination)
 
 
@@ -76,16 +81,17 @@ def make_relocatable(venv: Path) -> None:
 def _portable_script(content: bytes, bin_dir: bytes) -> bytes | None:
     """A console script with `#!/usr/bin/env <python>` instead of the build path, or None if it has none.
 
-    pip writes `#!<venv>/bin/python3.11`, or, where that path is too long for a shebang, a three-line
-    /bin/sh preamble that execs it.
+    pip and uv write `#!<venv>/bin/python3.11`, or, where that path is too long for a shebang, a
+    three-line /bin/sh preamble that execs it (uv quotes the path).
     """
     if content.startswith(b"#!" + bin_dir):
         first, _, rest = content.partition(b"\n")
         return b"#!/usr/bin/env " + first.rsplit(b"/", 1)[-1] + b"\n" + rest
     lines = content.split(b"\n", 3)
     preamble = len(lines) == 4 and lines[0] == b"#!/bin/sh" and lines[2] == b"' " + b"'" * 3
-    if preamble and lines[1].startswith(b"'" * 3 + b"exec' " + bin_dir):
-        interpreter = lines[1].split()[1].rsplit(b"/", 1)[-1]
+    exec_line = b"'" * 3 + b"exec' "
+    if preamble and lines[1].startswith((exec_line + bin_dir, exec_line + b"'" + bin_dir)):  # pip; uv quotes
+        interpreter = lines[1].split()[1].strip(b"'").rsplit(b"/", 1)[-1]
         return b"#!/usr/bin/env " + interpreter + b"\n" + lines[3]
     return None
 

@@ -2,14 +2,15 @@
 
 Owns discovery (model directories, their Triton models and versions, the monorepo root), Triton's
 `config.pbtxt` read with the position of every field, diagnostics (`path:line:col: message`), test cases
-(`tests/cases/*.json`), DVC-tracked weights, and `packager new`'s scaffold. Every later stage reads model
+(`tests/cases/*.json`), DVC-tracked weights, requirements and their lock, and `packager new`'s scaffold. Every later stage reads model
 directories through these names only; nothing here runs a server or builds anything.
 
 Public: ModelDir, discover_models, find_repo_root, models_under, version_dirs, name_problem,
 MODEL_VERSION_FILE, MODELS_DIR, TRITON_CONFIG; Diagnostic, display_path; TritonModel, ParsedConfig,
 ConfigUnreadable, read_config, read_text, env_path, top_model, ENSEMBLE, PYTHON, PLATFORM_BACKENDS,
 ENV_PATH_PARAMETER, MODEL_DIRECTORY_VARIABLE; Case, Tensor, Tolerance, CaseError, load_cases, case_files,
-CASES_DIR; Weight, pointers, weights, check_weights, pull; scaffold.
+CASES_DIR; Weight, pointers, weights, check_weights, pull; REQUIREMENTS_FILE, LOCK_FILE, RequirementLine,
+RequirementsError, parse_requirements, digest, LockHeader, read_lock_header, lock_problems; scaffold.
 """
 
 from packager.modeldir.cases import CASES_DIR, Case, CaseError, Tensor, Tolerance, case_files, load_cases
@@ -38,6 +39,17 @@ from packager.modeldir.model_config import (
     read_config,
     read_text,
     top_model,
+)
+from packager.modeldir.requirements import (
+    LOCK_FILE,
+    REQUIREMENTS_FILE,
+    LockHeader,
+    RequirementLine,
+    RequirementsError,
+    digest,
+    lock_problems,
+    parse_requirements,
+    read_lock_header,
 )
 from packager.modeldir.scaffold import scaffold
 from packager.modeldir.weights import Weight, check_weights, pointers, pull, weights
@@ -73,6 +85,15 @@ __all__ = [
     "read_config",
     "read_text",
     "top_model",
+    "LOCK_FILE",
+    "REQUIREMENTS_FILE",
+    "LockHeader",
+    "RequirementLine",
+    "RequirementsError",
+    "digest",
+    "lock_problems",
+    "parse_requirements",
+    "read_lock_header",
     "scaffold",
     "Weight",
     "check_weights",

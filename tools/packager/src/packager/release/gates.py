@@ -61,9 +61,15 @@ def resolve_revision(
 def check_publishable(
     artifact: Artifact, model_path: Path, revision: Revision, production: bool, public_key: Path | None
 ) -> None:
-    """Refuse what `revision` may not publish: dirty sources to production, sources the commit does not
-    hold, and (with a public key) an artifact whose signature does not verify, for production."""
+    """Refuse what `revision` may not publish: to production, dirty sources, an environment that leans on
+    this machine's Python, or (with a public key) an artifact whose signature does not verify; anywhere,
+    sources the commit does not hold."""
     dirty = bool(artifact.manifest["source_dirty"])
+    if production and artifact.manifest.get("env_portable") is False:
+        raise SourceRefused(
+            f"{model_path}: its environment is a venv, which leans on this machine's Python; a production "
+            'endpoint runs its own: build it with env_builder = "conda" (a self-contained environment)'
+        )
     if production and dirty:
         raise SourceRefused(
             f"{model_path} has uncommitted or untracked changes, or lies outside the repository; "

@@ -140,7 +140,8 @@ def replay_artifact(
         with verified(archive, public_key) as (artifact, repository):
             triton_models = triton_models_in(repository)
             cases = _cases(model, triton_models, str(artifact.manifest["top_model"]))
-            with loaded(repository, triton_models, launcher, log_path) as server:
+            portable = artifact.manifest.get("env_portable")
+            with loaded(repository, triton_models, launcher, log_path, portable) as server:
                 replay.results = replay_cases(model.name, server, cases, protocols)
     return replay
 

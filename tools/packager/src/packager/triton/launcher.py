@@ -125,8 +125,11 @@ class Launcher(Protocol):
 
     name: str
 
-    def start(self, repository: Path, log_path: Path) -> AbstractContextManager[Server]:
-        """Start the server and wait until it is ready."""
+    def start(
+        self, repository: Path, log_path: Path, lend_interpreter: bool = True
+    ) -> AbstractContextManager[Server]:
+        """Start the server and wait until it is ready. `lend_interpreter`: python steps without an
+        environment of their own run on the server's interpreter; with False, none is there to lean on."""
 
 
 LAUNCHERS: Registry[Callable[[Runtime, bool], Launcher]] = Registry(

@@ -35,7 +35,7 @@ class LocalLauncher:
         return cls(install_server(runtime, progress))
 
     @contextmanager
-    def start(self, repository: Path, log_path: Path) -> Iterator[Server]:
+    def start(self, repository: Path, log_path: Path, lend_interpreter: bool = True) -> Iterator[Server]:
         http, grpc, metrics = free_ports(3)
         command = [
             str(self.install.binary),
@@ -50,19 +50,15 @@ class LocalLauncher:
             f"--grpc-port={grpc}",
             f"--metrics-port={metrics}",
         ]
+        interpreter = self.install.interpreter
+        lent = (interpreter.prefix, interpreter.libdir) if lend_interpreter else ()
+        environment = allowed_environment(dict(os.environ))
+        if lend_interpreter:
+            environment["PATH"] = f"{self.install.bin_dir}{os.pathsep}{environment.get('PATH', '')}"
+            environment["LD_LIBRARY_PATH"] = str(interpreter.libdir)
         sandbox = Sandbox(
-            readable=(
-                repository,
-                *linked_targets(repository),
-                self.install.root,
-                self.install.interpreter.prefix,
-                self.install.interpreter.libdir,
-            ),
-            environment={
-                **allowed_environment(dict(os.environ)),
-                "PATH": f"{self.install.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-                "LD_LIBRARY_PATH": str(self.install.interpreter.libdir),
-            },
+            readable=(repository, *linked_targets(repository), self.install.root, *lent),
+            environment=environment,
         )
         with open(log_path, "wb") as log:
             process = subprocess.Popen(

@@ -10,7 +10,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterator, Mapping
 
 from packager.artifacts import Artifact, triton_models_in, verified
 from packager.environments import Environment
@@ -29,6 +29,13 @@ class Served:
     repository: Path
     triton_models: Mapping[str, TritonModel]
     top_model: str
+
+
+def lends_interpreter(models: Mapping[str, TritonModel], env_portable: bool | None) -> bool:
+    """Whether the server must lend its interpreter: a python step has no environment of its own, or the
+    environment is a venv, which leans on this machine's Python (`env_portable` False)."""
+    bare = any(model.is_python and env_path(model) is None for model in models.values())
+    return bare or env_portable is False
 
 
 @contextmanager
@@ -75,13 +82,15 @@ def _link_or_copy(source: str, destination: str) -> None:
 @contextmanager
 def loaded(
     repository: Path,
-    models: Iterable[str],
+    models: Mapping[str, TritonModel],
     launcher: Launcher,
     log_path: Path,
+    env_portable: bool | None,
     load_timeout: float = LOAD_TIMEOUT,
 ) -> Iterator[Server]:
-    """A freshly started server on `repository` with `models` loaded; stopped and cleaned up on exit."""
-    with launcher.start(repository, log_path) as server:
+    """A freshly started server on `repository` with `models` loaded; stopped and cleaned up on exit.
+    The server's interpreter is lent only where a step needs it (see `lends_interpreter`)."""
+    with launcher.start(repository, log_path, lends_interpreter(models, env_portable)) as server:
         for name in sorted(models):
             server.load(name, load_timeout)
         yield server
@@ -98,7 +107,8 @@ def launched(
 ) -> Iterator[Served]:
     """A prepared model directory, staged and loaded in a server that `launcher` starts."""
     with staged_repository(report, environment, env_mode) as repository:
-        with loaded(repository, report.triton_models, launcher, log_path, load_timeout) as server:
+        portable = environment.portable if environment is not None else None
+        with loaded(repository, report.triton_models, launcher, log_path, portable, load_timeout) as server:
             yield Served(server, repository, report.triton_models, top_model(report.triton_models))
 
 
@@ -113,5 +123,6 @@ def artifact_launched(
     """A built artifact, verified as it is unpacked (nothing unverified runs), loaded in a server."""
     with verified(archive, public_key) as (artifact, repository):
         triton_models = triton_models_in(repository)
-        with loaded(repository, triton_models, launcher, log_path, load_timeout) as server:
+        portable = artifact.manifest.get("env_portable")
+        with loaded(repository, triton_models, launcher, log_path, portable, load_timeout) as server:
             yield artifact, Served(server, repository, triton_models, str(artifact.manifest["top_model"]))

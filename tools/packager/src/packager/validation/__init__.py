@@ -17,6 +17,7 @@ from packager.validation.ensembles import check_ensembles, check_top_level_ensem
 from packager.validation.layout import (
     check_dvc_pointers,
     check_names,
+    check_requirements_lock,
     check_symlinks,
     check_triton_model_dirs,
     read_model_version,
@@ -70,6 +71,7 @@ def validate_model(model: ModelDir) -> ModelReport:
         *(check_top_level_ensemble(model.path, report.triton_models) if not unreadable else ()),
         *check_symlinks(model),
         *check_dvc_pointers(model),
+        *check_requirements_lock(model, report.triton_models),
     )
     report.diagnostics.extend(checks)
     report.diagnostics.sort(key=_order)

@@ -1,11 +1,12 @@
-"""Rules on the files of a model directory: version file, names, symlinks and DVC pointers."""
+"""Rules on the files of a model directory: version file, names, symlinks, DVC pointers, and the lock of
+its requirements."""
 
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import yaml
 
@@ -14,6 +15,9 @@ from packager.modeldir import (
     ConfigUnreadable,
     Diagnostic,
     ModelDir,
+    TritonModel,
+    env_path,
+    lock_problems,
     name_problem,
     read_text,
     version_dirs,
@@ -157,3 +161,10 @@ def _yaml_position(node: yaml.Node | None, *path: str | int) -> tuple[int | None
     if node is None:
         return None, None
     return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def check_requirements_lock(model: ModelDir, triton_models: Mapping[str, TritonModel]) -> list[Diagnostic]:
+    """A model whose steps load an environment lists its packages and has a current lock of them."""
+    if not any(env_path(triton) is not None for triton in triton_models.values()):
+        return []
+    return lock_problems(model.path)

@@ -128,7 +128,10 @@ def test_two_empty_caches_give_the_same_env_and_artifact(
     assert digests[0] == digests[1]
 
 
-def test_conda_failures_are_one_clear_line(conda_runtime: Runtime, tmp_path: Path) -> None:
+def test_conda_failures_are_one_clear_line(
+    conda_runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PACKAGER_CONDA_CHANNELS", raising=False)  # these runtimes' own channels, please
     model = _probe_model(tmp_path / "m", conda_runtime)
     channel = local_channel(find_interpreter("3.11"), progress=False).as_uri()
     unsolvable = Runtime("py312", "2.51.0", "3.12", env_builder="conda", channels=(channel,))

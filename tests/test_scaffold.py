@@ -27,7 +27,7 @@ def test_scaffold_with_its_lock_passes_validation_and_its_cases_load(
         "batch_of_two",
         "midrange",
     ]
-    assert 'python_tests(name="tests"' in (model / "BUILD").read_text()
+    assert 'python_tests(\n    name="tests"' in (model / "BUILD").read_text()
 
 
 @pytest.mark.parametrize(

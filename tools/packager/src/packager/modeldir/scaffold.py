@@ -105,7 +105,13 @@ python_sources(name="steps", sources=["*/[0-9]*/*.py"], skip_mypy=True)
 files(name="model", sources=["**/*", "!BUILD", "!tests/*.py"])
 
 # `./pants test models/{name}::` replays tests/cases/*.json through a real Triton.
-python_tests(name="tests", sources=["tests/test_*.py"], dependencies=[":model"], timeout=900)
+python_tests(
+    name="tests",
+    sources=["tests/test_*.py"],
+    # The repository's packager.toml: the runtime (and its conda channels) the cases replay on.
+    dependencies=[":model", "//:packager_config"],
+    timeout=900,
+)
 """
 
 TEST = '''\

@@ -7,6 +7,7 @@ on every path (success, error, Ctrl-C, a hung load, a crashed process) and remov
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import time
@@ -105,15 +106,14 @@ class Server:
             status, body = self._request(
                 "POST", f"/v2/repository/models/{urllib.parse.quote(model, safe='')}/load", timeout=timeout
             )
-        except (TimeoutError, socket.timeout, urllib.error.URLError) as error:
-            if isinstance(error, urllib.error.URLError) and not isinstance(
-                error.reason, (TimeoutError, socket.timeout)
-            ):
+        except (OSError, http.client.HTTPException) as error:  # URLError and ConnectionError are OSErrors
+            reason = error.reason if isinstance(error, urllib.error.URLError) else error
+            if isinstance(reason, (TimeoutError, socket.timeout)):
                 raise ServerError(
-                    f"Triton stopped answering while loading {model!r} ({error.reason}):\n{self.log_excerpt()}"
+                    f"loading {model!r} did not finish within {timeout:.0f} s (a hung load):\n{self.log_excerpt()}"
                 ) from None
             raise ServerError(
-                f"loading {model!r} did not finish within {timeout:.0f} s (a hung load):\n{self.log_excerpt()}"
+                f"Triton stopped answering while loading {model!r} ({reason}):\n{self.log_excerpt()}"
             ) from None
         if status != 200:
             message = json.loads(body).get("error", body) if body.startswith("{") else body

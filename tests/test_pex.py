@@ -1,10 +1,12 @@
-"""`./pants package tools/packager:packager` gives a PEX that runs outside the repository.
+"""`./pants package tools/packager:packager` gives a PEX that runs outside the repository, with the
+tools it drives (uv) inside it.
 
 Pants builds the PEX into this test's sandbox (runtime_package_dependencies in tests/BUILD).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +27,10 @@ def test_pex_validates_models_outside_the_repo(tmp_path: Path) -> None:
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, str(pex), *args]
-        return subprocess.run(command, cwd=tmp_path / "work", capture_output=True, text=True, timeout=120)
+        user = {name: value for name, value in os.environ.items() if not name.startswith(("PEX", "__PEX"))}
+        return subprocess.run(
+            command, cwd=tmp_path / "work", env=user, capture_output=True, text=True, timeout=120
+        )
 
     assert run("--version").stdout == f"packager, version {__version__}\n"
     assert run("validate", "digits").returncode == 0
@@ -35,3 +40,7 @@ def test_pex_validates_models_outside_the_repo(tmp_path: Path) -> None:
         "broken/digits/config.pbtxt:38:45: ensemble tensor 'probabilities' is TYPE_FP64"
     )
     assert broken.stderr == "2 models checked: 1 ok, 1 with 1 problem\n"
+    created = run("new", "demo", "--models-dir", "models")  # locks with the uv the PEX carries
+    assert created.returncode == 0, created.stderr
+    lock = tmp_path / "work" / "models" / "demo" / "requirements.lock"
+    assert lock.read_text().startswith("# packager lock: requirements=")

@@ -23,7 +23,7 @@ from packager.environments.conda import CondaBuilder
 from packager.modeldir import LOCK_FILE, ModelDir, find_repo_root
 
 ROOT = find_repo_root(Path(__file__).parent) or Path.cwd()
-RUNTIME = load_config(ROOT).runtime()
+RUNTIME = load_config(ROOT).runtime("local")
 MODEL = ModelDir(ROOT / "models" / "digits")
 
 

@@ -34,7 +34,7 @@ from packager.replay import replay_model
 from packager.triton import launched, launcher_for, staged_repository
 
 ROOT = find_repo_root(Path(__file__).parent) or Path.cwd()
-RUNTIME = load_config(ROOT).runtime()
+RUNTIME = load_config(ROOT).runtime("local")
 BUILDER = env_builder_for(RUNTIME)
 CHURN, DIGITS = ModelDir(ROOT / "models" / "churn"), ModelDir(ROOT / "models" / "digits")
 CLIENTS, SECONDS = 8, 5.0
@@ -162,11 +162,57 @@ def bench_dynamic_batching(log_dir: Path) -> None:
     )
 
 
+def bench_container(log_dir: Path) -> None:
+    """The container launcher against the local one: start to ready, loading digits (packed envs, what a
+    container serves), and replaying churn's cases."""
+    container_runtime = load_config(ROOT).runtime("container")
+    launchers = {"local": launcher_for(RUNTIME, progress=False), "container": launcher_for(container_runtime)}
+    starts: dict[str, list[float]] = {"local": [], "container": []}
+    empty = Path(tempfile.mkdtemp(prefix="packager-bench-empty-"))
+    empty.chmod(0o755)
+    for attempt in range(5):
+        for name, launcher in launchers.items():
+            started = time.perf_counter()
+            with launcher.start(empty, log_dir / f"start-{name}-{attempt}.log"):
+                starts[name].append(time.perf_counter() - started)
+    row(
+        "start to ready",
+        ("local (median of 5)", statistics.median(starts["local"])),
+        ("container (median of 5)", statistics.median(starts["container"])),
+    )
+    report, environment = prepare(DIGITS, RUNTIME, BUILDER, progress=False)
+    loads: dict[str, list[float]] = {"local": [], "container": []}
+    for attempt in range(3):
+        for name, launcher in launchers.items():
+            with staged_repository(report, environment, "packed") as repository:
+                with launcher.start(repository, log_dir / f"load-{name}-{attempt}.log") as server:
+                    loads[name].append(
+                        sum(timed(lambda: server.load(model)) for model in sorted(report.triton_models))
+                    )
+    row(
+        "load digits, packed envs",
+        ("local (median of 3)", statistics.median(loads["local"])),
+        ("container (median of 3)", statistics.median(loads["container"])),
+    )
+    replays = {
+        name: timed(
+            lambda: replay_model(
+                CHURN, RUNTIME, BUILDER, launcher, log_dir / f"replay-{name}.log", "packed", progress=False
+            )
+        )
+        for name, launcher in launchers.items()
+    }
+    row(
+        "replay churn (10 requests, packed)", ("local", replays["local"]), ("container", replays["container"])
+    )
+
+
 BENCHMARKS = {
     "env": bench_env_build,
     "start": bench_server_start,
     "load": bench_load_modes,
     "batching": bench_dynamic_batching,
+    "container": bench_container,
 }
 
 

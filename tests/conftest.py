@@ -18,7 +18,9 @@ from werkzeug.serving import make_server
 from packager.artifacts.provenance import CI_BRANCH_VARIABLES, CI_COMMIT_VARIABLES
 from packager.environments import lock_model
 from packager.modeldir import LOCK_FILE, ModelDir, scaffold
-from packager.settings import DEFAULT_RUNTIME
+from packager.config import load_config
+from packager.settings import DEFAULT_RUNTIME, Runtime
+from packager.triton import build_image
 
 # conda-forge cannot be reached where this suite runs: conda environments take Python from the local
 # channel, made from this machine's CPython (the override users have too).
@@ -147,3 +149,12 @@ def model_repo(tmp_path: Path, scaffold_lock: str) -> Path:
     git(repo, "commit", "-q", "-m", "fraud model")
     git(repo, "branch", "feature/fraud")
     return repo
+
+
+@pytest.fixture(scope="session")
+def container_runtime() -> Runtime:
+    """The repository's container runtime, its image built if it is not yet (.ci/run builds it first).
+    An engine must answer (DOCKER_HOST; .ci/run starts podman's API service): these tests never skip."""
+    runtime = load_config(Path(__file__).parent.parent).runtime("container")
+    build_image(runtime, progress=False)
+    return runtime

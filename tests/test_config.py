@@ -29,7 +29,16 @@ def test_embedded_defaults_without_a_file(tmp_path: Path) -> None:
 def test_the_repository_file_matches_the_defaults() -> None:
     config = load_config(REPO)
     assert config.path == REPO / "packager.toml"
-    assert config.runtime() == replace(DEFAULT_RUNTIME, channels=("local",)), "but for the local channel"
+    assert config.default_runtime == "auto" and sorted(config.runtimes) == ["container", "local", "ngc-24-10"]
+    assert config.runtime("local") == replace(
+        DEFAULT_RUNTIME, channels=("local",)
+    ), "but for the local channel"
+    container = config.runtime("container")
+    assert (container.launcher, container.image, container.server_package) == (
+        "container",
+        "",
+        "nvidia-pytriton==0.7.0",
+    )
     assert config.stores == load_config(None).stores and config.public_key is None
 
 

@@ -15,6 +15,9 @@ import pytest
 
 from packager.settings import DEFAULT_RUNTIME
 from packager.triton import ServerError
+from packager.settings import Runtime
+from packager.triton import Launcher
+from packager.triton.container import ContainerLauncher
 from packager.triton.local import LocalLauncher
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -22,13 +25,17 @@ CASES = sorted(path.parent for path in CORPUS.glob("*/*/case.toml"))
 LOAD_TIMEOUT = 10.0  # two cases hang Triton's load; the rest answer within a few seconds
 
 
-@pytest.fixture(scope="module")
-def launcher() -> LocalLauncher:
-    return LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+@pytest.fixture(scope="module", params=["local", "container"])
+def launcher(request: pytest.FixtureRequest) -> Launcher:
+    """Each case against a local Triton process and against Triton in its container."""
+    if request.param == "local":
+        return LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+    runtime: Runtime = request.getfixturevalue("container_runtime")
+    return ContainerLauncher.for_runtime(runtime, progress=False)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: f"{case.parent.name}/{case.name}")
-def test_recorded_verdict_is_tritons(case: Path, launcher: LocalLauncher, tmp_path: Path) -> None:
+def test_recorded_verdict_is_tritons(case: Path, launcher: Launcher, tmp_path: Path) -> None:
     expected = tomllib.loads((case / "case.toml").read_text())["triton"]
     repository = tmp_path / "repository"
     shutil.copytree(case, repository, symlinks=True)

@@ -34,7 +34,16 @@ from packager.release import (
 from packager.replay import PROTOCOLS, replay_artifact, replay_model, replay_table, summary, write_junit
 from packager.tables import plural, table
 from packager.settings import Runtime
-from packager.triton import ENV_MODES, Served, artifact_launched, launched, launcher_for
+from packager.triton import (
+    ENV_MODES,
+    Served,
+    artifact_launched,
+    build_image,
+    check_image,
+    image_for,
+    launched,
+    launcher_for,
+)
 from packager.validation import validate_models
 from packager.workspace import Workspace
 
@@ -304,10 +313,15 @@ def replay(
             replay_model(model, target, builder, launcher, log, env_mode, protocols or PROTOCOLS, not as_json)
         )
     if junit_xml is not None:
-        write_junit(replays, junit_xml)
+        write_junit(replays, junit_xml, {"runtime": target.name, "launcher": target.launcher})
     if as_json:
         _echo_json(
-            {"passed": all(item.passed for item in replays), "models": [item.to_json() for item in replays]}
+            {
+                "runtime": target.name,
+                "launcher": target.launcher,
+                "passed": all(item.passed for item in replays),
+                "models": [item.to_json() for item in replays],
+            }
         )
     else:
         click.echo(replay_table(replays))
@@ -533,6 +547,7 @@ def push(
             {
                 "branch": revision.branch,
                 "commit": revision.commit,
+                "runtime": target.name,
                 "ok": all(r.ok for r in results),
                 "models": [r.to_json() for r in results],
             }
@@ -741,6 +756,7 @@ def config_command(workspace: Workspace, as_json: bool) -> ExitCode:
     document = {
         "file": str(config.path) if config.path else None,
         "runtime": config.default_runtime,
+        "runtime_now": workspace.runtime(None).name,
         "runtimes": {name: asdict(runtime) for name, runtime in sorted(config.runtimes.items())},
         "stores": {
             "staging": staging_uri,
@@ -753,7 +769,7 @@ def config_command(workspace: Workspace, as_json: bool) -> ExitCode:
         _echo_json(document)
         return ExitCode.OK
     click.echo(f"file        {document['file'] or '(none: the embedded defaults)'}")
-    click.echo(f"runtime     {config.default_runtime}")
+    click.echo(f"runtime     {config.default_runtime} (now: {document['runtime_now']})")
     click.echo(f"staging     {staging_uri}")
     click.echo(f"production  {production_uri} (branches: {', '.join(config.stores.production_branches)})")
     click.echo(f"public key  {public_key or '(none: signatures not required)'}")
@@ -770,6 +786,64 @@ def config_command(workspace: Workspace, as_json: bool) -> ExitCode:
     ]
     click.echo("\n" + table(rows, ["runtime", "triton", "python", "launcher", "env builder", "description"]))
     return ExitCode.OK
+
+
+@cli.group(epilog=EXIT_CODES)
+def image() -> None:
+    """The Triton image a container runtime serves with: build it here (no registry), or check one."""
+
+
+@image.command(name="build", epilog=EXIT_CODES)
+@click.option("--runtime", default="container", show_default=True, help="The container runtime to build for.")
+@JSON_OPTION
+@pass_workspace
+def image_build(workspace: Workspace, runtime: str, as_json: bool) -> ExitCode:
+    """Build the runtime's Triton image from a Debian rootfs (debootstrap, made once) and a local wheelhouse
+    of its server_package, tagged by content: building an unchanged image does nothing."""
+    target = workspace.runtime(runtime)
+    built = build_image(target, progress=not as_json)
+    if as_json:
+        _echo_json(
+            {
+                "runtime": target.name,
+                "image": built.tag,
+                "built": built.built,
+                "seconds": round(built.seconds, 1),
+            }
+        )
+    else:
+        state = "built" if built.built else "already here"
+        click.echo(f"{built.tag}: {state} ({built.seconds:.1f} s); runtime {target.name} serves with it")
+    return ExitCode.OK
+
+
+@image.command(name="check", epilog=EXIT_CODES)
+@click.argument("reference", metavar="[IMAGE]", required=False)
+@click.option(
+    "--runtime", default="container", show_default=True, help="The runtime profile to compare with."
+)
+@JSON_OPTION
+@pass_workspace
+def image_check(workspace: Workspace, reference: str | None, runtime: str, as_json: bool) -> ExitCode:
+    """Run an image's Triton (default: the runtime's image) and report its Triton version, its stub's
+    Python and its backends, compared with the runtime's profile; exit 1 where they differ."""
+    target = workspace.runtime(runtime)
+    facts = check_image(reference or image_for(target))
+    differences = facts.differences(target)
+    if as_json:
+        _echo_json(
+            {**asdict(facts), "runtime": target.name, "differences": differences, "ok": not differences}
+        )
+    else:
+        rows = [
+            ["Triton", facts.triton_version, target.triton_version],
+            ["stub Python", facts.python, target.python],
+            ["backends", ", ".join(facts.backends), "python"],
+        ]
+        click.echo(table(rows, ["", facts.image, f"runtime {target.name}"]))
+        for difference in differences:
+            click.echo(f"{facts.image}: {difference}", err=True)
+    return ExitCode.MODEL_ERROR if differences else ExitCode.OK
 
 
 def _echo_json(document: dict[str, Any]) -> None:

@@ -19,12 +19,13 @@ from packager.environments import ENV_BUILDERS
 from packager.modeldir import display_path
 from packager.registry import Registry
 from packager.release.stores import STORES
-from packager.settings import DEFAULT_RUNTIME, Config, ConfigError, Constraint, Runtime, Stores
+from packager.settings import AUTO, DEFAULT_RUNTIME, Config, ConfigError, Constraint, Runtime, Stores
 from packager.toml_positions import TomlPositions
 from packager.triton import LAUNCHERS
 
 PACKAGER_TOML = "packager.toml"
 PYTHON_VERSION = re.compile(r"3\.[0-9]+")
+SIZE = re.compile(r"[0-9]+[bkmg]?")
 TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 RUNTIME_KEYS = {item.name for item in fields(Runtime)} - {"name"}
 
@@ -71,7 +72,7 @@ class _Reader:
         for name in tables:
             runtimes[name] = self.runtime(name, self.table(("runtime", name), tables))
         default = self.string(("packager", "runtime"), settings, DEFAULT_RUNTIME.name)
-        if default not in runtimes:
+        if default not in runtimes and default != AUTO:
             known = ", ".join(sorted(runtimes))
             raise self.error(
                 ("packager", "runtime"), f"[packager] runtime {default!r} is not defined (known: {known})"
@@ -99,6 +100,15 @@ class _Reader:
             raise self.error((*at, "python"), f'[runtime.{name}] python is a CPython minor such as "3.11"')
         self.backend((*at, "launcher"), table, LAUNCHERS)
         self.backend((*at, "env_builder"), table, ENV_BUILDERS)
+        if "shm_size" in values and not SIZE.fullmatch(values["shm_size"]):
+            raise self.error((*at, "shm_size"), f'[runtime.{name}] shm_size is a size such as "256m" or "1g"')
+        if values.get("launcher") == "container" and not (
+            values.get("image") or values.get("server_package")
+        ):
+            raise self.error(
+                (*at, "launcher"),
+                f"[runtime.{name}] a container runtime names its image, or a server_package to build one from",
+            )
         constraints = tuple(
             self.constraint((*at, "constraints", index), item)
             for index, item in enumerate(self.array((*at, "constraints"), table))

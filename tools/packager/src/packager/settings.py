@@ -15,6 +15,11 @@ NUMPY_2_REASON = "Triton 2.51's python backend returns empty outputs with numpy 
 DEFAULT_PLATFORM = "x86_64-manylinux_2_28"
 
 
+# `runtime = "auto"`: the runtime named "container" where an engine answers and its image is here, else
+# the one named "local" (resolved by the workspace, which can ask the engine).
+AUTO = "auto"
+
+
 class ConfigError(PackagerError):
     """packager.toml is not valid, or names something it does not define."""
 
@@ -39,6 +44,8 @@ class Runtime:
     env_builder: str = "venv"
     description: str = ""
     constraints: tuple[Constraint, ...] = ()
+    image: str = ""  # a container runtime's image ("": the one `packager image build` makes for it)
+    shm_size: str = "256m"  # /dev/shm of a container runtime's server
     platform: str = DEFAULT_PLATFORM  # what requirements are locked for (uv's --python-platform)
     # Where the conda builder gets Python ("local": made from this machine's CPython).
     channels: tuple[str, ...] = ("conda-forge",)

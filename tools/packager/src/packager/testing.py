@@ -7,11 +7,11 @@ import functools
 import tempfile
 from pathlib import Path
 
-from packager.config import load_config
 from packager.environments import env_builder_for
 from packager.modeldir import CASES_DIR, ModelDir, case_files, find_repo_root
 from packager.replay import ModelReplay, replay_model
 from packager.triton import launcher_for
+from packager.workspace import Workspace
 
 
 def case_ids(model_dir: Path) -> list[str]:
@@ -24,7 +24,7 @@ def case_ids(model_dir: Path) -> list[str]:
 @functools.cache
 def replay_results(model_dir: Path) -> ModelReplay:
     """Replay every case once per test process, on the repository's default runtime."""
-    runtime = load_config(find_repo_root(model_dir)).runtime()
+    runtime = Workspace.find(find_repo_root(model_dir)).runtime(None)
     log = Path(tempfile.mkdtemp(prefix="packager-test-")) / f"{model_dir.name}-triton.log"
     launcher = launcher_for(runtime, progress=False)
     return replay_model(ModelDir(model_dir), runtime, env_builder_for(runtime), launcher, log, progress=False)

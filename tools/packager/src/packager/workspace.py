@@ -12,7 +12,8 @@ from packager.modeldir import ModelDir, discover_models, find_repo_root
 from packager.errors import UsageError
 from packager.release import Revision, Route, resolve_revision, route
 from packager.release.stores import Store, open_store
-from packager.settings import Config, Runtime
+from packager.settings import AUTO, Config, Runtime
+from packager.triton import container_ready
 
 STAGING_VARIABLE = "PACKAGER_STAGING_URI"
 PRODUCTION_VARIABLE = "PACKAGER_PRODUCTION_URI"
@@ -35,7 +36,15 @@ class Workspace:
         return discover_models(args, self.root)
 
     def runtime(self, name: str | None) -> Runtime:
-        return self.config.runtime(name)
+        """The named runtime, or the configured one; `auto` is the runtime named "container" where an
+        engine answers and holds its image, else the one named "local"."""
+        chosen = name or self.config.default_runtime
+        if chosen != AUTO:
+            return self.config.runtime(chosen)
+        container = self.config.runtimes.get("container")
+        if container is not None and container_ready(container):
+            return container
+        return self.config.runtime("local")
 
     def store(self, uri: str) -> Store:
         """The store a URI names, relative URIs taken from the repository root."""

@@ -179,6 +179,7 @@ def verified(
     """The artifact unpacked into a temporary directory, yielded only once every file matched its manifest
     (and the manifest its signature, with a public key): nothing unverified is ever served."""
     with tempfile.TemporaryDirectory(prefix="packager-artifact-") as scratch:
+        os.chmod(scratch, 0o755)  # a server in a container reads it as another user
         try:
             artifact, problems = _check(archive, Path(scratch), public_key, expected_sha256)
         except ArtifactError as error:

@@ -55,9 +55,7 @@ def uv_command() -> list[str]:
 def lock_header(requirements: list[str], runtime: Runtime) -> LockHeader:
     """What a lock of `requirements` for `runtime` records about its making."""
     constraints = [constraint.requirement for constraint in runtime.constraints]
-    return LockHeader(
-        digest(requirements), runtime.name, runtime.python, runtime.platform, digest(constraints)
-    )
+    return LockHeader(digest(requirements), runtime.python, runtime.platform, digest(constraints))
 
 
 def lock_model(model: ModelDir, runtime: Runtime, write: bool = True) -> Locked:
@@ -83,8 +81,8 @@ def lock_model(model: ModelDir, runtime: Runtime, write: bool = True) -> Locked:
     header = lock_header(requirements, runtime)
     text = (
         f"{header.line()}\n"
-        f"# Written by `packager lock` from {REQUIREMENTS_FILE} for runtime {runtime.name} (CPython {runtime.python}, "
-        f"{runtime.platform}): edit {REQUIREMENTS_FILE}, run it again, and commit both.\n{pinned}"
+        f"# Written by `packager lock` from {REQUIREMENTS_FILE} for CPython {runtime.python} on {runtime.platform} "
+        f"with the runtime's constraints: edit {REQUIREMENTS_FILE}, run it again, and commit both.\n{pinned}"
     )
     lock = model.path / LOCK_FILE
     changed = not lock.is_file() or lock.read_text() != text
@@ -109,8 +107,8 @@ def checked_lock(model: ModelDir, runtime: Runtime) -> Path:
     if header != expected:
         assert header is not None  # lock_problems refused a lock without one
         raise RequirementsError(
-            f"{lock}:1:1: locked for runtime {header.runtime} (CPython {header.python}, {header.platform}), "
-            f"not for {runtime.name} (CPython {runtime.python}, {runtime.platform}, its constraints): run "
+            f"{lock}:1:1: locked for CPython {header.python}, {header.platform} and other constraints than "
+            f"runtime {runtime.name}'s (CPython {runtime.python}, {runtime.platform}): run "
             f"`packager lock --runtime {runtime.name} {model.name}`"
         )
     return lock

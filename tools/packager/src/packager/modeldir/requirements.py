@@ -1,8 +1,9 @@
 """A model directory's Python requirements: `requirements.txt` (what a data scientist edits) and
 `requirements.lock` beside it (every package pinned with its hashes, written by `packager lock`).
 
-The lock's first line records what it was made from: the digest of the normalized requirements and the
-runtime (its Python, platform and constraints), so that a lock that no longer matches is found offline.
+The lock's first line records what it was made from: the digest of the normalized requirements and what
+of the runtime decides the resolution (its Python, platform and constraints: runtimes that agree on them
+share a lock), so that a lock that no longer matches is found offline.
 """
 
 from __future__ import annotations
@@ -82,7 +83,6 @@ class LockHeader:
     """What a lock was made from."""
 
     requirements: str  # digest of the normalized requirements
-    runtime: str
     python: str
     platform: str
     constraints: str  # digest of the runtime's constraints

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from packager.replay.runner import ModelReplay
 from packager.tables import plural, table
@@ -37,8 +37,11 @@ def summary(replays: Sequence[ModelReplay]) -> str:
     return text + (f", {plural(errors, 'model')} did not run" if errors else "")
 
 
-def write_junit(replays: Sequence[ModelReplay], path: Path) -> None:
-    """JUnit XML: a testsuite per model directory, a testcase per case and protocol."""
+def write_junit(
+    replays: Sequence[ModelReplay], path: Path, properties: Mapping[str, str] | None = None
+) -> None:
+    """JUnit XML: a testsuite per model directory, a testcase per case and protocol; `properties` (the
+    runtime and launcher the cases ran on) on every suite."""
     suites = ElementTree.Element("testsuites", name="packager replay")
     for replay in replays:
         failures = sum(not result.passed for result in replay.results)
@@ -51,6 +54,10 @@ def write_junit(replays: Sequence[ModelReplay], path: Path) -> None:
             errors=str(int(replay.error is not None)),
             time=f"{sum(result.seconds for result in replay.results):.4f}",
         )
+        if properties:
+            listed = ElementTree.SubElement(suite, "properties")
+            for name, value in sorted(properties.items()):
+                ElementTree.SubElement(listed, "property", name=name, value=value)
         if replay.error is not None:
             case = ElementTree.SubElement(suite, "testcase", classname=replay.model, name="serve")
             ElementTree.SubElement(case, "error", message=replay.error.splitlines()[0]).text = replay.error

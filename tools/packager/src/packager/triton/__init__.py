@@ -1,15 +1,18 @@
 """The Triton runtime: where a server comes from, how it starts, loads models, and leaves nothing behind.
 
-Owns the launcher plug point (`Launcher` and its registry `LAUNCHERS`; one module per launcher: `local`),
+Owns the launcher plug point (`Launcher` and its registry `LAUNCHERS`; one module per launcher: `local`,
+sandboxed by bubblewrap, and `container`, through the Docker Engine API), the runtime's image (`image`),
 the running `Server` every launcher yields (readiness, loading, its log), installing a local server from
 the runtime's PyPI package, cleanup (process group, /tmp envs, /dev/shm), and serving a validated model
 directory (staging a model repository and loading it).
 
 Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, ServerError, ServerStartError, free_ports,
 READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall, install_server, Served, staged_repository, loaded, launched,
-artifact_launched, ENV_MODES. Backends are reached through the registry (`packager.triton.local.LocalLauncher` for direct use).
+artifact_launched, ENV_MODES, container_ready, build_image, check_image, image_for, ImageFacts. Backends are reached through the registry (`packager.triton.local.LocalLauncher` for direct use).
 """
 
+from packager.triton.container import container_ready
+from packager.triton.image import ImageFacts, build_image, check_image, image_for
 from packager.triton.install import ServerInstall, install_server
 from packager.triton.launcher import (
     LAUNCHERS,
@@ -33,6 +36,11 @@ from packager.triton.serving import (
 )
 
 __all__ = [
+    "container_ready",
+    "ImageFacts",
+    "build_image",
+    "check_image",
+    "image_for",
     "ServerInstall",
     "install_server",
     "LAUNCHERS",

@@ -54,16 +54,24 @@ class Process(Protocol):
 class Server:
     """A running Triton server, whatever launched it: readiness, model loading, and its log."""
 
-    def __init__(self, process: Process, endpoints: Endpoints, log_path: Path) -> None:
+    def __init__(
+        self,
+        process: Process,
+        endpoints: Endpoints,
+        log_path: Path,
+        refresh_log: Callable[[], None] = lambda: None,
+    ) -> None:
         self.process = process
         self.endpoints = endpoints
         self.log_path = log_path
+        self.refresh_log = refresh_log  # brings log_path up to date (a container's output is elsewhere)
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def log_excerpt(self, lines: int = 30) -> str:
         """The last lines of the server log, without its options table and the CPU-only noise."""
+        self.refresh_log()
         if not self.log_path.is_file():
             return "(no server log)"
         noise = ("CUDA", "NVML", "DCGM", "cuda", "GPU", "pinned memory", "unable to create stream")
@@ -124,6 +132,9 @@ class Launcher(Protocol):
     """Starts a Triton server on a model repository; leaving the block stops it and cleans up."""
 
     name: str
+    # Whether it can serve an environment as a link to the cached unpacked tree (fast loads); one that
+    # cannot gets the packed tarball, what ships.
+    unpacked_envs: bool
 
     def start(
         self, repository: Path, log_path: Path, lend_interpreter: bool = True
@@ -133,7 +144,11 @@ class Launcher(Protocol):
 
 
 LAUNCHERS: Registry[Callable[[Runtime, bool], Launcher]] = Registry(
-    "launcher", {"local": "packager.triton.local:LocalLauncher.for_runtime"}
+    "launcher",
+    {
+        "local": "packager.triton.local:LocalLauncher.for_runtime",
+        "container": "packager.triton.container:ContainerLauncher.for_runtime",
+    },
 )
 
 

@@ -24,6 +24,7 @@ class LocalLauncher:
     """Runs the server binary of a ServerInstall as a local process group, in a sandbox."""
 
     name = "local"
+    unpacked_envs = True
 
     def __init__(self, install: ServerInstall, ready_timeout: float = READY_TIMEOUT) -> None:
         self.install = install

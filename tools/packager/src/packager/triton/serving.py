@@ -47,6 +47,7 @@ def staged_repository(report: ModelReport, environment: Environment | None, env_
     which Triton uses as is instead of unpacking it on every load.
     """
     repository = Path(tempfile.mkdtemp(prefix=f"packager-repo-{report.model.name}-"))
+    repository.chmod(0o755)  # a server in a container reads it as another user
     try:
         for name, triton in report.triton_models.items():
             target = env_path(triton)
@@ -105,8 +106,11 @@ def launched(
     env_mode: str = "unpacked",
     load_timeout: float = LOAD_TIMEOUT,
 ) -> Iterator[Served]:
-    """A prepared model directory, staged and loaded in a server that `launcher` starts."""
-    with staged_repository(report, environment, env_mode) as repository:
+    """A prepared model directory, staged and loaded in a server that `launcher` starts (with the packed
+    environment where the launcher cannot serve an unpacked one)."""
+    with staged_repository(
+        report, environment, env_mode if launcher.unpacked_envs else "packed"
+    ) as repository:
         portable = environment.portable if environment is not None else None
         with loaded(repository, report.triton_models, launcher, log_path, portable, load_timeout) as server:
             yield Served(server, repository, report.triton_models, top_model(report.triton_models))

@@ -1,0 +1,245 @@
+"""The container launcher against a real engine (podman's Docker-API service in CI) and the image built
+here: start, load, refuse, hang, crash, interrupt, SIGTERM, SIGKILL; no container left behind; and
+`replay` of an example model in the container, as the endpoint's image would load it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from packager.errors import EnvironmentFailure
+from packager.settings import Runtime
+from packager.triton import ServerError, Server, build_image, check_image, image_for
+from packager.triton.container import LABEL, ContainerLauncher, remove_orphans
+from packager.triton.engine import connect
+from tests.conftest import RunPackager
+
+CORPUS = Path(__file__).parent / "corpus"
+MODELS = Path(__file__).parent.parent / "models"
+DOUBLER = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", (x * 2).astype(np.float32))]))
+        return out
+"""
+CONFIG = """backend: "python"
+max_batch_size: 4
+input [ { name: "X", data_type: TYPE_FP32, dims: [ 2 ] } ]
+output [ { name: "Y", data_type: TYPE_FP32, dims: [ 2 ] } ]
+"""
+
+
+@pytest.fixture(scope="module")
+def launcher(container_runtime: Runtime) -> ContainerLauncher:
+    return ContainerLauncher.for_runtime(container_runtime, progress=False)
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Path:
+    (tmp_path / "repo" / "doubler" / "1").mkdir(parents=True)
+    (tmp_path / "repo" / "doubler" / "1" / "model.py").write_text(DOUBLER)
+    (tmp_path / "repo" / "doubler" / "config.pbtxt").write_text(CONFIG)
+    return tmp_path / "repo"
+
+
+def _ours() -> list[str]:
+    """The containers of this launcher the engine holds (running or not)."""
+    client = connect()
+    try:
+        return [container.name for container in client.containers.list(all=True, filters={"label": LABEL})]
+    finally:
+        client.close()
+
+
+def _infer(server: Server) -> list[list[float]]:
+    client = httpclient.InferenceServerClient(server.endpoints.http)
+    try:
+        tensor = httpclient.InferInput("X", [1, 2], "FP32")
+        tensor.set_data_from_numpy(np.array([[1.5, -2.0]], dtype=np.float32))
+        result: list[list[float]] = client.infer("doubler", [tensor]).as_numpy("Y").tolist()
+        return result
+    finally:
+        client.close()  # before the server stops: Triton waits for open connections
+
+
+def test_start_load_infer_stop_leaves_no_container(
+    launcher: ContainerLauncher, repository: Path, tmp_path: Path
+) -> None:
+    with launcher.start(repository, tmp_path / "triton.log") as server:
+        assert _ours(), "the server runs in a container of ours"
+        server.load("doubler")
+        assert _infer(server) == [[3.0, -4.0]]
+    assert _ours() == []
+    assert (
+        "successfully loaded 'doubler'" in (tmp_path / "triton.log").read_text()
+    ), "the container's log is kept"
+
+
+def test_a_refused_load_quotes_the_log_and_leaves_the_server_ready(
+    launcher: ContainerLauncher, repository: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(CORPUS / "bad" / "bad_dims" / "scorer", repository / "scorer")
+    with launcher.start(repository, tmp_path / "triton.log") as server:
+        with pytest.raises(ServerError) as error:
+            server.load("scorer")
+        assert "dimension must be integer >= 1" in str(error.value) and "  | " in str(error.value)
+        server.wait_ready(5)  # a failed load does not make the server unready
+        server.load("doubler")
+        assert _infer(server) == [[3.0, -4.0]]
+    assert _ours() == []
+
+
+def test_a_hung_load_is_bounded_and_its_container_removed(
+    launcher: ContainerLauncher, tmp_path: Path
+) -> None:
+    repository = tmp_path / "repo"
+    shutil.copytree(CORPUS / "bad" / "missing_model_py", repository)  # Triton 2.51 hangs loading this
+    with pytest.raises(ServerError, match=r"loading 'scorer' did not finish within 5 s \(a hung load\)"):
+        with launcher.start(repository, tmp_path / "triton.log") as server:
+            server.load("scorer", timeout=5)
+    assert _ours() == []
+
+
+def test_a_crashed_server_is_reported_and_removed(
+    launcher: ContainerLauncher, repository: Path, tmp_path: Path
+) -> None:
+    with launcher.start(repository, tmp_path / "triton.log") as server:
+        server.load("doubler")
+        server.process.container.kill()  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while server.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(ServerError, match="Triton stopped answering while loading 'doubler'"):
+            server.load("doubler", timeout=5)
+    assert _ours() == []
+
+
+def test_an_interrupt_removes_the_container(
+    launcher: ContainerLauncher, repository: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        with launcher.start(repository, tmp_path / "triton.log") as server:
+            server.load("doubler")
+            raise KeyboardInterrupt
+    assert _ours() == []
+
+
+SERVE_FOREVER = """
+import sys, time
+from pathlib import Path
+from packager.triton.container import ContainerLauncher
+launcher = ContainerLauncher(sys.argv[1])
+with launcher.start(Path(sys.argv[2]), Path(sys.argv[3])) as server:
+    print("ready", flush=True)
+    time.sleep(300)
+"""
+
+
+def _serving(image: str, repository: Path, log: Path) -> subprocess.Popen[str]:
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(entry) for entry in sys.path)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVE_FOREVER, image, str(repository), str(log)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    return process
+
+
+def test_sigterm_removes_the_container_and_sigkill_leaves_one_the_next_start_removes(
+    launcher: ContainerLauncher, repository: Path, tmp_path: Path, run_packager: RunPackager
+) -> None:
+    # SIGTERM: the packager's main() turns it into an exit, so its cleanup runs.
+    repo = tmp_path / "mono"
+    shutil.copytree(
+        MODELS / "churn", repo / "models" / "churn", ignore=shutil.ignore_patterns("python_env.tar.gz")
+    )
+    shutil.copy(MODELS.parent / "packager.toml", repo / "packager.toml")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(entry) for entry in sys.path)}
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "packager", "serve", "churn", "--runtime", "container", "--json"],
+        cwd=repo,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert serve.stdout is not None
+    document = json.loads("".join(iter(lambda: serve.stdout.readline() if serve.stdout else "", "}\n")) + "}")
+    assert document["runtime"] == "container" and _ours()
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(timeout=60) == 128 + signal.SIGTERM
+    assert _ours() == []
+    # SIGKILL: no code runs, the container stays; the next start on this machine removes it.
+    killed = _serving(launcher.image, repository, tmp_path / "killed.log")
+    killed.kill()
+    killed.wait()
+    (orphan,) = _ours()
+    client = connect()
+    try:
+        assert remove_orphans(client) == [orphan]
+    finally:
+        client.close()
+    assert _ours() == []
+
+
+def test_a_missing_image_or_engine_is_a_clear_error(
+    container_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = replace(container_runtime, name="elsewhere", image="localhost/packager/nothing:here")
+    with pytest.raises(
+        EnvironmentFailure,
+        match=r"serves with image localhost/packager/nothing:here, which is not here: pull it",
+    ):
+        ContainerLauncher.for_runtime(missing, progress=False)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(
+        EnvironmentFailure, match=r"no container engine answers at unix:///nonexistent.*--runtime local"
+    ):
+        ContainerLauncher.for_runtime(container_runtime, progress=False)
+
+
+def test_the_image_is_built_once_and_checked_against_its_profile(container_runtime: Runtime) -> None:
+    again = build_image(container_runtime, progress=False)
+    assert again.built is False and again.tag == image_for(container_runtime), "an unchanged image is a no-op"
+    facts = check_image(again.tag)
+    assert (facts.triton_version, facts.python, facts.backends) == ("2.51.0", "3.11", ["python"])
+    assert facts.differences(container_runtime) == []
+    assert facts.differences(replace(container_runtime, python="3.12")) == [
+        "its stub's Python is 3.11, not 3.12"
+    ]
+
+
+def test_replay_in_the_container_reports_where_it_ran(
+    run_packager: RunPackager, tmp_path: Path, container_runtime: Runtime
+) -> None:
+    repo = tmp_path / "mono"
+    shutil.copytree(
+        MODELS / "churn", repo / "models" / "churn", ignore=shutil.ignore_patterns("python_env.tar.gz")
+    )
+    shutil.copy(MODELS.parent / "packager.toml", repo / "packager.toml")
+    result = run_packager("replay", "churn", "--json", "--junit-xml", "replay.xml", cwd=repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert (report["runtime"], report["launcher"], report["passed"]) == ("container", "container", True)
+    assert '<property name="runtime" value="container"' in (repo / "replay.xml").read_text()
+    assert _ours() == []

@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from packager import cli
@@ -129,10 +130,21 @@ def test_every_command_has_help_with_exit_codes(
     assert "70 a bug in the packager" in result.stdout
 
 
-@pytest.mark.parametrize("name", sorted(cli.cli.commands))
+def _commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
+    """Every command by its full name (`image build`), the groups' subcommands included."""
+    found: dict[str, click.Command] = {}
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found.update(_commands(command, f"{prefix}{name} "))
+        else:
+            found[f"{prefix}{name}"] = command
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(_commands(cli.cli)))
 def test_every_command_reports_as_json_too(name: str) -> None:
     options = {
-        option for parameter in cli.cli.commands[name].params for option in getattr(parameter, "opts", [])
+        option for parameter in _commands(cli.cli)[name].params for option in getattr(parameter, "opts", [])
     }
     assert "--json" in options, f"packager {name} has no --json"
 

@@ -67,6 +67,8 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
         "env_builder": "conda",
         "description": "an NGC image",
         "constraints": [{"requirement": "protobuf<6", "reason": "demo"}],
+        "image": "",
+        "shm_size": "256m",
         "platform": "x86_64-manylinux_2_28",
         "channels": ["conda-forge"],
     }
@@ -106,14 +108,24 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
             "[runtime.x] python is a CPython minor",
         ),
         (
-            "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nimage = 'nvcr.io/x'\n",
+            "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nimgae = 'nvcr.io/x'\n",
             "4:1",
-            "[runtime.x] has unknown key 'image'",
+            "[runtime.x] has unknown key 'imgae'",
+        ),
+        (
+            "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nlauncher = 'container'\n",
+            "4:1",
+            "[runtime.x] a container runtime names its image, or a server_package to build one from",
+        ),
+        (
+            "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nshm_size = 'lots'\n",
+            "4:1",
+            "[runtime.x] shm_size is a size such as",
         ),
         (
             "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nlauncher = 'ssh'\n",
             "4:1",
-            "launcher must be one of local, not 'ssh'",
+            "launcher must be one of container, local, not 'ssh'",
         ),
         (
             "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nenv_builder = 'pip'\n",

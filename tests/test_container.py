@@ -21,7 +21,7 @@ import tritonclient.http as httpclient
 from packager.errors import EnvironmentFailure
 from packager.settings import Runtime
 from packager.triton import ServerError, Server, build_image, check_image, image_for
-from packager.triton.container import LABEL, ContainerLauncher, remove_orphans
+from packager.triton.container import LABEL, OWNER_LABEL, ContainerLauncher, owner, remove_orphans
 from packager.triton.engine import connect
 from tests.conftest import RunPackager
 
@@ -60,11 +60,13 @@ def repository(tmp_path: Path) -> Path:
     return tmp_path / "repo"
 
 
-def _ours() -> list[str]:
-    """The containers of this launcher the engine holds (running or not)."""
+def _ours(pid: int | None = None) -> list[str]:
+    """The containers the engine holds (running or not) that a packager process started: this test's by
+    default (other test files run containers at the same time)."""
     client = connect()
     try:
-        return [container.name for container in client.containers.list(all=True, filters={"label": LABEL})]
+        mine = {"label": [LABEL, f"{OWNER_LABEL}={owner(pid)}"]}
+        return [container.name for container in client.containers.list(all=True, filters=mine)]
     finally:
         client.close()
 
@@ -185,21 +187,21 @@ def test_sigterm_removes_the_container_and_sigkill_leaves_one_the_next_start_rem
     )
     assert serve.stdout is not None
     document = json.loads("".join(iter(lambda: serve.stdout.readline() if serve.stdout else "", "}\n")) + "}")
-    assert document["runtime"] == "container" and _ours()
+    assert document["runtime"] == "container" and _ours(serve.pid)
     serve.send_signal(signal.SIGTERM)
     assert serve.wait(timeout=60) == 128 + signal.SIGTERM
-    assert _ours() == []
+    assert _ours(serve.pid) == []
     # SIGKILL: no code runs, the container stays; the next start on this machine removes it.
     killed = _serving(launcher.image, repository, tmp_path / "killed.log")
     killed.kill()
     killed.wait()
-    (orphan,) = _ours()
+    (orphan,) = _ours(killed.pid)
     client = connect()
     try:
-        assert remove_orphans(client) == [orphan]
+        assert orphan in remove_orphans(client)
     finally:
         client.close()
-    assert _ours() == []
+    assert _ours(killed.pid) == []
 
 
 def test_a_missing_image_or_engine_is_a_clear_error(
@@ -211,6 +213,11 @@ def test_a_missing_image_or_engine_is_a_clear_error(
         match=r"serves with image localhost/packager/nothing:here, which is not here: pull it",
     ):
         ContainerLauncher.for_runtime(missing, progress=False)
+    with pytest.raises(
+        EnvironmentFailure, match=r"stub runs CPython 3.11, but runtime 'container' says 3.12"
+    ):
+        mistaken = replace(container_runtime, image=image_for(container_runtime), python="3.12")
+        ContainerLauncher.for_runtime(mistaken, progress=False)
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(
         EnvironmentFailure, match=r"no container engine answers at unix:///nonexistent.*--runtime local"

@@ -158,7 +158,7 @@ def test_a_lock_pins_everything_with_hashes_for_the_runtimes_platform(tmp_path: 
     model = _model(tmp_path / "m", "requests==2.32.3\n")
     lock = (model.path / "requirements.lock").read_text()
     assert lock.startswith("# packager lock: requirements=")
-    assert "runtime=local python=3.11 platform=x86_64-manylinux_2_28" in lock.splitlines()[0]
+    assert " python=3.11 platform=x86_64-manylinux_2_28 constraints=" in lock.splitlines()[0]
     pinned = [line.split("==")[0] for line in lock.splitlines() if "==" in line and not line.startswith(" ")]
     assert pinned == ["certifi", "charset-normalizer", "idna", "requests", "urllib3"], "transitive ones too"
     assert lock.count("--hash=sha256:") >= len(pinned)
@@ -170,7 +170,7 @@ def test_a_lock_pins_everything_with_hashes_for_the_runtimes_platform(tmp_path: 
     (model.path / "requirements.txt").write_text("requests==2.32.3\n")
     with pytest.raises(
         RequirementsError,
-        match=r"locked for runtime local \(CPython 3.11, .*`packager lock --runtime other m`",
+        match=r"locked for CPython 3.11, .*`packager lock --runtime other m`",
     ):
         ensure_environment(model, other, VenvBuilder(), progress=False)
 

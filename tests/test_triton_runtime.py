@@ -20,7 +20,8 @@ from packager.settings import DEFAULT_RUNTIME
 from packager.environments import ensure_environment, lock_model
 from packager.environments.venv import VenvBuilder
 from packager.modeldir import ModelDir
-from packager.triton import Server, ServerError, ServerStartError
+from packager.modeldir import TritonModel, read_config
+from packager.triton import Server, ServerError, ServerStartError, UnservableModel, loaded
 from packager.triton.cleanup import group_members
 from packager.triton.local import LocalLauncher
 
@@ -227,3 +228,25 @@ def test_server_dies_with_a_killed_packager(repository: Path, tmp_path: Path) ->
         else "gone"
     )
     assert state in ("gone", "Z"), f"tritonserver {server_pid} outlived its packager (state {state})"
+
+
+def test_a_backend_the_server_lacks_is_refused_before_it_starts(
+    launcher: LocalLauncher, tmp_path: Path
+) -> None:
+    repository = tmp_path / "repo"
+    (repository / "scorer" / "1").mkdir(parents=True)
+    (repository / "scorer" / "config.pbtxt").write_text(
+        'backend: "onnxruntime"\nmax_batch_size: 4\n'
+        'input [ { name: "X", data_type: TYPE_FP32, dims: [ 2 ] } ]\n'
+        'output [ { name: "Y", data_type: TYPE_FP32, dims: [ 2 ] } ]\n'
+    )
+    models = {
+        "scorer": TritonModel(repository / "scorer", read_config(repository / "scorer" / "config.pbtxt"))
+    }
+    with pytest.raises(
+        UnservableModel,
+        match="scorer needs the onnxruntime backend; the local launcher's Triton has only python",
+    ):
+        with loaded(repository, models, launcher, tmp_path / "triton.log", env_portable=None):
+            pass
+    assert not (tmp_path / "triton.log").exists(), "no server started"

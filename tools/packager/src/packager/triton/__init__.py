@@ -6,7 +6,8 @@ the running `Server` every launcher yields (readiness, loading, its log), instal
 the runtime's PyPI package, cleanup (process group, /tmp envs, /dev/shm), and serving a validated model
 directory (staging a model repository and loading it).
 
-Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, ServerError, ServerStartError, free_ports,
+Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, ServerError, ServerStartError, UnservableModel,
+free_ports,
 READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall, install_server, Served, staged_repository, loaded, launched,
 artifact_launched, ENV_MODES, container_ready, build_image, check_image, image_for, ImageFacts. Backends are reached through the registry (`packager.triton.local.LocalLauncher` for direct use).
 """
@@ -23,6 +24,7 @@ from packager.triton.launcher import (
     Server,
     ServerError,
     ServerStartError,
+    UnservableModel,
     free_ports,
     launcher_for,
 )
@@ -51,6 +53,7 @@ __all__ = [
     "Server",
     "ServerError",
     "ServerStartError",
+    "UnservableModel",
     "free_ports",
     "launcher_for",
     "ENV_MODES",

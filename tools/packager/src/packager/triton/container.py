@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 from packager.errors import EnvironmentFailure
 from packager.settings import Runtime
 from packager.triton.engine import connect, missing_image
-from packager.triton.image import image_for
+from packager.triton.image import image_contents, image_for
 from packager.triton.launcher import READY_TIMEOUT, Endpoints, Server, ServerStartError, free_ports
 from packager.triton.sandbox import allowed_environment, linked_targets
 
@@ -50,10 +50,17 @@ class ContainerLauncher:
     name = "container"
     unpacked_envs = False  # a container sees only what is mounted, and the cache is not
 
-    def __init__(self, image: str, shm_size: str = "256m", ready_timeout: float = READY_TIMEOUT) -> None:
+    def __init__(
+        self,
+        image: str,
+        shm_size: str = "256m",
+        ready_timeout: float = READY_TIMEOUT,
+        backends: frozenset[str] = frozenset({"python"}),
+    ) -> None:
         self.image = image
         self.shm_size = shm_size
         self.ready_timeout = ready_timeout
+        self.backends = backends
 
     @classmethod
     def for_runtime(cls, runtime: Runtime, progress: bool = True) -> ContainerLauncher:
@@ -70,9 +77,15 @@ class ContainerLauncher:
                 raise EnvironmentFailure(
                     f"runtime {runtime.name!r} serves with image {image}, which is not here: {how}"
                 )
+            backends, python = image_contents(client, image)
         finally:
             client.close()
-        return cls(image, runtime.shm_size)
+        if python != runtime.python:
+            raise EnvironmentFailure(
+                f"image {image}'s python backend stub runs CPython {python}, but runtime {runtime.name!r} says "
+                f"{runtime.python}: environments built for it would not load; correct [runtime.{runtime.name}] python"
+            )
+        return cls(image, runtime.shm_size, backends=frozenset(backends))
 
     @contextmanager
     def start(self, repository: Path, log_path: Path, lend_interpreter: bool = True) -> Iterator[Server]:
@@ -111,7 +124,7 @@ class ContainerLauncher:
                 tmpfs={"/tmp": "rw,exec,size=50%"},
                 shm_size=self.shm_size,
                 ulimits=_ulimits(),
-                labels={LABEL: "container", OWNER_LABEL: _owner()},
+                labels={LABEL: "container", OWNER_LABEL: owner()},
             )
         except EnvironmentFailure:
             client.close()
@@ -148,8 +161,9 @@ def _ulimits() -> list[Any]:
     return limits
 
 
-def _owner() -> str:
-    return f"{_boot_id()}:{os.getpid()}"
+def owner(pid: int | None = None) -> str:
+    """The owner label of the containers a packager process starts: this boot, and its pid."""
+    return f"{_boot_id()}:{pid or os.getpid()}"
 
 
 def _boot_id() -> str:

@@ -197,18 +197,7 @@ def check_image(image: str) -> ImageFacts:
             raise EnvironmentFailure(
                 f"no image {image} here: build it with `packager image build`, or pull it"
             )
-        listing = (
-            "ls /opt/tritonserver/backends; python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
-        )
-        shell = client.containers.run(
-            image, [listing], entrypoint=["/bin/sh", "-c"], network_mode="host", detach=True
-        )
-        try:
-            shell.wait(timeout=60)  # read its output once it has all come: `run` may return before
-            output = shell.logs(stdout=True, stderr=False).decode().split()
-        finally:
-            shell.remove(force=True)
-        backends, python = sorted(output[:-1]), output[-1] if output else "?"
+        backends, python = image_contents(client, image)
         (port,) = free_ports(1)
         command = ["--model-repository=/tmp", "--model-control-mode=explicit", "--allow-grpc=false"]
         command += ["--allow-metrics=false", "--http-address=127.0.0.1", f"--http-port={port}"]
@@ -220,6 +209,23 @@ def check_image(image: str) -> ImageFacts:
     finally:
         client.close()
     return ImageFacts(image, version, python, backends)
+
+
+def image_contents(client: Any, image: str) -> tuple[list[str], str]:
+    """The backends an image's Triton has, and the CPython minor of its `python3` (the stub's), read from a
+    shell in a container of it (half a second; no server starts)."""
+    listing = (
+        "ls /opt/tritonserver/backends; python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
+    )
+    shell = client.containers.run(
+        image, [listing], entrypoint=["/bin/sh", "-c"], network_mode="host", detach=True
+    )
+    try:
+        shell.wait(timeout=60)  # read its output once it has all come: `run` may return before
+        output = shell.logs(stdout=True, stderr=False).decode().split()
+    finally:
+        shell.remove(force=True)
+    return sorted(output[:-1]), output[-1] if output else "?"
 
 
 def _server_version(port: int, container: Any) -> str:

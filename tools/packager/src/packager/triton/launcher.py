@@ -35,6 +35,10 @@ class ServerStartError(EnvironmentFailure):
     """The server did not start; the message quotes its log."""
 
 
+class UnservableModel(PackagerError):
+    """The target cannot serve a model: its server lacks a backend the model needs."""
+
+
 @dataclass(frozen=True)
 class Endpoints:
     """Where a running server answers."""
@@ -135,6 +139,7 @@ class Launcher(Protocol):
     # Whether it can serve an environment as a link to the cached unpacked tree (fast loads); one that
     # cannot gets the packed tarball, what ships.
     unpacked_envs: bool
+    backends: frozenset[str]  # the backends its server has
 
     def start(
         self, repository: Path, log_path: Path, lend_interpreter: bool = True

@@ -29,6 +29,9 @@ class LocalLauncher:
     def __init__(self, install: ServerInstall, ready_timeout: float = READY_TIMEOUT) -> None:
         self.install = install
         self.ready_timeout = ready_timeout
+        self.backends = frozenset(
+            entry.name for entry in (install.directory / "backends").iterdir() if entry.is_dir()
+        )
 
     @classmethod
     def for_runtime(cls, runtime: Runtime, progress: bool = True) -> LocalLauncher:

@@ -15,7 +15,7 @@ from typing import Iterator, Mapping
 from packager.artifacts import Artifact, triton_models_in, verified
 from packager.environments import Environment
 from packager.modeldir import TritonModel, env_path, top_model
-from packager.triton.launcher import LOAD_TIMEOUT, Launcher, Server
+from packager.triton.launcher import LOAD_TIMEOUT, Launcher, Server, UnservableModel
 from packager.validation import ModelReport
 
 ENV_MODES = ("unpacked", "packed")
@@ -91,6 +91,17 @@ def loaded(
 ) -> Iterator[Server]:
     """A freshly started server on `repository` with `models` loaded; stopped and cleaned up on exit.
     The server's interpreter is lent only where a step needs it (see `lends_interpreter`)."""
+    missing = {
+        name: model.backend()
+        for name, model in models.items()
+        if model.backend() not in {"", *launcher.backends}
+    }
+    if missing:
+        needs = ", ".join(f"{name} needs the {backend} backend" for name, backend in sorted(missing.items()))
+        raise UnservableModel(
+            f"{needs}; the {launcher.name} launcher's Triton has only {', '.join(sorted(launcher.backends))}: "
+            "serve it with a runtime whose server has it"
+        )
     with launcher.start(repository, log_path, lends_interpreter(models, env_portable)) as server:
         for name in sorted(models):
             server.load(name, load_timeout)

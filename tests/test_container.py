@@ -19,6 +19,8 @@ import pytest
 import tritonclient.http as httpclient
 
 from packager.errors import EnvironmentFailure
+from packager.modeldir import Case, Tensor
+from packager.replay import replay_cases
 from packager.settings import Runtime
 from packager.triton import ServerError, Server, build_image, check_image, image_for
 from packager.triton.container import LABEL, OWNER_LABEL, ContainerLauncher, owner, remove_orphans
@@ -250,3 +252,38 @@ def test_replay_in_the_container_reports_where_it_ran(
     assert (report["runtime"], report["launcher"], report["passed"]) == ("container", "container", True)
     assert '<property name="runtime" value="container"' in (repo / "replay.xml").read_text()
     assert _ours() == []
+
+
+ECHO = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
+            for r in requests
+        ]
+"""
+ECHO_CONFIG = """backend: "python"
+input [ { name: "X", data_type: TYPE_FP32, dims: [ -1 ] } ]
+output [ { name: "Y", data_type: TYPE_FP32, dims: [ -1 ] } ]
+"""
+
+
+def test_a_tensor_larger_than_the_containers_shm_says_what_to_raise(
+    launcher: ContainerLauncher, tmp_path: Path
+) -> None:
+    (tmp_path / "repo" / "echo" / "1").mkdir(parents=True)
+    (tmp_path / "repo" / "echo" / "1" / "model.py").write_text(ECHO)
+    (tmp_path / "repo" / "echo" / "config.pbtxt").write_text(ECHO_CONFIG)
+    small = ContainerLauncher(launcher.image, shm_size="8m", backends=launcher.backends)
+    big = np.ones(8 * 1024 * 1024, dtype=np.float32)  # 32 MB through an 8 MB /dev/shm
+    case = Case(
+        "big", tmp_path / "big.json", "echo", "", (Tensor("X", "FP32", big),), (Tensor("Y", "FP32", big),)
+    )
+    with small.start(tmp_path / "repo", tmp_path / "triton.log") as server:
+        server.load("echo")
+        (result,) = replay_cases("echo", server, [case], ("http",))
+    assert not result.passed
+    assert "raise the runtime's shm_size" in result.problems[0], result.problems

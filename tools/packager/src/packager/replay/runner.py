@@ -22,7 +22,7 @@ from packager.preflight import prepare
 from packager.replay.clients import PROTOCOLS, SENDERS, Sender
 from packager.replay.compare import compare
 from packager.settings import Runtime
-from packager.triton import Launcher, Server, launched, loaded
+from packager.triton import Launcher, Server, launched, loaded, shm_hint
 
 
 @dataclass(frozen=True)
@@ -92,10 +92,10 @@ def _run(model: str, case: Case, protocol: str, send: Sender) -> CaseResult:
             protocol,
             False,
             time.perf_counter() - started,
-            (f"request failed: {error.message()}",),
+            (shm_hint(f"request failed: {error.message()}"),),
         )
     except Exception as error:  # a dropped connection or a crashed server, in whichever client's words
-        reason = f"request failed: {type(error).__name__}: {error}"
+        reason = shm_hint(f"request failed: {type(error).__name__}: {error}")
         return CaseResult(model, case.id, protocol, False, time.perf_counter() - started, (reason,))
     seconds = time.perf_counter() - started
     problems = tuple(

@@ -7,9 +7,10 @@ the runtime's PyPI package, cleanup (process group, /tmp envs, /dev/shm), and se
 directory (staging a model repository and loading it).
 
 Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, ServerError, ServerStartError, UnservableModel,
-free_ports,
-READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall, install_server, Served, staged_repository, loaded, launched,
-artifact_launched, ENV_MODES, container_ready, build_image, check_image, image_for, ImageFacts. Backends are reached through the registry (`packager.triton.local.LocalLauncher` for direct use).
+free_ports, shm_hint, READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall, install_server, Served, staged_repository,
+loaded, launched, artifact_launched, ENV_MODES, container_ready, build_image, check_image, image_for,
+ImageFacts. Backends are reached through the registry (`packager.triton.local.LocalLauncher` and
+`packager.triton.container.ContainerLauncher` for direct use).
 """
 
 from packager.triton.container import container_ready
@@ -27,6 +28,7 @@ from packager.triton.launcher import (
     UnservableModel,
     free_ports,
     launcher_for,
+    shm_hint,
 )
 from packager.triton.serving import (
     ENV_MODES,
@@ -55,6 +57,7 @@ __all__ = [
     "ServerStartError",
     "UnservableModel",
     "free_ports",
+    "shm_hint",
     "launcher_for",
     "ENV_MODES",
     "artifact_launched",

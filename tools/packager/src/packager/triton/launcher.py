@@ -27,6 +27,20 @@ READY_TIMEOUT = 30.0
 LOAD_TIMEOUT = 120.0
 
 
+SHM_TROUBLE = (
+    "shared memory pool",
+    "Failed to increase the shared memory",
+    "Unable to allocate shared memory",
+)
+
+
+def shm_hint(message: str) -> str:
+    """`message`, with what to do when it says the server's /dev/shm is too small for a tensor."""
+    if any(words in message for words in SHM_TROUBLE):
+        return f"{message} (the server's /dev/shm is too small for this: raise the runtime's shm_size)"
+    return message
+
+
 class ServerError(PackagerError):
     """A model did not load (refused, hung, or the server died); the message quotes the server log."""
 

@@ -562,6 +562,7 @@ def push(
             replayed = f"{sum(case.passed for case in cases)}/{len(cases)} passed" if result.replay else "-"
             rows.append([result.model, version, replayed, outcome, where])
         click.echo(table(rows, ["model", "version", "replay", "outcome", "where"]))
+        click.echo(f"replayed on runtime {target.name} ({target.launcher} launcher)", err=True)
         for result in results:
             if result.replay is not None and not result.replay.passed:
                 click.echo("\n" + replay_table([result.replay]))

@@ -40,9 +40,10 @@ STAGES = [
     ("triton", {"triton"}),
     ("replay", {"replay"}),
     ("release", {"release"}),
+    ("ci", {"ci"}),
     ("app", {"config", "workspace", "testing", "cli", "__main__"}),
 ]
-SUBPACKAGES = ["modeldir", "validation", "environments", "artifacts", "triton", "replay", "release"]
+SUBPACKAGES = ["modeldir", "validation", "environments", "artifacts", "triton", "replay", "release", "ci"]
 
 
 def _stage(module: str) -> int:

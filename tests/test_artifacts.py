@@ -19,11 +19,12 @@ from packager.artifacts import (
     verify_artifact,
 )
 from packager.settings import DEFAULT_RUNTIME
-from packager.modeldir import ModelDir
+from packager.modeldir import LibraryError, ModelDir
 from packager.environments import Environment, ensure_environment
 from packager.environments.venv import VenvBuilder
 from packager.artifacts import generate_keys
 from packager.validation import ModelReport, validate_model
+from tests.conftest import git
 
 
 @pytest.fixture
@@ -176,3 +177,58 @@ def test_an_archive_without_a_manifest_is_not_an_artifact(tmp_path: Path) -> Non
         ArtifactError, match="no packager-manifest.json; not an artifact built by the packager"
     ):
         verify_artifact(archive)
+
+
+def test_shared_libraries_a_step_imports_are_packed_beside_it(
+    fraud: tuple[ModelReport, Environment], tmp_path: Path
+) -> None:
+    report, environment = fraud
+    root = report.model.path.parent.parent
+    (root / "libs" / "fraudkit").mkdir(parents=True)
+    (root / "libs" / "fraudkit" / "__init__.py").write_text("")
+    (root / "libs" / "fraudkit" / "scale.py").write_text("import helpers\n")
+    (root / "libs" / "helpers.py").write_text("import json\n")
+    (root / "libs" / "unused.py").write_text("")
+    step = report.model.path / "preprocess" / "1" / "model.py"
+    step.write_text("from fraudkit.scale import *  # noqa\n" + step.read_text())
+    artifact = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "dist")
+    with tarfile.open(artifact.path) as tar:
+        names = set(tar.getnames())
+    shared = {name for name in names if "fraudkit" in name or "helpers" in name or "unused" in name}
+    assert shared == {
+        "preprocess/1/fraudkit",
+        "preprocess/1/fraudkit/__init__.py",
+        "preprocess/1/fraudkit/scale.py",
+        "preprocess/1/helpers.py",
+    }, "what the step imports, through each other; nothing for the steps that do not"
+
+    (report.model.path / "preprocess" / "1" / "helpers.py").write_text("")
+    with pytest.raises(LibraryError, match="preprocess/1/helpers.py: also in .*libs; a step's own file"):
+        build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "again")
+
+
+def test_shared_code_counts_in_the_artifacts_provenance(model_repo: Path, tmp_path: Path) -> None:
+    (model_repo / "libs" / "fraudkit").mkdir(parents=True)
+    (model_repo / "libs" / "fraudkit" / "__init__.py").write_text("SCALE = 1\n")
+    step = model_repo / "models" / "fraud" / "preprocess" / "1" / "model.py"
+    step.write_text("import fraudkit\n" + step.read_text())
+    git(model_repo, "add", "-A")
+    git(model_repo, "commit", "-q", "-m", "fraudkit")
+    model = ModelDir(model_repo / "models" / "fraud")
+    environment = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+
+    def manifest() -> dict[str, object]:
+        return build_artifact(
+            validate_model(model), DEFAULT_RUNTIME, environment, tmp_path, None, model_repo
+        ).manifest
+
+    committed = manifest()
+    assert committed["source_dirty"] is False and committed["source_commit"] == git(
+        model_repo, "rev-parse", "HEAD"
+    )
+    (model_repo / "libs" / "fraudkit" / "__init__.py").write_text("SCALE = 2\n")
+    assert manifest()["source_dirty"] is True, "an uncommitted change to shared code it packs"
+    git(model_repo, "commit", "-q", "-am", "fraudkit: scale 2")
+    assert manifest()["source_commit"] == git(
+        model_repo, "rev-parse", "HEAD"
+    ), "the last commit of any source"

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+from modelkit.onnx import session
 
 WEIGHTS = Path(__file__).with_name("model.onnx")
 
@@ -16,11 +16,7 @@ class TritonPythonModel:
     """PIXELS (FP32, [batch, 64]) -> PROBABILITIES (FP32, [batch, 10])."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        if not WEIGHTS.is_file():
-            raise pb_utils.TritonModelException(f"{WEIGHTS} is missing: run `dvc pull` for this model")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        self.session = ort.InferenceSession(str(WEIGHTS), options, providers=["CPUExecutionProvider"])
+        self.session = session(WEIGHTS)
         self.input_name = self.session.get_inputs()[0].name
         outputs = [output.name for output in self.session.get_outputs()]
         self.output_name = "probabilities" if "probabilities" in outputs else outputs[-1]

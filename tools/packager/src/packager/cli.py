@@ -18,12 +18,29 @@ import click
 
 from packager import __version__
 from packager.artifacts import build_artifact, generate_keys, read_manifest
+from packager.ci import (
+    MATRIX_SYSTEMS,
+    Base,
+    CiPlan,
+    CiRun,
+    affected_models,
+    base_for,
+    ci_table,
+    failure_details,
+    headline,
+    markdown,
+    pants_command,
+    run_ci,
+    write_ci_junit,
+)
+from packager.ci import matrix as render_matrix
 from packager.environments import env_builder_for, lock_model, place_in_steps
 from packager.errors import ExitCode, PackagerError
 from packager.modeldir import REQUIREMENTS_FILE, ModelDir, check_weights, display_path, pull, scaffold
 from packager.preflight import NotServable, prepare
 from packager.release import (
     PushPlan,
+    Revision,
     history,
     promote,
     push_model,
@@ -90,6 +107,13 @@ STAGING_OPTION = click.option(
 )
 PRODUCTION_OPTION = click.option(
     "--production", help="Production store URI (env PACKAGER_PRODUCTION_URI; default: packager.toml)."
+)
+BRANCH_OPTION = click.option(
+    "--branch",
+    help="The branch being pushed (default: the CI system's, else git's): production branches publish to production.",
+)
+COMMIT_OPTION = click.option(
+    "--commit", help="The commit being pushed (default: the CI system's, else git HEAD)."
 )
 ARTIFACT_OPTION = click.option(
     "--artifact",
@@ -490,11 +514,8 @@ def build(
 
 @cli.command(epilog=EXIT_CODES)
 @MODELS_ARGUMENT
-@click.option(
-    "--branch",
-    help="The branch being pushed (default: the CI system's, else git's): production branches publish to production.",
-)
-@click.option("--commit", help="The commit being pushed (default: the CI system's, else git HEAD).")
+@BRANCH_OPTION
+@COMMIT_OPTION
 @RUNTIME_OPTION
 @STAGING_OPTION
 @PRODUCTION_OPTION
@@ -527,19 +548,7 @@ def push(
     """
     revision = workspace.revision(branch, commit)
     target = workspace.runtime(runtime)
-    plan = PushPlan(
-        runtime=target,
-        builder=env_builder_for(target),
-        launcher=launcher_for(target, progress=not as_json),
-        revision=revision,
-        route=workspace.route(revision, staging, production),
-        out_dir=out or workspace.dist(),
-        log_dir=workspace.log_dir(),
-        repository=workspace.root,
-        signing_key=sign_key,
-        public_key=workspace.public_key(public_key),
-        progress=not as_json,
-    )
+    plan = _push_plan(workspace, revision, target, staging, production, out, sign_key, public_key, as_json)
     with closing(plan.route.store):
         results = [push_model(model, plan) for model in workspace.models(models)]
     if as_json:
@@ -570,6 +579,132 @@ def push(
     if ExitCode.ENVIRONMENT_ERROR in codes:
         return ExitCode.ENVIRONMENT_ERROR
     return ExitCode.MODEL_ERROR if codes else ExitCode.OK
+
+
+def _push_plan(
+    workspace: Workspace,
+    revision: Revision,
+    target: Runtime,
+    staging: str | None,
+    production: str | None,
+    out: Path | None,
+    sign_key: Path | None,
+    public_key: Path | None,
+    as_json: bool,
+) -> PushPlan:
+    """What `push` and `ci` publish with: the runtime's backends, the branch's route, keys and outputs."""
+    return PushPlan(
+        runtime=target,
+        builder=env_builder_for(target),
+        launcher=launcher_for(target, progress=not as_json),
+        revision=revision,
+        route=workspace.route(revision, staging, production),
+        out_dir=out or workspace.dist(),
+        log_dir=workspace.log_dir(),
+        repository=workspace.root,
+        signing_key=sign_key,
+        public_key=workspace.public_key(public_key),
+        progress=not as_json,
+    )
+
+
+@cli.command(name="ci", epilog=EXIT_CODES)
+@MODELS_ARGUMENT
+@click.option("--since", help="Compare with this commit (default: see above).")
+@click.option("--all", "every", is_flag=True, help="Every model, changed or not.")
+@click.option(
+    "--matrix",
+    type=click.Choice(MATRIX_SYSTEMS),
+    help="Only print the models to process as a job matrix: GitHub's strategy.matrix, or a GitLab child pipeline.",
+)
+@BRANCH_OPTION
+@COMMIT_OPTION
+@click.option("--remote", help="The DVC remote to pull weights from (default: the repository's default).")
+@RUNTIME_OPTION
+@STAGING_OPTION
+@PRODUCTION_OPTION
+@OUT_OPTION
+@SIGN_KEY_OPTION
+@PUBLIC_KEY_OPTION
+@click.option(
+    "--junit-xml",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the JUnit XML report (default: dist/ci/junit.xml).",
+)
+@JSON_OPTION
+@pass_workspace
+def ci_command(
+    workspace: Workspace,
+    models: tuple[str, ...],
+    since: str | None,
+    every: bool,
+    matrix: str | None,
+    branch: str | None,
+    commit: str | None,
+    remote: str | None,
+    runtime: str | None,
+    staging: str | None,
+    production: str | None,
+    out: Path | None,
+    sign_key: Path | None,
+    public_key: Path | None,
+    junit_xml: Path | None,
+    as_json: bool,
+) -> ExitCode:
+    """The pipeline on a push, for the models it affects only: for each, pull its weights, run the quality
+    gate on its targets (`pants lint check test models/<name>::`), then push it (environment, build, replay
+    of the built artifact, publish by branch as `packager push` does). One model's failure never stops the
+    others; a model that failed any step publishes nothing.
+
+    Affected models come from the Pants graph: targets changed since a base commit, and their dependents.
+    The base is --since; else, on a branch that does not publish to production, where it left the
+    production branch; else the CI system's previous tip (GitHub's push event, GitLab's
+    CI_COMMIT_BEFORE_SHA); else the commit's parent. MODEL arguments or --all skip the comparison.
+
+    Prints progress and a table; appends Markdown to $GITHUB_STEP_SUMMARY when it is set; writes JUnit XML.
+    """
+    if since is not None and (models or every):
+        raise click.UsageError(
+            "--since selects the affected models; it does not go with --all or MODEL arguments"
+        )
+    revision = workspace.revision(branch, commit)
+    root = workspace.require_root("packager ci")
+    known = workspace.models(())
+    pants = pants_command(root)
+    base: Base | None = None
+    if models or every:
+        chosen = workspace.models(models) if models else known
+    else:
+        base = base_for(root, revision, workspace.config.stores.production_branches, since)
+        chosen = affected_models(root, known, base, pants)
+    selection = "named" if models else "--all" if every else "affected"
+    if matrix is not None:
+        click.echo(render_matrix([model.name for model in chosen], matrix))
+        return ExitCode.OK
+    run = CiRun(revision, selection, len(known), [model.name for model in chosen], base)
+    if not as_json:
+        click.echo(f"ci: {headline(run)}", err=True)
+    if chosen:
+        target = workspace.runtime(runtime)
+        push_plan = _push_plan(
+            workspace, revision, target, staging, production, out, sign_key, public_key, as_json
+        )
+        with closing(push_plan.route.store):
+            run_ci(chosen, CiPlan(root, pants, push_plan, remote), run)
+    write_ci_junit(run, junit_xml or workspace.dist() / "ci" / "junit.xml")
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_file:
+        with open(summary_file, "a") as stream:
+            stream.write(markdown(run) + "\n")
+    if as_json:
+        _echo_json(run.to_json())
+    elif run.runs:
+        click.echo(ci_table(run))
+        for title, detail in failure_details(run):
+            click.echo(f"\n{title}:\n{detail}")
+    else:
+        click.echo("nothing affected: nothing to build or publish", err=True)
+    return run.exit_code()
 
 
 @cli.command(epilog=EXIT_CODES)

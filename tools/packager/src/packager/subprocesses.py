@@ -40,7 +40,10 @@ def run_tool(command: list[str], what: str, cwd: Path | None = None, untrusted: 
     """Run `command`; raise ToolFailure with the tail of its output when it fails. An `untrusted` tool
     (one that runs code from the model's requirements) gets a credential-free environment."""
     environment = credential_free(dict(os.environ)) if untrusted else None
-    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=environment)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=environment)
+    except OSError as error:
+        raise ToolFailure(f"{what} could not start: {error}", str(error)) from error
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip()
         tail = "\n".join(output.splitlines()[-SHOWN_LINES:])

@@ -16,6 +16,15 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    """A GitHub-flavoured Markdown table (pipes in cells escaped)."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(header), line(["---"] * len(header)), *(line(row) for row in rows)])
+
+
 def plural(count: int, noun: str) -> str:
     """`1 model`, `2 models`."""
     return f"{count} {noun}{'s' if count != 1 else ''}"

@@ -61,11 +61,16 @@ class Workspace:
         """The production store (`production` overrides its configured URI)."""
         return self.store(self.store_uris(production=production)[1])
 
+    def require_root(self, command: str) -> Path:
+        """The monorepo root, for commands that only run in one."""
+        if self.root is None:
+            raise UsageError(f"{command} runs in a monorepo checkout; run it inside one (or give --root)")
+        return self.root
+
     def revision(self, branch: str | None, commit: str | None) -> Revision:
         """The branch and commit a push publishes as (flags, else CI variables, else git), checked."""
-        if self.root is None:
-            raise UsageError("push publishes from a monorepo checkout; run it inside one (or give --root)")
-        return resolve_revision(self.root, branch, commit, self.config.stores.production_branches)
+        root = self.require_root("publishing")
+        return resolve_revision(root, branch, commit, self.config.stores.production_branches)
 
     def route(self, revision: Revision, staging: str | None, production: str | None) -> Route:
         """Where a push of `revision` publishes, with that store opened."""

@@ -8,7 +8,7 @@ pipeline (`provenance`). Publishing artifacts is the release stage's job.
 Public: Artifact, ArtifactError, artifact_name, content_digest, MANIFEST, SIGNATURE, build_artifact,
 read_manifest, verify_artifact, verified, triton_models_in, generate_keys, sign, verify,
 Source, model_source, current_branch, ci_revision, full_commit, branch_ref,
-is_ancestor, matches_commit, branch_slug, actor, pipeline.
+is_ancestor, merge_base, matches_commit, branch_slug, actor, pipeline.
 """
 
 from packager.artifacts.artifact import (
@@ -30,6 +30,7 @@ from packager.artifacts.provenance import (
     full_commit,
     is_ancestor,
     matches_commit,
+    merge_base,
     model_source,
     pipeline,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "full_commit",
     "is_ancestor",
     "matches_commit",
+    "merge_base",
     "model_source",
     "pipeline",
     "generate_keys",

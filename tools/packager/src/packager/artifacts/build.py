@@ -28,7 +28,7 @@ from packager.artifacts.artifact import (
 from packager.artifacts.provenance import model_source
 from packager.artifacts.signing import sign
 from packager.environments import Environment
-from packager.modeldir import env_path, top_model
+from packager.modeldir import env_path, libraries_dir, library_files, model_libraries, top_model
 from packager.settings import Runtime
 from packager.validation import ModelReport
 
@@ -44,6 +44,7 @@ def _keep(name: str) -> bool:
 def _members(report: ModelReport, environment: Environment | None) -> list[Member]:
     """Every Triton model's files, sorted, with each step's environment where EXECUTION_ENV_PATH points."""
     members: list[Member] = []
+    libs = libraries_dir(report.model.path)
     for name, triton in sorted(report.triton_models.items()):
         target = env_path(triton)
         placed = target.relative_to(triton.directory).as_posix() if target is not None else None
@@ -52,7 +53,19 @@ def _members(report: ModelReport, environment: Environment | None) -> list[Membe
             members.append(_followed(member, triton.directory.parent) if member.kind == "symlink" else member)
         if placed is not None and environment is not None:
             members.append(Member(f"{name}/{placed}", "file", source=environment.tarball))
+        shared = [(f"{name}/{relative}", path) for relative, path in library_files(triton, libs)]
+        directories = {parent for relative, _ in shared for parent in _parents(relative)} - {
+            m.name for m in members
+        }
+        members += [Member(directory, "dir") for directory in directories]
+        members += [Member(relative, "file", source=path) for relative, path in shared]
     return sorted(members, key=lambda member: member.name)
+
+
+def _parents(relative: str) -> list[str]:
+    """`a/b/c.py` -> [`a`, `a/b`]."""
+    parts = relative.split("/")[:-1]
+    return ["/".join(parts[: end + 1]) for end in range(len(parts))]
 
 
 def _followed(link: Member, parent: Path) -> Member:
@@ -72,7 +85,8 @@ def _manifest(
     files: dict[str, dict[str, Any]],
     repository: Path | None,
 ) -> dict[str, Any]:
-    source = model_source(report.model.path, repository)
+    shared = model_libraries(report.triton_models.values(), libraries_dir(report.model.path))
+    source = model_source(report.model.path, repository, [library.path for library in shared])
     return {
         "format": MANIFEST_FORMAT,
         "model": report.model.name,

@@ -8,6 +8,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 # Where CI systems say which branch and commit they build (GitHub Actions, GitLab CI, Buildkite).
 CI_BRANCH_VARIABLES = (
@@ -38,13 +39,14 @@ def _git(directory: Path, *args: str) -> str | None:
     return result.stdout.strip() if result is not None and result.returncode == 0 else None
 
 
-def model_source(directory: Path, repository: Path | None = None) -> Source:
-    """The last commit touching `directory`, so unchanged models keep the same provenance (and bytes), and
-    whether anything under it is not committed. A directory outside git, or outside the git work tree of
-    `repository` (the monorepo), counts as dirty."""
+def model_source(directory: Path, repository: Path | None = None, also: Sequence[Path] = ()) -> Source:
+    """The last commit touching `directory` (and the shared code in `also`), so unchanged models keep the
+    same provenance (and bytes), and whether anything under them is not committed. A directory outside
+    git, or outside the git work tree of `repository` (the monorepo), counts as dirty."""
+    paths = [".", *(str(path.resolve()) for path in also)]
     top = _git(directory, "rev-parse", "--show-toplevel")
-    commit = _git(directory, "log", "-1", "--format=%H", "--", ".") or ""
-    status = _git(directory, "status", "--porcelain", "--untracked-files=all", "--", ".")
+    commit = _git(directory, "log", "-1", "--format=%H", "--", *paths) or ""
+    status = _git(directory, "status", "--porcelain", "--untracked-files=all", "--", *paths)
     outside = repository is not None and top != _git(repository, "rev-parse", "--show-toplevel")
     dirty = status is None or bool(status) or not commit or outside
     return Source(commit, dirty, Path(top) if top else None)
@@ -81,9 +83,16 @@ def is_ancestor(directory: Path, commit: str, ref: str) -> bool:
     return result is not None and result.returncode == 0
 
 
-def matches_commit(directory: Path, commit: str) -> bool:
-    """Whether the files under `directory` are exactly what `commit` holds there."""
-    result = _git_run(directory, "diff", "--quiet", commit, "--", ".")
+def merge_base(directory: Path, commit: str, ref: str) -> str | None:
+    """The best common ancestor of `commit` and `ref`, if they have one."""
+    return _git(directory, "merge-base", commit, ref)
+
+
+def matches_commit(directory: Path, commit: str, also: Sequence[Path] = ()) -> bool:
+    """Whether the files under `directory` (and `also`) are exactly what `commit` holds there."""
+    result = _git_run(
+        directory, "diff", "--quiet", commit, "--", ".", *(str(path.resolve()) for path in also)
+    )
     return result is not None and result.returncode == 0
 
 

@@ -2,7 +2,8 @@
 
 Owns discovery (model directories, their Triton models and versions, the monorepo root), Triton's
 `config.pbtxt` read with the position of every field, diagnostics (`path:line:col: message`), test cases
-(`tests/cases/*.json`), DVC-tracked weights, requirements and their lock, and `packager new`'s scaffold. Every later stage reads model
+(`tests/cases/*.json`), DVC-tracked weights, requirements and their lock, the shared libraries under
+`libs/` that steps import, and `packager new`'s scaffold. Every later stage reads model
 directories through these names only; nothing here runs a server or builds anything.
 
 Public: ModelDir, discover_models, find_repo_root, models_under, version_dirs, name_problem,
@@ -10,7 +11,8 @@ MODEL_VERSION_FILE, MODELS_DIR, TRITON_CONFIG; Diagnostic, display_path; TritonM
 ConfigUnreadable, read_config, read_text, env_path, top_model, ENSEMBLE, PYTHON, PLATFORM_BACKENDS,
 ENV_PATH_PARAMETER, MODEL_DIRECTORY_VARIABLE; Case, Tensor, Tolerance, CaseError, load_cases, case_files,
 CASES_DIR; Weight, pointers, weights, check_weights, pull; REQUIREMENTS_FILE, LOCK_FILE, RequirementLine,
-RequirementsError, parse_requirements, digest, LockHeader, read_lock_header, lock_problems; scaffold.
+RequirementsError, parse_requirements, digest, LockHeader, read_lock_header, lock_problems; LIBS_DIR,
+Library, LibraryError, libraries_dir, library_files, model_libraries, shared_libraries; scaffold.
 """
 
 from packager.modeldir.cases import CASES_DIR, Case, CaseError, Tensor, Tolerance, case_files, load_cases
@@ -25,6 +27,15 @@ from packager.modeldir.discovery import (
     models_under,
     name_problem,
     version_dirs,
+)
+from packager.modeldir.libs import (
+    LIBS_DIR,
+    Library,
+    LibraryError,
+    libraries_dir,
+    library_files,
+    model_libraries,
+    shared_libraries,
 )
 from packager.modeldir.model_config import (
     ENSEMBLE,
@@ -95,6 +106,13 @@ __all__ = [
     "parse_requirements",
     "read_lock_header",
     "scaffold",
+    "LIBS_DIR",
+    "Library",
+    "LibraryError",
+    "libraries_dir",
+    "library_files",
+    "model_libraries",
+    "shared_libraries",
     "Weight",
     "check_weights",
     "pointers",

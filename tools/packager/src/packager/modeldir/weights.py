@@ -85,7 +85,10 @@ def dvc_command() -> list[str]:
     """How to run DVC: PACKAGER_DVC (a command line), else `dvc` on PATH."""
     configured = os.environ.get(DVC_COMMAND_VARIABLE)
     if configured:
-        return shlex.split(configured)
+        program, *arguments = shlex.split(configured)
+        if "/" in program:  # a path relative to where the packager was started, wherever DVC runs
+            program = os.path.abspath(program)
+        return [program, *arguments]
     if shutil.which("dvc"):
         return ["dvc"]
     raise EnvironmentFailure(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from packager.artifacts import (
     Artifact,
@@ -59,11 +60,16 @@ def resolve_revision(
 
 
 def check_publishable(
-    artifact: Artifact, model_path: Path, revision: Revision, production: bool, public_key: Path | None
+    artifact: Artifact,
+    model_path: Path,
+    revision: Revision,
+    production: bool,
+    public_key: Path | None,
+    shared: Sequence[Path] = (),
 ) -> None:
     """Refuse what `revision` may not publish: to production, dirty sources, an environment that leans on
     this machine's Python, or (with a public key) an artifact whose signature does not verify; anywhere,
-    sources the commit does not hold."""
+    sources the commit does not hold (the model directory's, and the `shared` libraries it packs)."""
     dirty = bool(artifact.manifest["source_dirty"])
     if production and artifact.manifest.get("env_portable") is False:
         raise SourceRefused(
@@ -72,10 +78,11 @@ def check_publishable(
         )
     if production and dirty:
         raise SourceRefused(
-            f"{model_path} has uncommitted or untracked changes, or lies outside the repository; "
+            f"{model_path} (or the shared code it packs from libs/) has uncommitted or untracked changes, "
+            "or lies outside the repository; "
             "production publishes committed sources only: commit, then push"
         )
-    if not dirty and not matches_commit(model_path, revision.commit):
+    if not dirty and not matches_commit(model_path, revision.commit, shared):
         raise SourceRefused(
             f"{model_path} differs from commit {revision.commit[:12]}: that commit does not hold the sources "
             "being built; push from a checkout of it, or without --commit"

@@ -4,17 +4,18 @@ publish, one model at a time. Only an artifact whose replay passed in this run i
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packager.artifacts import Artifact, build_artifact
 from packager.environments import EnvBuilder
 from packager.errors import ExitCode, PackagerError
-from packager.modeldir import ModelDir
+from packager.modeldir import ModelDir, libraries_dir, model_libraries
 from packager.preflight import prepare
 from packager.release.gates import Revision, check_publishable
 from packager.release.history import new_entry, record
-from packager.release.publishing import Published, Route, publish
+from packager.release.publishing import Published, Route, publish, same_or_refuse
 from packager.replay import ModelReplay, replay_artifact
 from packager.settings import Runtime
 from packager.triton import Launcher
@@ -30,6 +31,13 @@ class PushResult:
     published: Published | None = None
     error: str | None = None
     error_code: ExitCode = ExitCode.OK
+    seconds: dict[str, float] = field(default_factory=dict)  # "build", "replay", "publish": time spent
+
+    def timed(self, step: str, started: float) -> float:
+        """Record the time since `started` against `step`; the clock now, to start the next one."""
+        now = time.monotonic()
+        self.seconds[step] = now - started
+        return now
 
     @property
     def ok(self) -> bool:
@@ -72,17 +80,27 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
     """Build, check it may go where the branch publishes, test the built bytes, then publish them (and
     record a production release, or repair a record an earlier run failed to write)."""
     result = PushResult(model.name)
+    started = time.monotonic()
     try:
         report, environment = prepare(model, plan.runtime, plan.builder, plan.progress)
         artifact = build_artifact(
             report, plan.runtime, environment, plan.out_dir, plan.signing_key, plan.repository
         )
         result.artifact = artifact
+        started = result.timed("build", started)
         target = plan.route.destination(artifact)
-        check_publishable(artifact, model.path, plan.revision, target.production, plan.public_key)
+        shared = [
+            library.path
+            for library in model_libraries(report.triton_models.values(), libraries_dir(model.path))
+        ]
+        check_publishable(artifact, model.path, plan.revision, target.production, plan.public_key, shared)
+        existing = target.store.head(target.key)
+        if existing is not None:  # refuse other bytes under a published key before replaying them
+            same_or_refuse(existing, artifact, target)
         _say(plan, f"{model.name}: built {artifact.path.name} ({artifact.sha256[:12]}); replaying it")
         log = plan.log_dir / f"{model.name}-push.log"
         result.replay = replay_artifact(artifact.path, model, plan.launcher, log)
+        started = result.timed("replay", started)
         if not result.replay.passed:
             result.error = "its replay failed: nothing was published"
             result.error_code = result.replay.error_code if result.replay.error else ExitCode.MODEL_ERROR
@@ -95,6 +113,7 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
             record(plan.route.store, model.name, entry, unless_known=True)
     except PackagerError as error:
         result.error, result.error_code = str(error), error.exit_code
+    result.timed("build" if result.artifact is None else "publish", started)
     return result
 
 

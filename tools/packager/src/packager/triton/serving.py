@@ -14,7 +14,7 @@ from typing import Iterator, Mapping
 
 from packager.artifacts import Artifact, triton_models_in, verified
 from packager.environments import Environment
-from packager.modeldir import TritonModel, env_path, top_model
+from packager.modeldir import TritonModel, env_path, libraries_dir, library_files, top_model
 from packager.triton.launcher import LOAD_TIMEOUT, Launcher, Server, UnservableModel
 from packager.validation import ModelReport
 
@@ -40,7 +40,8 @@ def lends_interpreter(models: Mapping[str, TritonModel], env_portable: bool | No
 
 @contextmanager
 def staged_repository(report: ModelReport, environment: Environment | None, env_mode: str) -> Iterator[Path]:
-    """A temporary model repository holding the model's Triton models, with the environment in place.
+    """A temporary model repository holding the model's Triton models, with the environment in place
+    and the shared libraries its steps import beside their model.py.
 
     Files are hard links to the model directory. `packed` puts the environment tarball where
     EXECUTION_ENV_PATH points (what ships); `unpacked` puts a link to the cached unpacked tree there,
@@ -48,6 +49,7 @@ def staged_repository(report: ModelReport, environment: Environment | None, env_
     """
     repository = Path(tempfile.mkdtemp(prefix=f"packager-repo-{report.model.name}-"))
     repository.chmod(0o755)  # a server in a container reads it as another user
+    libs = libraries_dir(report.model.path)
     try:
         for name, triton in report.triton_models.items():
             target = env_path(triton)
@@ -62,6 +64,9 @@ def staged_repository(report: ModelReport, environment: Environment | None, env_
                     if n == "__pycache__" or (n in skip and Path(directory) == triton.directory)
                 ],
             )
+            for relative, path in library_files(triton, libs):
+                (repository / name / relative).parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(str(path), str(repository / name / relative))
             if target is not None and environment is not None:
                 staged = repository / name / target.relative_to(triton.directory)
                 if env_mode == "packed":

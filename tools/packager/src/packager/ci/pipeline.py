@@ -1,0 +1,181 @@
+"""The pipeline `packager ci` runs for each model a push affects, one model at a time and each on its own:
+pull its weights (DVC, its pointers only) → the quality gate (Black, mypy and its tests through Pants:
+the tests replay its cases, so the weights come first) → the push pipeline (environment, build, replay of
+the built artifact, publish by branch). A model that fails a step stops there and publishes nothing; the
+others go on."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packager.ci.affected import Base
+from packager.ci.gate import run_gate
+from packager.errors import ExitCode, PackagerError
+from packager.modeldir import ModelDir, check_weights, pull
+from packager.preflight import NotServable
+from packager.release import PushPlan, PushResult, Revision, push_model
+
+STEPS = ("weights", "gate", "build", "replay", "publish")
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of one model: passed, failed (with what to do) or skipped (an earlier step failed)."""
+
+    name: str
+    outcome: str
+    seconds: float = 0.0
+    detail: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "step": self.name,
+            "outcome": self.outcome,
+            "seconds": round(self.seconds, 3),
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class ModelRun:
+    """What `packager ci` did with one model."""
+
+    model: str
+    steps: list[Step] = field(default_factory=list)
+    push: PushResult | None = None
+    error_code: ExitCode = ExitCode.OK
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code == ExitCode.OK
+
+    def step(self, name: str) -> Step:
+        """The named step (skipped when the run stopped before it)."""
+        return next((step for step in self.steps if step.name == name), Step(name, SKIPPED))
+
+    def fail(self, name: str, seconds: float, detail: str, code: ExitCode) -> ModelRun:
+        self.steps.append(Step(name, FAILED, seconds, detail))
+        self.error_code = code
+        return self
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "ok": self.ok,
+            "steps": [self.step(name).to_json() for name in STEPS],
+            "push": self.push.to_json() if self.push else None,
+        }
+
+
+@dataclass
+class CiRun:
+    """A whole `packager ci` run: the revision, what it was compared with, and each model's run."""
+
+    revision: Revision
+    selection: str  # why these models: "affected", "--all" or "named"
+    considered: int  # models in the repository
+    selected: list[str]  # the models to process
+    base: Base | None = None  # what "affected" compared with
+    runs: list[ModelRun] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(run.ok for run in self.runs)
+
+    def exit_code(self) -> ExitCode:
+        """A tool or service failure outranks a model's own failure."""
+        codes = {run.error_code for run in self.runs}
+        for code in (ExitCode.ENVIRONMENT_ERROR, ExitCode.USAGE_ERROR, ExitCode.MODEL_ERROR):
+            if code in codes:
+                return code
+        return ExitCode.OK
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "branch": self.revision.branch,
+            "commit": self.revision.commit,
+            "selection": self.selection,
+            "base": self.base.commit if self.base else None,
+            "base_reason": self.base.reason if self.base else None,
+            "considered": self.considered,
+            "selected": self.selected,
+            "ok": self.ok,
+            "models": [run.to_json() for run in self.runs],
+        }
+
+
+@dataclass(frozen=True)
+class CiPlan:
+    """What every model's run shares: the repository, how to run Pants, the DVC remote, and the push."""
+
+    root: Path
+    pants: list[str]
+    push: PushPlan
+    remote: str | None = None
+
+
+def run_model(model: ModelDir, plan: CiPlan, position: str = "") -> ModelRun:
+    """Weights, gate, then build → replay → publish; stop at the first failure."""
+    run = ModelRun(model.name)
+    started = time.monotonic()
+    try:
+        _say(plan, f"{position}{model.name}: pulling its weights")
+        pull([model], plan.remote)
+        problems = check_weights(model)
+        if problems:
+            raise NotServable(problems)
+    except PackagerError as error:
+        return run.fail("weights", time.monotonic() - started, str(error), error.exit_code)
+    run.steps.append(Step("weights", PASSED, time.monotonic() - started))
+    log = plan.push.log_dir / f"{model.name}-gate.log"
+    _say(plan, f"{position}{model.name}: quality gate (Black, mypy and its tests, through Pants) ...")
+    gate = run_gate(plan.root, model, plan.pants, log)
+    if not gate.passed:
+        detail = f"`{shlex.join(gate.command)}` failed (log: {gate.log}):\n{gate.tail()}"
+        return run.fail("gate", gate.seconds, detail, ExitCode.MODEL_ERROR)
+    run.steps.append(Step("gate", PASSED, gate.seconds))
+    _say(plan, f"{position}{model.name}: gate passed in {gate.seconds:.0f} s")
+    run.push = push_model(model, plan.push)
+    run.steps.extend(_push_steps(run.push))
+    run.error_code = run.push.error_code if not run.push.ok else ExitCode.OK
+    return run
+
+
+def _push_steps(result: PushResult) -> list[Step]:
+    """Build, replay and publish, from what the push pipeline got to."""
+    error, seconds = result.error or "", result.seconds
+    if result.artifact is None:
+        return [Step("build", FAILED, seconds.get("build", 0.0), error)]
+    built = Step(
+        "build", PASSED, seconds["build"], f"{result.artifact.path.name} ({result.artifact.sha256[:12]})"
+    )
+    if result.replay is None:  # refused before the replay: where it would go does not take it
+        return [built, Step("publish", FAILED, seconds.get("publish", 0.0), error)]
+    cases = result.replay.results
+    replayed = f"{sum(case.passed for case in cases)}/{len(cases)} cases passed"
+    if not result.replay.passed:
+        problems = [f"{case.case} [{case.protocol}]: {case.problems[0]}" for case in cases if not case.passed]
+        detail = "\n".join([error, result.replay.error or "", *problems]).strip()
+        return [built, Step("replay", FAILED, seconds["replay"], f"{replayed}: {detail}")]
+    replay = Step("replay", PASSED, seconds["replay"], replayed)
+    if result.published is None:
+        return [built, replay, Step("publish", FAILED, seconds.get("publish", 0.0), error)]
+    where = f"{result.published.outcome}: {result.published.destination.uri}"
+    return [built, replay, Step("publish", PASSED, seconds.get("publish", 0.0), where)]
+
+
+def _say(plan: CiPlan, message: str) -> None:
+    if plan.push.progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def run_ci(models: list[ModelDir], plan: CiPlan, run: CiRun) -> CiRun:
+    """Every model of `models` through its pipeline, each on its own, into `run`."""
+    for index, model in enumerate(models, 1):
+        run.runs.append(run_model(model, plan, f"[{index}/{len(models)}] "))
+    return run

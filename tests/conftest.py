@@ -4,6 +4,7 @@ repository holding a model made by `packager new`."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -108,6 +109,18 @@ def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixt
         "PACKAGER_STAGING_URI": f"s3://{buckets['staging']}/models",
         "PACKAGER_PRODUCTION_URI": f"s3://{buckets['production']}/models",
     }
+
+
+EXAMPLES = Path(__file__).parent.parent
+
+
+def copy_example(name: str, repo: Path) -> Path:
+    """A copy of the example model `name` (weights included) in the monorepo `repo`, with the shared code
+    under libs/ that its steps import."""
+    ignored = shutil.ignore_patterns("python_env.tar.gz", "__pycache__")
+    shutil.copytree(EXAMPLES / "models" / name, repo / "models" / name, ignore=ignored)
+    shutil.copytree(EXAMPLES / "libs", repo / "libs", ignore=ignored, dirs_exist_ok=True)
+    return repo / "models" / name
 
 
 def git(repo: Path, *args: str) -> str:

@@ -25,10 +25,10 @@ from packager.settings import Runtime
 from packager.triton import ServerError, Server, build_image, check_image, image_for
 from packager.triton.container import LABEL, OWNER_LABEL, ContainerLauncher, owner, remove_orphans
 from packager.triton.engine import connect
-from tests.conftest import RunPackager
+from tests.conftest import RunPackager, copy_example
 
 CORPUS = Path(__file__).parent / "corpus"
-MODELS = Path(__file__).parent.parent / "models"
+REPO = Path(__file__).parent.parent
 DOUBLER = """
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -174,10 +174,8 @@ def test_sigterm_removes_the_container_and_sigkill_leaves_one_the_next_start_rem
 ) -> None:
     # SIGTERM: the packager's main() turns it into an exit, so its cleanup runs.
     repo = tmp_path / "mono"
-    shutil.copytree(
-        MODELS / "churn", repo / "models" / "churn", ignore=shutil.ignore_patterns("python_env.tar.gz")
-    )
-    shutil.copy(MODELS.parent / "packager.toml", repo / "packager.toml")
+    copy_example("churn", repo)
+    shutil.copy(REPO / "packager.toml", repo / "packager.toml")
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(entry) for entry in sys.path)}
     serve = subprocess.Popen(
         [sys.executable, "-m", "packager", "serve", "churn", "--runtime", "container", "--json"],
@@ -242,10 +240,8 @@ def test_replay_in_the_container_reports_where_it_ran(
     run_packager: RunPackager, tmp_path: Path, container_runtime: Runtime
 ) -> None:
     repo = tmp_path / "mono"
-    shutil.copytree(
-        MODELS / "churn", repo / "models" / "churn", ignore=shutil.ignore_patterns("python_env.tar.gz")
-    )
-    shutil.copy(MODELS.parent / "packager.toml", repo / "packager.toml")
+    copy_example("churn", repo)
+    shutil.copy(REPO / "packager.toml", repo / "packager.toml")
     result = run_packager("replay", "churn", "--json", "--junit-xml", "replay.xml", cwd=repo)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,18 +15,14 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tests.conftest import RunPackager
-
-MODELS = Path(__file__).parent.parent / "models"
+from tests.conftest import RunPackager, copy_example
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A monorepo holding a copy of the churn model (weights included)."""
     (tmp_path / "pants.toml").write_text("")
-    shutil.copytree(
-        MODELS / "churn", tmp_path / "models" / "churn", ignore=shutil.ignore_patterns("python_env.tar.gz")
-    )
+    copy_example("churn", tmp_path)
     return tmp_path
 
 

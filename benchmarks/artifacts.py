@@ -3,7 +3,8 @@
     ./pants run benchmarks/artifacts.py [--gib 1.0]
 
 1. building `<model>_<version>.tar.gz` for a model with >= 1 GiB of weights (float32, as trained weights
-   are) vs `tar -czf` of the same files, and vs a plain `cp` of the same bytes (time and size);
+   are) vs `tar -czf` of the same files, vs `tar | pigz` (every core; needs pigz), and vs a plain `cp` of
+   the same bytes (time and size); compression on one thread vs every core (the same bytes);
 2. pushing that artifact to S3 (moto on loopback) with the packager's store vs boto3's default
    `upload_file`;
 3. re-pushing the identical artifact (one HEAD) vs the first push.
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import subprocess
@@ -24,20 +26,28 @@ import boto3
 import numpy as np
 from moto.server import ThreadedMotoServer
 
+from packager.config import load_config
+from packager.archives import Member, file_digest, usable_cores, write_tar_gz
 from packager.artifacts import build_artifact
-from packager.environments import ensure_environment, env_builder_for
-from packager.modeldir import ModelDir, scaffold
+from packager.environments import ensure_environment, env_builder_for, lock_model
+from packager.modeldir import ModelDir, find_repo_root, scaffold
 from packager.release import Destination, publish
 from packager.release.stores import open_store
-from packager.settings import DEFAULT_RUNTIME
 from packager.triton import free_ports, staged_repository
 from packager.validation import validate_model
+
+ROOT = find_repo_root(Path(__file__).parent) or Path.cwd()
+RUNTIME = load_config(ROOT).runtime("local")  # packager.toml's: its conda channel is local
 
 
 def timed(action: Callable[[], object]) -> float:
     started = time.perf_counter()
     action()
     return time.perf_counter() - started
+
+
+def shell(command: str) -> None:
+    subprocess.run(["bash", "-o", "pipefail", "-c", command], check=True)
 
 
 def line(name: str, baseline: str, base: float, measured: str, value: float, unit: str = "s") -> None:
@@ -70,29 +80,41 @@ def main() -> None:
 
 def run(scratch: Path, gib: float) -> None:
     model = model_with_weights(scratch / "models", gib)
+    lock_model(model, RUNTIME)
     report = validate_model(model)
-    environment = ensure_environment(model, DEFAULT_RUNTIME, env_builder_for(DEFAULT_RUNTIME), progress=False)
+    environment = ensure_environment(model, RUNTIME, env_builder_for(RUNTIME), progress=False)
     weights = sum(path.stat().st_size for path in model.path.rglob("weights-*.bin"))
     print(f"model with {weights / 1024**3:.2f} GiB of float32 weights, {os.cpu_count()} CPUs")
     print(f"{'benchmark':<28} {'baseline':>18} {'':>14} {'measured':>18} {'':>14} {'ratio':>8}")
 
     started = time.perf_counter()
-    artifact = build_artifact(report, DEFAULT_RUNTIME, environment, scratch / "dist")
+    artifact = build_artifact(report, RUNTIME, environment, scratch / "dist")
     build = time.perf_counter() - started
     size = artifact.path.stat().st_size
+    rebuilt = build_artifact(report, RUNTIME, environment, scratch / "again")
+    assert rebuilt.sha256 == artifact.sha256, "two builds of the same model differ"
+    digests = timed(lambda: [file_digest(path) for path in model.path.rglob("*") if path.is_file()])
+    members = [Member("weights", "file", source=path) for path in sorted(model.path.rglob("weights-*.bin"))]
+    one_thread = timed(lambda: write_tar_gz(scratch / "one.tar.gz", members, threads=1))
+    all_threads = timed(lambda: write_tar_gz(scratch / "all.tar.gz", members))
+    assert file_digest(scratch / "one.tar.gz") == file_digest(scratch / "all.tar.gz"), "threads change bytes"
     with staged_repository(report, environment, "packed") as same_files:
-        tar = timed(
-            lambda: subprocess.run(
-                ["tar", "-czf", str(scratch / "tar.tar.gz"), "-C", str(same_files), "."], check=True
-            )
-        )
-        copy = timed(lambda: subprocess.run(["cp", "-r", str(same_files), str(scratch / "copy")], check=True))
+        tar = timed(lambda: shell(f"tar -czf {scratch}/tar.tar.gz -C {same_files} ."))
+        pigz = timed(lambda: shell(f"tar -cf - -C {same_files} . | pigz > {scratch}/pigz.tar.gz"))
+        copy = timed(lambda: shell(f"cp -r {same_files} {scratch}/copy && sync"))
     tar_size = (scratch / "tar.tar.gz").stat().st_size
     line("build vs tar -czf (time)", "tar -czf", tar, "packager build", build)
     line("build vs tar -czf (size)", "tar -czf", tar_size / 1e6, "packager build", size / 1e6, "MB")
-    line("build vs cp (time)", "cp -r", copy, "packager build", build)
+    line("build vs tar | pigz (time)", "tar | pigz", pigz, "packager build", build)
+    line("build vs cp (time)", "cp -r + sync", copy, "packager build", build)
+    line("compression threads", "1 thread", one_thread, f"{usable_cores()} threads", all_threads)
+    print(
+        f"{'':<28} two builds identical (sha256 {artifact.sha256[:12]}); 1 and {usable_cores()} threads identical"
+    )
+    print(f"{'':<28} of the build, {digests:.2f} s is the manifest's digests (a read before the archive's)")
 
     (port,) = free_ports(1)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

@@ -113,14 +113,17 @@ def test_each_stage_documents_its_public_names(name: str) -> None:
     assert not undocumented, f"packager.{name} exports names its docstring does not list: {undocumented}"
 
 
-def test_the_cli_imports_only_public_names() -> None:
-    for line, module, names in _imports(SOURCE / "cli.py"):
+@pytest.mark.parametrize("path", sorted((SOURCE / "cli").glob("*.py")), ids=lambda path: path.name)
+def test_the_cli_imports_only_public_names(path: Path) -> None:
+    for line, module, names in _imports(path):
         if module == "packager" or module.split(".")[1] not in SUBPACKAGES:
             continue  # a single-module stage (preflight, workspace, tables, ...) is public as a whole
-        assert module.count(".") == 1, f"cli.py:{line} reaches into {module}; import from its stage"
+        assert module.count(".") == 1, f"cli/{path.name}:{line} reaches into {module}; import from its stage"
         public = getattr(importlib.import_module(module), "__all__", [])
         private = [name for name in names if name not in public]
-        assert not private, f"cli.py:{line} imports {private} from {module}, which does not export them"
+        assert (
+            not private
+        ), f"cli/{path.name}:{line} imports {private} from {module}, which does not export them"
 
 
 @pytest.mark.parametrize(

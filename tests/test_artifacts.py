@@ -74,6 +74,28 @@ def test_two_builds_are_byte_identical(fraud: tuple[ModelReport, Environment], t
     assert one.sha256 == two.sha256 == file_digest(two.path)
 
 
+def test_a_weight_rewritten_during_the_build_leaves_no_artifact(
+    fraud: tuple[ModelReport, Environment], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest lists each file's digest before the archive is written; a file rewritten in between (a
+    concurrent `dvc pull`) would ship bytes the manifest does not list, so the build fails instead."""
+    report, environment = fraud
+    weights = report.model.path / "preprocess" / "1" / "weights.bin"
+
+    def digest_then_rewrite(path: Path, algorithm: str = "sha256") -> str:
+        digest = file_digest(path, algorithm)
+        if path == weights:
+            weights.write_bytes(b"\x02" * 1000)
+        return digest
+
+    monkeypatch.setattr("packager.artifacts.build.file_digest", digest_then_rewrite)
+    with pytest.raises(
+        ArtifactError, match="fraud_1.tar.gz: preprocess/1/weights.bin changed while it was built"
+    ):
+        build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "dist")
+    assert list((tmp_path / "dist").iterdir()) == []
+
+
 def _rewrite(archive: Path, out: Path, change: dict[str, bytes]) -> Path:
     """Copy an archive, replacing some members' bytes but keeping the manifest (a tampered artifact)."""
     with tarfile.open(archive) as source, tarfile.open(out, "w:gz") as target:

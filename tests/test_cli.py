@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import click
 import pytest
 
+import packager
 from packager import cli
 from tests.conftest import RunPackager
 
@@ -119,7 +122,7 @@ def test_unknown_option_is_a_usage_error(run_packager: RunPackager, tmp_path: Pa
     assert "No such option '--frobnicate'" in result.stderr
 
 
-@pytest.mark.parametrize("command", [[], *([name] for name in sorted(cli.cli.commands))])
+@pytest.mark.parametrize("command", [[], *([name] for name in sorted(cli.COMMANDS))])
 def test_every_command_has_help_with_exit_codes(
     run_packager: RunPackager, tmp_path: Path, command: list[str]
 ) -> None:
@@ -133,12 +136,40 @@ def test_every_command_has_help_with_exit_codes(
 def _commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
     """Every command by its full name (`image build`), the groups' subcommands included."""
     found: dict[str, click.Command] = {}
-    for name, command in group.commands.items():
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None and command.name == name, f"packager.cli.COMMANDS[{name!r}]"
         if isinstance(command, click.Group):
             found.update(_commands(command, f"{prefix}{name} "))
         else:
             found[f"{prefix}{name}"] = command
     return found
+
+
+def test_version_and_help_load_none_of_the_pipeline() -> None:
+    """`packager --version` and `--help` import the CLI's root only (the commands' modules, and the
+    pipeline with tritonclient, numpy and boto3, load when a command runs), yet list every command."""
+    script = (
+        "import sys\n"
+        "from packager.cli import cli\n"
+        "for arguments in (['--version'], ['--help']):\n"
+        "    try:\n"
+        "        cli.main(arguments, prog_name='packager')\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "import json\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('packager.', 'numpy', 'tritonclient')))))\n"
+    )
+    environment = {"PYTHONPATH": os.pathsep.join(os.path.abspath(entry) for entry in sys.path)}
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    *output, loaded = result.stdout.strip().splitlines()
+    assert json.loads(loaded) == ["packager.cli", "packager.cli.options", "packager.errors"]
+    assert output[0] == f"packager, version {packager.__version__}"
+    listed = "\n".join(output)
+    for name, (_, _, summary) in cli.COMMANDS.items():
+        assert f"  {name}" in listed and summary in listed, f"packager --help lists {name}"
 
 
 @pytest.mark.parametrize("name", sorted(_commands(cli.cli)))
@@ -184,7 +215,7 @@ def test_a_bug_is_an_internal_error_without_traceback(
     def explode(*args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli, "validate_models", explode)
+    monkeypatch.setattr("packager.cli.models.validate_models", explode)
     monkeypatch.setattr(sys, "argv", ["packager", "validate", str(GOOD)])
     monkeypatch.delenv("PACKAGER_DEBUG", raising=False)
     with pytest.raises(SystemExit) as exit_info:

@@ -2,16 +2,16 @@
 digests: what environments and artifacts are packed with.
 
 What is reproducible, and where: the *tar stream* (the uncompressed bytes) depends only on the members,
-so its digest, and every file's, is the same on any machine and Python. The *gzip bytes* are ISA-L's,
-which picks a code path per CPU: they are identical across runs, Python versions and machines of one CPU
-family (e.g. AVX-512), and may differ on another (AVX2 only). An artifact's identity is therefore its
-content (the manifest's content digest), never the archive's sha256 across machines.
+so its digest, and every file's, is the same on any machine and Python. The *gzip bytes* are ISA-L's
+level 1 on fixed 1 MiB blocks, compressed on every core: the same for any thread count, and the same on
+the CPU families tried (AVX-512, AVX2, SSE4.2; ISA-L picks a code path per CPU, and its level 3 wrote
+other bytes on AVX2). An artifact's identity stays its content (the manifest's content digest), so that a
+CPU family not tried cannot change what counts as the same artifact.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import stat
 import tarfile
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from isal import isal_zlib
+from isal import igzip_threaded
 
 from packager.partials import partial_file
 
@@ -33,8 +33,19 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
-# ISA-L level 3: about ten times faster than zlib level 6 here, for about 10% more bytes.
-COMPRESS_LEVEL = 3
+# ISA-L level 1 on fixed 1 MiB blocks: on float32 weights, smaller than `tar -czf` (zlib level 6) and
+# about fifteen times faster per core (see benchmarks/artifacts.py).
+COMPRESS_LEVEL = 1
+BLOCK_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Written:
+    """What write_tar_gz wrote: the archive's sha256 and size, and the sha256 of each file member."""
+
+    sha256: str
+    size: int
+    files: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -77,69 +88,138 @@ def _walk(root: Path, relative_dir: str, prefix: str, keep: Callable[[str], bool
             yield Member(arcname, "file", source=path, executable=bool(path.stat().st_mode & stat.S_IXUSR))
 
 
-def write_tar_gz(out: Path, members: Iterable[Member]) -> None:
-    """Write `members` in the given order with normalized metadata; `out` (mode 0644) appears only when
-    complete, and what an interrupted writer left beside it is removed (see `partials`)."""
+def write_tar_gz(out: Path, members: Iterable[Member], threads: int | None = None) -> Written:
+    """Write `members` in the given order with normalized metadata, compressed on `threads` threads (default:
+    every core this process may use); `out` (mode 0644) appears only when complete, and what an interrupted
+    writer left beside it is removed (see `partials`). One read of each file and of nothing else: the
+    archive's sha256 is taken from the compressed bytes as they are written."""
     with partial_file(out) as partial:  # unique: concurrent builders of one archive never share one
         with open(partial, "wb") as raw:
-            compressed = _FixedChunkGzip(raw)
-            with tarfile.open(fileobj=compressed, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-                for member in members:
-                    _add(tar, member)
-            compressed.finish()
+            sink = _HashingSink(raw)
+            with igzip_threaded.open(  # type: ignore[no-untyped-call]
+                sink,
+                "wb",
+                compresslevel=COMPRESS_LEVEL,
+                threads=threads or usable_cores(),
+                block_size=BLOCK_SIZE,
+            ) as compressed:
+                blocks = _FixedBlocks(compressed)
+                files = _write_tar(blocks, members)
+                blocks.close()
         os.replace(partial, out)
+    return Written(sink.digest.hexdigest(), sink.size, files)
 
 
-class _FixedChunkGzip:
-    """A gzip stream fed in fixed 1 MiB chunks, so its bytes depend on the input and the CPU family alone.
+def usable_cores() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0))
 
-    ISA-L's deflate output depends on how its input is split into calls, and gzip.GzipFile splits
-    differently across Python versions (3.12 buffers writes); feeding fixed chunks makes the archive the
-    same on any Python. The header carries no name and no time.
-    """
 
-    CHUNK = 1 << 20
+class _HashingSink:
+    """A binary file written through, with the sha256 and size of everything written."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
-        self.pending = bytearray()
-        self.compressor = isal_zlib.compressobj(COMPRESS_LEVEL, isal_zlib.DEFLATED, 31)  # 31: gzip framing
+        self.digest = hashlib.sha256()
+        self.size = 0
 
     def write(self, data: bytes) -> int:
-        self.pending += data
-        while len(self.pending) >= self.CHUNK:
-            self.raw.write(self.compressor.compress(bytes(self.pending[: self.CHUNK])))
-            del self.pending[: self.CHUNK]
-        return len(data)
+        self.digest.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
 
-    def finish(self) -> None:
-        self.raw.write(self.compressor.compress(bytes(self.pending)) + self.compressor.flush())
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+class _FixedBlocks:
+    """Passes its input on in blocks of exactly BLOCK_SIZE bytes (the last may be shorter).
+
+    The threaded gzip writer compresses each block on its own (with the previous block's last 32 KiB as
+    its dictionary), so its output depends on the block boundaries; fixing them here makes the archive
+    depend on the input alone, not on how it was written or on the number of threads.
+    """
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self.sink = sink
+        self.pending = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.pending += data
+        whole = len(self.pending) - len(self.pending) % BLOCK_SIZE
+        if whole:
+            with memoryview(self.pending) as view:
+                for start in range(0, whole, BLOCK_SIZE):
+                    self.sink.write(view[start : start + BLOCK_SIZE])
+            del self.pending[:whole]
+
+    def close(self) -> None:
+        self.sink.write(bytes(self.pending))
         self.pending.clear()
 
 
-def _add(tar: tarfile.TarFile, member: Member) -> None:
+def _write_tar(sink: _FixedBlocks, members: Iterable[Member]) -> dict[str, str]:
+    """Write the tar stream of `members` (the bytes tarfile writes in PAX format) to `sink`; the sha256 of
+    each file member, taken as it streams."""
+    digests: dict[str, str] = {}
+    offset = 0
+    for member in members:
+        info = _info(member)
+        header = info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+        sink.write(header)
+        offset += len(header)
+        if member.kind == "file":
+            digests[member.name] = _write_data(sink, member, info.size)
+            offset += info.size + _pad(sink, info.size, tarfile.BLOCKSIZE)
+    sink.write(tarfile.NUL * 2 * tarfile.BLOCKSIZE)  # the end-of-archive marker, padded to a record
+    _pad(sink, offset + 2 * tarfile.BLOCKSIZE, tarfile.RECORDSIZE)
+    return digests
+
+
+def _info(member: Member) -> tarfile.TarInfo:
     info = tarfile.TarInfo(member.name)
     info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+    info.mode = 0o755 if member.executable else 0o644
     if member.kind == "dir":
         info.type, info.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(info)
     elif member.kind == "symlink":
         info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, member.target
-        tar.addfile(info)
     elif member.kind == "hardlink":
         info.type, info.linkname = tarfile.LNKTYPE, member.target
-        info.mode = 0o755 if member.executable else 0o644
-        tar.addfile(info)
+    elif member.data is not None:
+        info.size = len(member.data)
     else:
-        info.mode = 0o755 if member.executable else 0o644
-        if member.data is not None:
-            info.size = len(member.data)
-            tar.addfile(info, io.BytesIO(member.data))
-        else:
-            assert member.source is not None
-            with open(member.source, "rb") as handle:
-                info.size = os.fstat(handle.fileno()).st_size
-                tar.addfile(info, handle)
+        assert member.source is not None
+        info.size = member.source.stat().st_size
+    return info
+
+
+def _write_data(sink: _FixedBlocks, member: Member, size: int) -> str:
+    """Stream a file member's bytes to `sink`; their sha256. A source whose size changed since its header
+    was written is an error (the archive would not hold what its header says)."""
+    digest = hashlib.sha256(usedforsecurity=False)
+    written = 0
+    if member.data is not None:
+        digest.update(member.data)
+        sink.write(member.data)
+        written = len(member.data)
+    else:
+        assert member.source is not None
+        with open(member.source, "rb") as handle:
+            for block in iter(lambda: handle.read(BLOCK_SIZE), b""):
+                digest.update(block)
+                sink.write(block)
+                written += len(block)
+    if written != size:
+        raise OSError(f"{member.source}: changed while it was archived ({size} bytes, then {written})")
+    return digest.hexdigest()
+
+
+def _pad(sink: _FixedBlocks, offset: int, unit: int) -> int:
+    """Write NULs up to the next multiple of `unit`; how many."""
+    padding = -offset % unit
+    sink.write(tarfile.NUL * padding)
+    return padding
 
 
 class UnsafeArchive(Exception):

@@ -139,5 +139,11 @@ def build_artifact(
         head.append(Member(SIGNATURE, "file", data=sign(manifest_bytes, signing_key)))
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / artifact_name(report.model.name, report.version)
-    write_tar_gz(path, [*head, *archived])
-    return Artifact(path, file_digest(path), manifest)
+    written = write_tar_gz(path, [*head, *archived])
+    changed = sorted(
+        name for name, digest in written.files.items() if name in files and digest != files[name]["sha256"]
+    )
+    if changed:
+        path.unlink()
+        raise ArtifactError(f"{path.name}: {', '.join(changed)} changed while it was built; build it again")
+    return Artifact(path, written.sha256, manifest)

@@ -30,7 +30,7 @@ from packager.settings import Runtime
 
 TARBALL = "python_env.tar.gz"
 # Bump when the way environments are built or packed changes, so that cached ones are rebuilt.
-ENV_FORMAT = 4
+ENV_FORMAT = 5
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,237 @@
+"""Commands on model directories and settings: validate, env, lock, new, pull, config."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from packager.cli.options import (
+    echo_json,
+    EXIT_CODES,
+    JSON_OPTION,
+    MODELS_ARGUMENT,
+    pass_workspace,
+    RUNTIME_OPTION,
+)
+from packager.environments import env_builder_for, lock_model, place_in_steps
+from packager.errors import ExitCode
+from packager.modeldir import check_weights, display_path, ModelDir, pull, REQUIREMENTS_FILE, scaffold
+from packager.preflight import prepare
+from packager.tables import plural, table
+from packager.validation import validate_models
+from packager.workspace import Workspace
+
+
+@click.command(epilog=EXIT_CODES)
+@MODELS_ARGUMENT
+@JSON_OPTION
+@pass_workspace
+def validate(workspace: Workspace, models: tuple[str, ...], as_json: bool) -> ExitCode:
+    """Check model directories offline, before anything runs (default: every model under models/).
+
+    Reports every problem of every model at once, as path:line:col: message.
+    """
+    reports = validate_models(workspace.models(models))
+    failed = [report for report in reports if not report.ok]
+    if as_json:
+        echo_json({"ok": not failed, "models": [report.to_json() for report in reports]})
+    else:
+        for report in reports:
+            for diagnostic in report.diagnostics:
+                click.echo(str(diagnostic))
+        problems = sum(len(report.diagnostics) for report in failed)
+        summary_line = f"{plural(len(reports), 'model')} checked: {len(reports) - len(failed)} ok"
+        if failed:
+            summary_line += f", {len(failed)} with {plural(problems, 'problem')}"
+        click.echo(summary_line, err=True)
+    return ExitCode.MODEL_ERROR if failed else ExitCode.OK
+
+
+@click.command(epilog=EXIT_CODES)
+@MODELS_ARGUMENT
+@RUNTIME_OPTION
+@JSON_OPTION
+@pass_workspace
+def env(workspace: Workspace, models: tuple[str, ...], runtime: str | None, as_json: bool) -> ExitCode:
+    """Build (or reuse) each model's python_env.tar.gz and put it where EXECUTION_ENV_PATH points.
+
+    Environments are cached by content in PACKAGER_CACHE (default ~/.cache/packager): an unchanged one is
+    reused at once, and models with identical requirements share one.
+    """
+    target = workspace.runtime(runtime)
+    builder = env_builder_for(target)
+    rows, records = [], []
+    for model in workspace.models(models):
+        report, environment = prepare(model, target, builder)
+        placed = place_in_steps(environment, report.triton_models) if environment is not None else []
+        size = f"{environment.tarball.stat().st_size / 1e6:.1f} MB" if environment else "-"
+        state = ("cached" if environment.cache_hit else "built") if environment else "no python step uses one"
+        seconds = f"{environment.seconds:.2f}" if environment else "-"
+        rows.append(
+            [model.name, environment.key[:12] if environment else "-", state, size, seconds, str(len(placed))]
+        )
+        records.append(
+            {
+                "model": model.name,
+                "runtime": target.name,
+                "key": environment.key if environment else None,
+                "cache_hit": environment.cache_hit if environment else None,
+                "tarball": str(environment.tarball) if environment else None,
+                "seconds": round(environment.seconds, 3) if environment else None,
+                "placed": [str(path) for path in placed],
+            }
+        )
+    if as_json:
+        echo_json({"runtime": target.name, "environments": records})
+    else:
+        click.echo(table(rows, ["model", "env", "state", "size", "seconds", "placed in steps"]))
+    return ExitCode.OK
+
+
+@click.command(name="pull", epilog=EXIT_CODES)
+@MODELS_ARGUMENT
+@click.option("--remote", help="The DVC remote to pull from (default: the repository's default remote).")
+@JSON_OPTION
+@pass_workspace
+def pull_weights(
+    workspace: Workspace, models: tuple[str, ...], remote: str | None, as_json: bool
+) -> ExitCode:
+    """Fetch the DVC-tracked weights of these models only (`dvc pull` of their pointers), then check them."""
+    chosen = workspace.models(models)
+    pull(chosen, remote)
+    problems = [problem for model in chosen for problem in check_weights(model)]
+    if as_json:
+        echo_json(
+            {
+                "ok": not problems,
+                "models": [model.name for model in chosen],
+                "problems": [problem.to_json() for problem in problems],
+            }
+        )
+    else:
+        for problem in problems:
+            click.echo(str(problem))
+        outcome = "ok" if not problems else "see above"
+        click.echo(f"weights of {plural(len(chosen), 'model')}: {outcome}", err=True)
+    return ExitCode.MODEL_ERROR if problems else ExitCode.OK
+
+
+@click.command(epilog=EXIT_CODES)
+@click.argument("name")
+@click.option(
+    "--models-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to create it (default: <root>/models).",
+)
+@RUNTIME_OPTION
+@JSON_OPTION
+@pass_workspace
+def new(
+    workspace: Workspace, name: str, models_dir: Path | None, runtime: str | None, as_json: bool
+) -> ExitCode:
+    """Create a model directory that passes validate and replay as it is: python pre- and post-processing
+    steps wired by an ensemble, a requirements.txt and its lock, test cases and a BUILD file."""
+    parent = models_dir or (workspace.root / "models" if workspace.root else None)
+    if parent is None:
+        raise click.UsageError("not inside a model monorepo: give --models-dir")
+    created = scaffold(parent, name)
+    locked = lock_model(ModelDir(created), workspace.runtime(runtime))
+    if as_json:
+        echo_json({"created": str(created), "name": name, "lock": str(locked.path)})
+    else:
+        click.echo(f"created {created}; next: packager validate {name} && packager replay {name}")
+    return ExitCode.OK
+
+
+@click.command(name="lock", epilog=EXIT_CODES)
+@MODELS_ARGUMENT
+@RUNTIME_OPTION
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if a lock is missing or would change.")
+@JSON_OPTION
+@pass_workspace
+def lock_command(
+    workspace: Workspace, models: tuple[str, ...], runtime: str | None, check: bool, as_json: bool
+) -> ExitCode:
+    """Resolve each model's requirements.txt, with the runtime's constraints, for the runtime's Python and
+    platform (not this machine's) into requirements.lock beside it: every package pinned, with hashes.
+    Commit both files; environments are built from the lock only."""
+    target = workspace.runtime(runtime)
+    chosen = [model for model in workspace.models(models) if (model.path / REQUIREMENTS_FILE).is_file()]
+    results = [(model, lock_model(model, target, write=not check)) for model in chosen]
+    stale = [model.name for model, locked in results if locked.changed]
+    if as_json:
+        echo_json(
+            {
+                "runtime": target.name,
+                "ok": not (check and stale),
+                "locks": [
+                    {
+                        "model": model.name,
+                        "lock": str(locked.path),
+                        "packages": locked.packages,
+                        "changed": locked.changed,
+                    }
+                    for model, locked in results
+                ],
+            }
+        )
+    else:
+        verb = "would change" if check else "updated"
+        rows = [
+            [
+                model.name,
+                display_path(locked.path),
+                str(locked.packages),
+                verb if locked.changed else "up to date",
+            ]
+            for model, locked in results
+        ]
+        click.echo(table(rows, ["model", "lock", "packages", "state"]))
+        click.echo(f"runtime {target.name}: CPython {target.python}, {target.platform}", err=True)
+    return ExitCode.MODEL_ERROR if check and stale else ExitCode.OK
+
+
+@click.command(name="config", epilog=EXIT_CODES)
+@JSON_OPTION
+@pass_workspace
+def config_command(workspace: Workspace, as_json: bool) -> ExitCode:
+    """Show the configuration in effect: packager.toml over the embedded defaults, with the store URIs
+    after PACKAGER_STAGING_URI / PACKAGER_PRODUCTION_URI."""
+    config = workspace.config
+    staging_uri, production_uri = workspace.store_uris()
+    public_key = str(config.public_key) if config.public_key else None
+    document = {
+        "file": str(config.path) if config.path else None,
+        "runtime": config.default_runtime,
+        "runtime_now": workspace.runtime(None).name,
+        "runtimes": {name: asdict(runtime) for name, runtime in sorted(config.runtimes.items())},
+        "stores": {
+            "staging": staging_uri,
+            "production": production_uri,
+            "production_branches": list(config.stores.production_branches),
+        },
+        "signing": {"public_key": public_key},
+    }
+    if as_json:
+        echo_json(document)
+        return ExitCode.OK
+    click.echo(f"file        {document['file'] or '(none: the embedded defaults)'}")
+    click.echo(f"runtime     {config.default_runtime} (now: {document['runtime_now']})")
+    click.echo(f"staging     {staging_uri}")
+    click.echo(f"production  {production_uri} (branches: {', '.join(config.stores.production_branches)})")
+    click.echo(f"public key  {public_key or '(none: signatures not required)'}")
+    rows = [
+        [
+            name,
+            runtime.triton_version,
+            runtime.python,
+            runtime.launcher,
+            runtime.env_builder,
+            runtime.description,
+        ]
+        for name, runtime in sorted(config.runtimes.items())
+    ]
+    click.echo("\n" + table(rows, ["runtime", "triton", "python", "launcher", "env builder", "description"]))
+    return ExitCode.OK

@@ -1,0 +1,251 @@
+"""Commands that run Triton: serve, replay, and the container runtime's image."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from packager.artifacts import read_manifest
+from packager.cli.options import (
+    ARTIFACT_OPTION,
+    echo_json,
+    EXIT_CODES,
+    JSON_OPTION,
+    MODELS_ARGUMENT,
+    pass_workspace,
+    PUBLIC_KEY_OPTION,
+    RUNTIME_OPTION,
+)
+from packager.environments import env_builder_for
+from packager.errors import ExitCode
+from packager.preflight import prepare
+from packager.replay import PROTOCOLS, replay_artifact, replay_model, replay_table, summary, write_junit
+from packager.settings import Runtime
+from packager.tables import table
+from packager.triton import (
+    artifact_launched,
+    build_image,
+    check_image,
+    ENV_MODES,
+    image_for,
+    launched,
+    launcher_for,
+    Served,
+)
+from packager.workspace import Workspace
+
+ENV_MODE_OPTION = click.option(
+    "--env-mode",
+    type=click.Choice(ENV_MODES),
+    default="unpacked",
+    show_default=True,
+    help="Serve the environment unpacked from the cache (fast loads) or as the tarball that ships.",
+)
+
+
+@click.command(epilog=EXIT_CODES)
+@click.argument("model", metavar="[MODEL|PATH]", required=False)
+@RUNTIME_OPTION
+@ENV_MODE_OPTION
+@ARTIFACT_OPTION
+@PUBLIC_KEY_OPTION
+@JSON_OPTION
+@pass_workspace
+def serve(
+    workspace: Workspace,
+    model: str | None,
+    runtime: str | None,
+    env_mode: str,
+    artifact: Path | None,
+    public_key: Path | None,
+    as_json: bool,
+) -> ExitCode:
+    """Serve one model directory, or a built artifact (--artifact), in a local Triton until Ctrl-C,
+    printing its endpoints (--json: as one JSON document)."""
+    target = workspace.runtime(runtime)
+    if (model is None) == (artifact is None):
+        raise click.UsageError("serve takes one MODEL|PATH or --artifact FILE")
+    launcher = launcher_for(target, progress=not as_json)
+    if artifact is not None:
+        log_path = workspace.log_dir() / f"{artifact.name}-serve.log"
+        key = workspace.public_key(public_key)
+        with artifact_launched(artifact, launcher, log_path, key) as (checked, served):
+            return _serve(f"{checked.name} {checked.version} ({artifact})", target, served, log_path, as_json)
+    found = workspace.models((str(model),))
+    if len(found) != 1:
+        raise click.UsageError(f"serve takes one model; {model} holds {len(found)}")
+    log_path = workspace.log_dir() / f"{found[0].name}-serve.log"
+    report, environment = prepare(found[0], target, env_builder_for(target), progress=not as_json)
+    with launched(report, environment, launcher, log_path, env_mode) as served:
+        return _serve(found[0].name, target, served, log_path, as_json)
+
+
+def _serve(what: str, runtime: Runtime, served: Served, log_path: Path, as_json: bool) -> ExitCode:
+    """Say where the server answers, then keep it up until Ctrl-C (or until it dies)."""
+    endpoints = served.server.endpoints
+    document = {
+        "serving": what,
+        "runtime": runtime.name,
+        "triton_version": runtime.triton_version,
+        "http": f"http://{endpoints.http}/v2/models/{served.top_model}",
+        "grpc": endpoints.grpc,
+        "metrics": f"http://{endpoints.metrics}/metrics",
+        "models": sorted(served.triton_models),
+        "log": str(log_path),
+    }
+    if as_json:
+        echo_json(document)
+    else:
+        click.echo(f"serving {what} (runtime {runtime.name}, Triton {runtime.triton_version})")
+        for key, label in (
+            ("http", "HTTP"),
+            ("grpc", "gRPC"),
+            ("metrics", "metrics"),
+            ("models", "models"),
+            ("log", "log"),
+        ):
+            value = document[key]
+            click.echo(f"  {label:<8} {', '.join(value) if isinstance(value, list) else value}")
+        click.echo("Ctrl-C stops the server and removes everything it started.")
+    while served.server.alive():
+        time.sleep(0.5)
+    click.echo(f"Triton exited unexpectedly:\n{served.server.log_excerpt()}", err=True)
+    return ExitCode.ENVIRONMENT_ERROR
+
+
+@click.command(epilog=EXIT_CODES)
+@MODELS_ARGUMENT
+@RUNTIME_OPTION
+@ENV_MODE_OPTION
+@click.option(
+    "--protocol",
+    "protocols",
+    type=click.Choice(PROTOCOLS),
+    multiple=True,
+    help="Only this protocol (repeatable; default: both).",
+)
+@click.option(
+    "--junit-xml", type=click.Path(dir_okay=False, path_type=Path), help="Also write a JUnit XML report here."
+)
+@ARTIFACT_OPTION
+@PUBLIC_KEY_OPTION
+@JSON_OPTION
+@pass_workspace
+def replay(
+    workspace: Workspace,
+    models: tuple[str, ...],
+    runtime: str | None,
+    env_mode: str,
+    protocols: tuple[str, ...],
+    junit_xml: Path | None,
+    artifact: Path | None,
+    public_key: Path | None,
+    as_json: bool,
+) -> ExitCode:
+    """Replay each model's test cases through a real Triton, over HTTP and gRPC, and compare outputs.
+
+    For each model: validate, check weights, build or reuse the environment, start Triton, load every
+    Triton model, send every case in tests/cases/, compare within each output's tolerance. With
+    --artifact, Triton serves exactly what the artifact holds, packed environments included, once it
+    verified against its manifest (and signature, with a public key) as it was unpacked.
+    """
+    target = workspace.runtime(runtime)
+    log_dir = workspace.log_dir()
+    launcher = launcher_for(target, progress=not as_json)
+    replays = []
+    if artifact is not None:
+        chosen = workspace.models(models or (str(read_manifest(artifact)[0]["model"]),))
+        if len(chosen) != 1:
+            raise click.UsageError("--artifact replays one model's cases: name that one model")
+        if not as_json:
+            click.echo(f"replaying {artifact} with the cases of {chosen[0].name} ...", err=True)
+        log = log_dir / f"{chosen[0].name}-artifact.log"
+        key = workspace.public_key(public_key)
+        replays.append(replay_artifact(artifact, chosen[0], launcher, log, protocols or PROTOCOLS, key))
+    builder = env_builder_for(target)
+    for model in workspace.models(models) if artifact is None else []:
+        if not as_json:
+            click.echo(f"replaying {model.name} on runtime {target.name} ...", err=True)
+        log = log_dir / f"{model.name}-replay.log"
+        replays.append(
+            replay_model(model, target, builder, launcher, log, env_mode, protocols or PROTOCOLS, not as_json)
+        )
+    if junit_xml is not None:
+        write_junit(replays, junit_xml, {"runtime": target.name, "launcher": target.launcher})
+    if as_json:
+        echo_json(
+            {
+                "runtime": target.name,
+                "launcher": target.launcher,
+                "passed": all(item.passed for item in replays),
+                "models": [item.to_json() for item in replays],
+            }
+        )
+    else:
+        click.echo(replay_table(replays))
+        click.echo(summary(replays), err=True)
+    codes = [item.error_code for item in replays if item.error is not None]
+    if ExitCode.ENVIRONMENT_ERROR in codes:
+        return ExitCode.ENVIRONMENT_ERROR
+    return ExitCode.OK if all(item.passed for item in replays) else ExitCode.MODEL_ERROR
+
+
+@click.group(epilog=EXIT_CODES)
+def image() -> None:
+    """The Triton image a container runtime serves with: build it here (no registry), or check one."""
+
+
+@image.command(name="build", epilog=EXIT_CODES)
+@click.option("--runtime", default="container", show_default=True, help="The container runtime to build for.")
+@JSON_OPTION
+@pass_workspace
+def image_build(workspace: Workspace, runtime: str, as_json: bool) -> ExitCode:
+    """Build the runtime's Triton image from a Debian rootfs (debootstrap, made once) and a local wheelhouse
+    of its server_package, tagged by content: building an unchanged image does nothing."""
+    target = workspace.runtime(runtime)
+    built = build_image(target, progress=not as_json)
+    if as_json:
+        echo_json(
+            {
+                "runtime": target.name,
+                "image": built.tag,
+                "built": built.built,
+                "seconds": round(built.seconds, 1),
+            }
+        )
+    else:
+        state = "built" if built.built else "already here"
+        click.echo(f"{built.tag}: {state} ({built.seconds:.1f} s); runtime {target.name} serves with it")
+    return ExitCode.OK
+
+
+@image.command(name="check", epilog=EXIT_CODES)
+@click.argument("reference", metavar="[IMAGE]", required=False)
+@click.option(
+    "--runtime", default="container", show_default=True, help="The runtime profile to compare with."
+)
+@JSON_OPTION
+@pass_workspace
+def image_check(workspace: Workspace, reference: str | None, runtime: str, as_json: bool) -> ExitCode:
+    """Run an image's Triton (default: the runtime's image) and report its Triton version, its stub's
+    Python and its backends, compared with the runtime's profile; exit 1 where they differ."""
+    target = workspace.runtime(runtime)
+    facts = check_image(reference or image_for(target))
+    differences = facts.differences(target)
+    if as_json:
+        echo_json(
+            {**asdict(facts), "runtime": target.name, "differences": differences, "ok": not differences}
+        )
+    else:
+        rows = [
+            ["Triton", facts.triton_version, target.triton_version],
+            ["stub Python", facts.python, target.python],
+            ["backends", ", ".join(facts.backends), "python"],
+        ]
+        click.echo(table(rows, ["", facts.image, f"runtime {target.name}"]))
+        for difference in differences:
+            click.echo(f"{facts.image}: {difference}", err=True)
+    return ExitCode.MODEL_ERROR if differences else ExitCode.OK

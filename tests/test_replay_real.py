@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pytest
@@ -121,3 +125,94 @@ def test_serve_prints_endpoints_answers_and_cleans_up_on_ctrl_c(repo: Path) -> N
         if str(repo) in Path(f"/proc/{pid}/cmdline").read_text(errors="ignore")
     ]
     assert own == []
+
+
+class Lines:
+    """The lines a process prints, read on a thread so that a test can wait for one with a timeout."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.queue.put(line)
+
+    def until(self, marker: str, timeout: float = 120) -> list[str]:
+        """The lines up to the first that contains `marker`."""
+        lines = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.queue.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            lines.append(line)
+            self.seen.append(line)
+            if marker in line:
+                return lines
+        raise AssertionError(f"no line with {marker!r} within {timeout} s; printed:\n{''.join(self.seen)}")
+
+
+def _score(http: str, features: list[float]) -> float:
+    client = httpclient.InferenceServerClient(http)
+    try:
+        tensor = httpclient.InferInput("FEATURES", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.array([features], dtype=np.float32))
+        score = client.infer("fraud", [tensor]).as_numpy("SCORE")
+        assert score is not None
+        return float(score[0, 0])
+    finally:
+        client.close()
+
+
+def test_serve_reload_applies_a_save_and_keeps_the_last_good_version_on_a_bad_one(
+    run_packager: RunPackager, tmp_path: Path
+) -> None:
+    """`serve --reload` through a real Triton: a saved step serves its new code; a config the validator
+    refuses and a step Triton refuses to load leave the last good version answering."""
+    (tmp_path / "pants.toml").write_text("")
+    assert run_packager("new", "fraud", cwd=tmp_path).returncode == 0
+    step = tmp_path / "models" / "fraud" / "preprocess" / "1" / "model.py"
+    config = tmp_path / "models" / "fraud" / "preprocess" / "config.pbtxt"
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "packager", "serve", "fraud", "--reload"],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines = Lines(process.stdout)
+    try:
+        started = lines.until("Watching for changes")
+        http = next(line.split()[1] for line in started if line.startswith("  HTTP"))
+        http = http.removeprefix("http://").split("/")[0]
+        features = [5.0, 5.0, 5.0, 5.0]
+        first = _score(http, features)
+
+        step.write_text(step.read_text().replace("10.0, 10.0, 10.0, 10.0", "20.0, 20.0, 20.0, 20.0"))
+        assert lines.until("reloaded")[-1].startswith("reloaded preprocess in ")
+        second = _score(http, features)
+        assert second != first, "the saved step serves its new code"
+
+        good_config = config.read_text()
+        config.write_text(good_config.replace("max_batch_size: 8", "max_batch_size: eight"))
+        refused = lines.until("not reloaded")
+        assert any("models/fraud/preprocess/config.pbtxt:" in line for line in refused), refused
+        assert _score(http, features) == second
+
+        config.write_text(good_config)
+        assert lines.until("reloaded")[-1].startswith("reloaded preprocess in ")
+        step.write_text(step.read_text() + "\nraise RuntimeError('broken on import')\n")
+        refused = lines.until("not reloaded")
+        assert any("Triton refused to load 'preprocess'" in line for line in refused), refused
+        assert refused[-1].startswith("not reloaded: the last good version still serves")
+        assert _score(http, features) == second, "the last good version still answers"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    assert process.returncode == 130, "".join(lines.seen)

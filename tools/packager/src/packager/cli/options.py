@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import click
 
@@ -52,6 +52,27 @@ BRANCH_OPTION = click.option(
 COMMIT_OPTION = click.option(
     "--commit", help="The commit being pushed (default: the CI system's, else git HEAD)."
 )
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def publishing_options(command: Command) -> Command:
+    """The options of the commands that publish (push, ci): the revision, runtime, stores and keys."""
+    for option in reversed(
+        [
+            BRANCH_OPTION,
+            COMMIT_OPTION,
+            RUNTIME_OPTION,
+            STAGING_OPTION,
+            PRODUCTION_OPTION,
+            OUT_OPTION,
+            SIGN_KEY_OPTION,
+            PUBLIC_KEY_OPTION,
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 ARTIFACT_OPTION = click.option(
     "--artifact",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -26,19 +26,15 @@ from packager.ci import (
     write_ci_junit,
 )
 from packager.cli.options import (
-    BRANCH_OPTION,
-    COMMIT_OPTION,
-    echo_json,
     EXIT_CODES,
     JSON_OPTION,
     MODELS_ARGUMENT,
-    OUT_OPTION,
-    pass_workspace,
     PRODUCTION_OPTION,
     PUBLIC_KEY_OPTION,
-    RUNTIME_OPTION,
-    SIGN_KEY_OPTION,
     STAGING_OPTION,
+    echo_json,
+    pass_workspace,
+    publishing_options,
 )
 from packager.environments import env_builder_for
 from packager.errors import ExitCode
@@ -52,14 +48,7 @@ from packager.workspace import Workspace
 
 @click.command(epilog=EXIT_CODES)
 @MODELS_ARGUMENT
-@BRANCH_OPTION
-@COMMIT_OPTION
-@RUNTIME_OPTION
-@STAGING_OPTION
-@PRODUCTION_OPTION
-@OUT_OPTION
-@SIGN_KEY_OPTION
-@PUBLIC_KEY_OPTION
+@publishing_options
 @JSON_OPTION
 @pass_workspace
 def push(
@@ -155,15 +144,8 @@ def _push_plan(
     type=click.Choice(MATRIX_SYSTEMS),
     help="Only print the models to process as a job matrix: GitHub's strategy.matrix, or a GitLab child pipeline.",
 )
-@BRANCH_OPTION
-@COMMIT_OPTION
 @click.option("--remote", help="The DVC remote to pull weights from (default: the repository's default).")
-@RUNTIME_OPTION
-@STAGING_OPTION
-@PRODUCTION_OPTION
-@OUT_OPTION
-@SIGN_KEY_OPTION
-@PUBLIC_KEY_OPTION
+@publishing_options
 @click.option(
     "--junit-xml",
     type=click.Path(dir_okay=False, path_type=Path),

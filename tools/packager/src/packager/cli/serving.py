@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -33,7 +34,9 @@ from packager.triton import (
     image_for,
     launched,
     launcher_for,
+    Reload,
     Served,
+    Watcher,
 )
 from packager.workspace import Workspace
 
@@ -52,6 +55,13 @@ ENV_MODE_OPTION = click.option(
 @ENV_MODE_OPTION
 @ARTIFACT_OPTION
 @PUBLIC_KEY_OPTION
+@click.option(
+    "--reload",
+    "watch",
+    is_flag=True,
+    help="Watch the model directory (and libs/) and reload what changed on save; a change that does not "
+    "validate or load is refused, and the last good version serves on.",
+)
 @JSON_OPTION
 @pass_workspace
 def serve(
@@ -61,13 +71,16 @@ def serve(
     env_mode: str,
     artifact: Path | None,
     public_key: Path | None,
+    watch: bool,
     as_json: bool,
 ) -> ExitCode:
     """Serve one model directory, or a built artifact (--artifact), in a local Triton until Ctrl-C,
-    printing its endpoints (--json: as one JSON document)."""
+    printing its endpoints (--json: as one JSON document, then a JSON line per reload)."""
     target = workspace.runtime(runtime)
     if (model is None) == (artifact is None):
         raise click.UsageError("serve takes one MODEL|PATH or --artifact FILE")
+    if watch and artifact is not None:
+        raise click.UsageError("--reload watches a model directory; an artifact never changes")
     launcher = launcher_for(target, progress=not as_json)
     if artifact is not None:
         log_path = workspace.log_dir() / f"{artifact.name}-serve.log"
@@ -80,10 +93,13 @@ def serve(
     log_path = workspace.log_dir() / f"{found[0].name}-serve.log"
     report, environment = prepare(found[0], target, env_builder_for(target), progress=not as_json)
     with launched(report, environment, launcher, log_path, env_mode) as served:
-        return _serve(found[0].name, target, served, log_path, as_json)
+        watcher = Watcher(found[0], served, environment) if watch else None
+        return _serve(found[0].name, target, served, log_path, as_json, watcher)
 
 
-def _serve(what: str, runtime: Runtime, served: Served, log_path: Path, as_json: bool) -> ExitCode:
+def _serve(
+    what: str, runtime: Runtime, served: Served, log_path: Path, as_json: bool, watcher: Watcher | None = None
+) -> ExitCode:
     """Say where the server answers, then keep it up until Ctrl-C (or until it dies)."""
     endpoints = served.server.endpoints
     document = {
@@ -110,10 +126,30 @@ def _serve(what: str, runtime: Runtime, served: Served, log_path: Path, as_json:
             value = document[key]
             click.echo(f"  {label:<8} {', '.join(value) if isinstance(value, list) else value}")
         click.echo("Ctrl-C stops the server and removes everything it started.")
+        if watcher is not None:
+            click.echo("Watching for changes; each save reloads what it touched.")
     while served.server.alive():
-        time.sleep(0.5)
+        time.sleep(0.3)
+        changed = watcher.changes() if watcher is not None else []
+        if changed and watcher is not None:
+            _report_reload(watcher.reload(changed), as_json)
     click.echo(f"Triton exited unexpectedly:\n{served.server.log_excerpt()}", err=True)
     return ExitCode.ENVIRONMENT_ERROR
+
+
+def _report_reload(reload: Reload, as_json: bool) -> None:
+    """One reload's outcome: what was reloaded, or why the last good version still serves."""
+    if as_json:
+        click.echo(json.dumps(reload.to_json()))
+    elif reload.reloaded:
+        click.echo(f"reloaded {', '.join(reload.reloaded)} in {reload.seconds:.2f} s")
+    elif reload.problems:
+        click.echo("\n".join(reload.problems))
+        click.echo("not reloaded: fix the problems above; the last good version still serves")
+    elif reload.refused is not None:
+        click.echo(f"{reload.refused}\nnot reloaded: the last good version still serves")
+    else:
+        click.echo(f"changed {', '.join(reload.changed)}: no Triton model holds it; nothing to reload")
 
 
 @click.command(epilog=EXIT_CODES)

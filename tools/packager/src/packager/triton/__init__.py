@@ -4,12 +4,12 @@ Owns the launcher plug point (`Launcher` and its registry `LAUNCHERS`; one modul
 sandboxed by bubblewrap, and `container`, through the Docker Engine API), the runtime's image (`image`),
 the running `Server` every launcher yields (readiness, loading, its log), installing a local server from
 the runtime's PyPI package, cleanup (process group, /tmp envs, /dev/shm), and serving a validated model
-directory (staging a model repository and loading it).
+directory (staging a model repository and loading it), and reloading it on save (`reload`).
 
 Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, ServerError, ServerStartError, UnservableModel,
 free_ports, shm_hint, READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall, install_server, Served, staged_repository,
 loaded, launched, artifact_launched, ENV_MODES, container_ready, build_image, check_image, image_for,
-ImageFacts. Backends are reached through the registry (`packager.triton.local.LocalLauncher` and
+ImageFacts, Watcher, Reload. Backends are reached through the registry (`packager.triton.local.LocalLauncher` and
 `packager.triton.container.ContainerLauncher` for direct use).
 """
 
@@ -30,6 +30,7 @@ from packager.triton.launcher import (
     launcher_for,
     shm_hint,
 )
+from packager.triton.reload import Reload, Watcher
 from packager.triton.serving import (
     ENV_MODES,
     Served,
@@ -65,4 +66,6 @@ __all__ = [
     "launched",
     "loaded",
     "staged_repository",
+    "Reload",
+    "Watcher",
 ]

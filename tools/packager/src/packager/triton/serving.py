@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ class Served:
     repository: Path
     triton_models: Mapping[str, TritonModel]
     top_model: str
+    env_mode: str  # how the environments were staged (ENV_MODES)
 
 
 def lends_interpreter(models: Mapping[str, TritonModel], env_portable: bool | None) -> bool:
@@ -49,33 +51,38 @@ def staged_repository(report: ModelReport, environment: Environment | None, env_
     """
     repository = Path(tempfile.mkdtemp(prefix=f"packager-repo-{report.model.name}-"))
     repository.chmod(0o755)  # a server in a container reads it as another user
-    libs = libraries_dir(report.model.path)
     try:
         for name, triton in report.triton_models.items():
-            target = env_path(triton)
-            skip = {target.name} if target is not None else set()
-            shutil.copytree(
-                triton.directory,
-                repository / name,
-                copy_function=_link_or_copy,
-                ignore=lambda directory, names: [
-                    n
-                    for n in names
-                    if n == "__pycache__" or (n in skip and Path(directory) == triton.directory)
-                ],
-            )
-            for relative, path in library_files(triton, libs):
-                (repository / name / relative).parent.mkdir(parents=True, exist_ok=True)
-                _link_or_copy(str(path), str(repository / name / relative))
-            if target is not None and environment is not None:
-                staged = repository / name / target.relative_to(triton.directory)
-                if env_mode == "packed":
-                    _link_or_copy(str(environment.tarball), str(staged))
-                else:
-                    staged.symlink_to(environment.unpacked, target_is_directory=True)
+            stage_model(repository / name, triton, libraries_dir(report.model.path), environment, env_mode)
         yield repository
     finally:
         shutil.rmtree(repository, ignore_errors=True)
+
+
+def stage_model(
+    destination: Path, triton: TritonModel, libs: Path | None, environment: Environment | None, env_mode: str
+) -> None:
+    """One Triton model's directory at `destination`: its files as hard links, the shared libraries its
+    steps import, and the environment where EXECUTION_ENV_PATH points (see `staged_repository`)."""
+    target = env_path(triton)
+    skip = {target.name} if target is not None else set()
+    shutil.copytree(
+        triton.directory,
+        destination,
+        copy_function=_link_or_copy,
+        ignore=lambda directory, names: [
+            n for n in names if n == "__pycache__" or (n in skip and Path(directory) == triton.directory)
+        ],
+    )
+    for relative, path in library_files(triton, libs):
+        (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(str(path), str(destination / relative))
+    if target is not None and environment is not None:
+        staged = destination / target.relative_to(triton.directory)
+        if env_mode == "packed":
+            _link_or_copy(str(environment.tarball), str(staged))
+        else:
+            staged.symlink_to(environment.unpacked, target_is_directory=True)
 
 
 def _link_or_copy(source: str, destination: str) -> None:
@@ -108,9 +115,20 @@ def loaded(
             "serve it with a runtime whose server has it"
         )
     with launcher.start(repository, log_path, lends_interpreter(models, env_portable)) as server:
-        for name in sorted(models):
-            server.load(name, load_timeout)
+        load_all(server, models, load_timeout)
         yield server
+
+
+def load_all(server: Server, models: Mapping[str, TritonModel], timeout: float = LOAD_TIMEOUT) -> None:
+    """Load every model: the steps at once (Triton loads each on a thread of its own, so python steps start
+    their stubs side by side), then the ensembles, which find their steps loaded. The first failure, in
+    name order, is raised once every load has ended."""
+    steps = sorted(name for name, model in models.items() if not model.is_ensemble)
+    with ThreadPoolExecutor(max_workers=max(1, len(steps))) as pool:
+        for _ in pool.map(lambda name: server.load(name, timeout), steps):
+            pass
+    for name in sorted(set(models) - set(steps)):
+        server.load(name, timeout)
 
 
 @contextmanager
@@ -124,12 +142,11 @@ def launched(
 ) -> Iterator[Served]:
     """A prepared model directory, staged and loaded in a server that `launcher` starts (with the packed
     environment where the launcher cannot serve an unpacked one)."""
-    with staged_repository(
-        report, environment, env_mode if launcher.unpacked_envs else "packed"
-    ) as repository:
+    mode = env_mode if launcher.unpacked_envs else "packed"
+    with staged_repository(report, environment, mode) as repository:
         portable = environment.portable if environment is not None else None
         with loaded(repository, report.triton_models, launcher, log_path, portable, load_timeout) as server:
-            yield Served(server, repository, report.triton_models, top_model(report.triton_models))
+            yield Served(server, repository, report.triton_models, top_model(report.triton_models), mode)
 
 
 @contextmanager
@@ -145,4 +162,5 @@ def artifact_launched(
         triton_models = triton_models_in(repository)
         portable = artifact.manifest.get("env_portable")
         with loaded(repository, triton_models, launcher, log_path, portable, load_timeout) as server:
-            yield artifact, Served(server, repository, triton_models, str(artifact.manifest["top_model"]))
+            top = str(artifact.manifest["top_model"])
+            yield artifact, Served(server, repository, triton_models, top, "packed")

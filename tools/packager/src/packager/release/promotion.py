@@ -7,7 +7,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from packager.artifacts import artifact_name, branch_slug, verify_artifact
+from packager.artifacts import ArtifactError, artifact_name, branch_slug, verify_artifact
 from packager.errors import UsageError
 from packager.release.history import Entry, ReleaseError, current, history, new_entry, record
 from packager.release.publishing import Destination, same_or_refuse
@@ -39,8 +39,11 @@ def promote(
     with tempfile.TemporaryDirectory(prefix="packager-promote-") as scratch:
         local = Path(scratch) / "artifact.tar.gz"
         staging.download(source_key, local)
-        artifact, problems = verify_artifact(local, public_key, expected_sha256=staged.metadata.get("sha256"))
-    if problems:
+        try:
+            artifact, problems = verify_artifact(local, public_key, staged.metadata.get("sha256"))
+        except ArtifactError as error:  # not even a readable archive (a flipped bit in its compressed bytes)
+            artifact, problems = None, [str(error).removeprefix(f"{local}: ")]
+    if artifact is None or problems:
         raise ReleaseError(
             f"{staging.uri}/{source_key} does not verify; not promoted:\n  " + "\n  ".join(problems)
         )

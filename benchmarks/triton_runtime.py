@@ -1,13 +1,16 @@
 """Benchmarks of the local Triton runtime, each a ratio against a baseline measured in the same run.
 
-    ./pants run benchmarks/triton_runtime.py [env|start|load|batching]...
+    ./pants run benchmarks/triton_runtime.py [env|start|load|batching|container|replay]...
 
 1. environment build: cold (empty packager cache; pip's own download cache as the machine has it) vs a
    cache hit;
 2. server start to ready (no models), against a full `packager replay churn` (start, load, 10 requests);
 3. loading the digits model (3 python steps) with the packed env tarball vs the cached unpacked env;
 4. churn replay throughput, 8 client processes sending single rows over gRPC, with vs without dynamic
-   batching (and the mean batch size Triton executed).
+   batching (and the mean batch size Triton executed);
+5. the replay loop's parts for digits (median of 3): loading its steps one after another vs at once
+   (`load_all`), and the stop's wait until every process of the server's group is reaped, zombies
+   included (the sandbox's init lingers as one) vs until none runs; then a whole warm `replay digits`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import signal
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -32,6 +37,7 @@ from packager.modeldir import ModelDir, find_repo_root
 from packager.preflight import prepare
 from packager.replay import replay_model
 from packager.triton import launched, launcher_for, staged_repository
+from packager.triton.serving import load_all
 
 ROOT = find_repo_root(Path(__file__).parent) or Path.cwd()
 RUNTIME = load_config(ROOT).runtime("local")
@@ -207,12 +213,67 @@ def bench_container(log_dir: Path) -> None:
     )
 
 
+def _in_group(group: int) -> bool:
+    """Whether any process of the group exists, zombies included."""
+    for pid in (int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
+        try:
+            if os.getpgid(pid) == group:
+                return True
+        except ProcessLookupError:
+            continue
+    return False
+
+
+def bench_replay_loop(log_dir: Path) -> None:
+    report, environment = prepare(DIGITS, RUNTIME, BUILDER, progress=False)
+    launcher = launcher_for(RUNTIME, progress=False)
+    one_by_one, at_once, reaped, killed = [], [], [], []
+    for attempt in range(3):
+        with staged_repository(report, environment, "unpacked") as repository:
+            with launcher.start(repository, log_dir / f"loop-a-{attempt}.log") as server:
+                one_by_one.append(
+                    sum(timed(lambda: server.load(name)) for name in sorted(report.triton_models))
+                )
+                process = server.process
+                assert isinstance(process, subprocess.Popen)  # the local launcher's
+                started = time.perf_counter()
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                while _in_group(process.pid):  # zombies too, as the wait before counted them
+                    time.sleep(0.01)
+                reaped.append(time.perf_counter() - started)
+            context = launcher.start(repository, log_dir / f"loop-b-{attempt}.log")
+            server = context.__enter__()
+            at_once.append(timed(lambda: load_all(server, report.triton_models)))
+            killed.append(timed(lambda: context.__exit__(None, None, None)))
+    row(
+        "load digits' steps",
+        ("one by one", statistics.median(one_by_one)),
+        ("at once", statistics.median(at_once)),
+    )
+    row(
+        "stop digits' server",
+        ("until zombies reaped", statistics.median(reaped)),
+        ("until none runs", statistics.median(killed)),
+    )
+    replays = [
+        timed(
+            lambda: replay_model(
+                DIGITS, RUNTIME, BUILDER, launcher, log_dir / "loop-replay.log", progress=False
+            )
+        )
+        for _ in range(3)
+    ]
+    print(f"{'whole warm replay digits (median of 3)':<34} {statistics.median(replays):>22.2f} s")
+
+
 BENCHMARKS = {
     "env": bench_env_build,
     "start": bench_server_start,
     "load": bench_load_modes,
     "batching": bench_dynamic_batching,
     "container": bench_container,
+    "replay": bench_replay_loop,
 }
 
 

@@ -12,9 +12,9 @@ STOP_GRACE = 10.0  # the longest wait for the group to be gone after SIGKILL
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the group and wait until it is gone. Nothing needs Triton's graceful unload (about 1.5 s
-    for three python steps): the results are in, and what the server wrote under /tmp or /dev/shm lives
-    in its sandbox, which goes with its last process."""
+    """SIGKILL the group and wait until none of it runs. Nothing needs a graceful stop: the results are
+    in, bubblewrap would not pass a SIGTERM on to Triton (its sandbox dies with it either way), and what
+    the server wrote under /tmp or /dev/shm lives in the sandbox, which goes with its last process."""
     group = process.pid
     _signal_group(group, signal.SIGKILL)
     process.wait()

@@ -20,7 +20,7 @@ from packager.errors import EnvironmentFailure
 from packager.settings import Runtime
 from packager.triton.engine import connect, missing_image
 from packager.triton.image import image_contents, image_for
-from packager.triton.launcher import READY_TIMEOUT, Endpoints, Server, ServerStartError, free_ports
+from packager.triton.launcher import READY_TIMEOUT, Server, ServerStartError, server_arguments
 from packager.triton.sandbox import allowed_environment, linked_targets
 
 LABEL = "packager.launcher"
@@ -92,22 +92,13 @@ class ContainerLauncher:
         client = connect()
         try:
             remove_orphans(client)
-            http, grpc, metrics = free_ports(3)
+            arguments, endpoints = server_arguments(repository)
             mounts = {
                 str(path): {"bind": str(path), "mode": "ro"}
                 for path in (repository, *linked_targets(repository))
             }
-            command = [
-                f"--model-repository={repository}",
-                "--model-control-mode=explicit",
-                "--strict-readiness=false",  # a failed load must not make the server unready for the rest
-                "--http-address=127.0.0.1",
-                "--grpc-address=127.0.0.1",
-                "--metrics-address=127.0.0.1",
-                f"--http-port={http}",
-                f"--grpc-port={grpc}",
-                f"--metrics-port={metrics}",
-            ]
+            # A failed load must not make the server unready for the models after it.
+            command = [*arguments, "--strict-readiness=false"]
             container = client.containers.run(
                 self.image,
                 command,
@@ -134,7 +125,6 @@ class ContainerLauncher:
             raise ServerStartError(f"the container engine could not start {self.image}: {error}") from None
         refresh_log = _log_writer(container, log_path)
         try:
-            endpoints = Endpoints(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}")
             server = Server(ContainerProcess(container), endpoints, log_path, refresh_log)
             server.wait_ready(self.ready_timeout)
             yield server

@@ -176,6 +176,23 @@ def launcher_for(runtime: Runtime, progress: bool = True) -> Launcher:
     return LAUNCHERS.factory(runtime.launcher)(runtime, progress)
 
 
+def server_arguments(repository: Path) -> tuple[list[str], Endpoints]:
+    """The tritonserver arguments every launcher passes (the repository, explicit model control, the three
+    endpoints on free 127.0.0.1 ports), and those endpoints."""
+    http, grpc, metrics = free_ports(3)
+    arguments = [
+        f"--model-repository={repository}",
+        "--model-control-mode=explicit",
+        "--http-address=127.0.0.1",
+        "--grpc-address=127.0.0.1",
+        "--metrics-address=127.0.0.1",
+        f"--http-port={http}",
+        f"--grpc-port={grpc}",
+        f"--metrics-port={metrics}",
+    ]
+    return arguments, Endpoints(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}")
+
+
 def free_ports(count: int) -> list[int]:
     """Ports on 127.0.0.1 that nothing listens on now."""
     sockets = [socket.socket() for _ in range(count)]

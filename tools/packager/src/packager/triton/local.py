@@ -14,7 +14,7 @@ from typing import Iterator
 from packager.settings import Runtime
 from packager.triton.cleanup import stop_process_group
 from packager.triton.install import ServerInstall, install_server
-from packager.triton.launcher import READY_TIMEOUT, Endpoints, Server, free_ports
+from packager.triton.launcher import READY_TIMEOUT, Server, server_arguments
 from packager.triton.sandbox import Sandbox, allowed_environment, linked_targets
 
 PR_SET_PDEATHSIG = 1
@@ -40,19 +40,12 @@ class LocalLauncher:
 
     @contextmanager
     def start(self, repository: Path, log_path: Path, lend_interpreter: bool = True) -> Iterator[Server]:
-        http, grpc, metrics = free_ports(3)
+        arguments, endpoints = server_arguments(repository)
         command = [
             str(self.install.binary),
-            f"--model-repository={repository}",
-            "--model-control-mode=explicit",
+            *arguments,
             f"--backend-directory={self.install.directory / 'backends'}",
             f"--cache-directory={self.install.directory / 'caches'}",
-            "--http-address=127.0.0.1",
-            "--grpc-address=127.0.0.1",
-            "--metrics-address=127.0.0.1",
-            f"--http-port={http}",
-            f"--grpc-port={grpc}",
-            f"--metrics-port={metrics}",
         ]
         interpreter = self.install.interpreter
         lent = (interpreter.prefix, interpreter.libdir) if lend_interpreter else ()
@@ -74,9 +67,7 @@ class LocalLauncher:
                 preexec_fn=_die_with_parent,
             )
         try:
-            server = Server(
-                process, Endpoints(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}"), log_path
-            )
+            server = Server(process, endpoints, log_path)
             server.wait_ready(self.ready_timeout)
             yield server
         finally:

@@ -9,10 +9,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import boto3
+import numpy as np
 import pytest
+import tritonclient.http as httpclient
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
@@ -21,7 +23,7 @@ from packager.environments import lock_model
 from packager.modeldir import LOCK_FILE, ModelDir, scaffold
 from packager.config import load_config
 from packager.settings import DEFAULT_RUNTIME, Runtime
-from packager.triton import build_image
+from packager.triton import Server, build_image
 
 # conda-forge cannot be reached where this suite runs: conda environments take Python from the local
 # channel, made from this machine's CPython (the override users have too).
@@ -32,25 +34,83 @@ RunPackager = Callable[..., subprocess.CompletedProcess[str]]
 CI_REVISION_VARIABLES = {*CI_BRANCH_VARIABLES, *CI_COMMIT_VARIABLES}
 
 
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child Python that runs this checkout's code: this process's, with its import
+    path, without the CI system's branch and commit variables, then `extra`."""
+    inherited = {name: value for name, value in os.environ.items() if name not in CI_REVISION_VARIABLES}
+    python_path = os.pathsep.join(os.path.abspath(entry) for entry in sys.path)
+    return {**inherited, "PYTHONPATH": python_path, **(extra or {})}
+
+
 @pytest.fixture
 def run_packager() -> RunPackager:
     """Run `python -m packager ARGS` in `cwd` and return the finished process (text output), without the
     CI system's branch and commit variables unless `env` gives them."""
 
     def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        python_path = os.pathsep.join(os.path.abspath(entry) for entry in sys.path)
-        inherited = {name: value for name, value in os.environ.items() if name not in CI_REVISION_VARIABLES}
-        environment = {**inherited, "PYTHONPATH": python_path, **(env or {})}
         return subprocess.run(
             [sys.executable, "-m", "packager", *args],
             cwd=cwd,
-            env=environment,
+            env=child_environment(env),
             capture_output=True,
             text=True,
             timeout=120,
         )
 
     return run
+
+
+def start_packager(*args: str, cwd: Path, stderr: int = subprocess.PIPE) -> subprocess.Popen[str]:
+    """`python -m packager ARGS` started in `cwd` (a server, say), its output read as text while it runs."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "packager", *args],
+        cwd=cwd,
+        env=child_environment(),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+
+
+# A python model that doubles its input: what the launcher tests serve.
+DOUBLER = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", (x * 2).astype(np.float32))]))
+        return out
+"""
+DOUBLER_CONFIG = """backend: "python"
+max_batch_size: 4
+input [ { name: "X", data_type: TYPE_FP32, dims: [ 2 ] } ]
+output [ { name: "Y", data_type: TYPE_FP32, dims: [ 2 ] } ]
+"""
+
+
+def doubler_repository(parent: Path) -> Path:
+    """A Triton model repository under `parent` holding the doubler."""
+    (parent / "repo" / "doubler" / "1").mkdir(parents=True)
+    (parent / "repo" / "doubler" / "1" / "model.py").write_text(DOUBLER)
+    (parent / "repo" / "doubler" / "config.pbtxt").write_text(DOUBLER_CONFIG)
+    return parent / "repo"
+
+
+def infer_doubler(server: Server) -> list[list[float]]:
+    """What the doubler answers for [[1.5, -2.0]] over HTTP."""
+    client = httpclient.InferenceServerClient(server.endpoints.http)
+    try:
+        tensor = httpclient.InferInput("X", [1, 2], "FP32")
+        tensor.set_data_from_numpy(np.array([[1.5, -2.0]], dtype=np.float32))
+        result: list[list[float]] = client.infer("doubler", [tensor]).as_numpy("Y").tolist()
+        return result
+    finally:
+        client.close()  # before the server stops: Triton waits for open connections
 
 
 S3_CREDENTIALS = {

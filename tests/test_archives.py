@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from packager.archives import Member, UnsafeArchive, extract, tree_members, write_tar_gz
+from tests.conftest import child_environment
 
 # The sha256 of the uncompressed tar stream: the same on every machine and Python (3.11.7, 3.12.1, 3.13.0
 # checked).
@@ -177,7 +178,7 @@ def test_older_cpus_write_the_same_bytes(tmp_path: Path, cpu: str) -> None:
     machines)."""
     qemu = shutil.which("qemu-x86_64")
     assert qemu, "this test needs qemu-user (apt-get install qemu-user); .ci/run installs it"
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(entry) for entry in sys.path)}
+    environment = child_environment()
     out = tmp_path / f"{cpu}.tar.gz"
     subprocess.run(
         [qemu, "-cpu", cpu, sys.executable, "-c", WRITE_PINNED, str(out)],

@@ -21,6 +21,7 @@ import yaml
 
 from packager.ci import matrix
 from packager.ci.reports import GITLAB_JOB, GITLAB_TEMPLATE
+from tests.conftest import child_environment
 
 REPO = Path(__file__).parent.parent
 WORKFLOW = REPO / ".github" / "workflows" / "models.yml"
@@ -71,7 +72,7 @@ def lint(actionlint: list[str], path: Path) -> list[dict[str, Any]]:
 
 def schema_check(schema: str, *paths: Path) -> subprocess.CompletedProcess[str]:
     """check-jsonschema with one of the schemas it ships."""
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(entry) for entry in sys.path)}
+    environment = child_environment()
     command = [sys.executable, "-m", check_jsonschema.__name__, "--builtin-schema", schema, *map(str, paths)]
     return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
 

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 from ci.monorepo import copy_monorepo
-from tests.conftest import CI_REVISION_VARIABLES, git, s3_client
+from tests.conftest import child_environment, git, s3_client
 
 REPO = Path(__file__).parent.parent
 DVC_PEX = Path("ci/dvc.pex")
@@ -40,15 +40,14 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def ci(clone: Path, s3: dict[str, str], *args: str) -> tuple[int, dict[str, Any], str]:
     """`packager ci --json ARGS` in the clone as a CI job runs it: the exit status, the report, and all it
     printed (for assertion messages)."""
-    inherited = {name: value for name, value in os.environ.items() if name not in CI_REVISION_VARIABLES}
-    environment = {
-        **inherited,
-        **s3,
-        "PYTHONPATH": os.pathsep.join(os.path.abspath(entry) for entry in sys.path),
-        "PACKAGER_DVC": f"{sys.executable} {DVC_PEX.absolute()}",
-        "DVC_NO_ANALYTICS": "1",
-        "PANTS_PANTSD": "false",  # no daemon outlives the test
-    }
+    environment = child_environment(
+        {
+            **s3,
+            "PACKAGER_DVC": f"{sys.executable} {DVC_PEX.absolute()}",
+            "DVC_NO_ANALYTICS": "1",
+            "PANTS_PANTSD": "false",  # no daemon outlives the test
+        }
+    )
     result = subprocess.run(
         [sys.executable, "-m", "packager", "ci", "--json", *args],
         cwd=clone,
@@ -117,7 +116,7 @@ def test_a_branch_stages_what_it_changed_main_publishes_it_and_refuses_new_weigh
     history = subprocess.run(
         [sys.executable, "-m", "packager", "releases", "churn", "--json"],
         cwd=clone,
-        env={**os.environ, **s3, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path)},
+        env=child_environment(s3),
         capture_output=True,
         text=True,
         timeout=120,

@@ -5,7 +5,6 @@ here: start, load, refuse, hang, crash, interrupt, SIGTERM, SIGKILL; no containe
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -16,37 +15,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tritonclient.http as httpclient
 
 from packager.errors import EnvironmentFailure
 from packager.modeldir import Case, Tensor
 from packager.replay import replay_cases
 from packager.settings import Runtime
-from packager.triton import ServerError, Server, build_image, check_image, image_for
+from packager.triton import ServerError, build_image, check_image, image_for
 from packager.triton.container import LABEL, OWNER_LABEL, ContainerLauncher, owner, remove_orphans
 from packager.triton.engine import connect
-from tests.conftest import RunPackager, copy_example
+from tests.conftest import (
+    RunPackager,
+    child_environment,
+    copy_example,
+    doubler_repository,
+    infer_doubler,
+    start_packager,
+)
 
 CORPUS = Path(__file__).parent / "corpus"
 REPO = Path(__file__).parent.parent
-DOUBLER = """
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        out = []
-        for request in requests:
-            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
-            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", (x * 2).astype(np.float32))]))
-        return out
-"""
-CONFIG = """backend: "python"
-max_batch_size: 4
-input [ { name: "X", data_type: TYPE_FP32, dims: [ 2 ] } ]
-output [ { name: "Y", data_type: TYPE_FP32, dims: [ 2 ] } ]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +43,7 @@ def launcher(container_runtime: Runtime) -> ContainerLauncher:
 
 @pytest.fixture
 def repository(tmp_path: Path) -> Path:
-    (tmp_path / "repo" / "doubler" / "1").mkdir(parents=True)
-    (tmp_path / "repo" / "doubler" / "1" / "model.py").write_text(DOUBLER)
-    (tmp_path / "repo" / "doubler" / "config.pbtxt").write_text(CONFIG)
-    return tmp_path / "repo"
+    return doubler_repository(tmp_path)
 
 
 def _ours(pid: int | None = None) -> list[str]:
@@ -73,24 +57,13 @@ def _ours(pid: int | None = None) -> list[str]:
         client.close()
 
 
-def _infer(server: Server) -> list[list[float]]:
-    client = httpclient.InferenceServerClient(server.endpoints.http)
-    try:
-        tensor = httpclient.InferInput("X", [1, 2], "FP32")
-        tensor.set_data_from_numpy(np.array([[1.5, -2.0]], dtype=np.float32))
-        result: list[list[float]] = client.infer("doubler", [tensor]).as_numpy("Y").tolist()
-        return result
-    finally:
-        client.close()  # before the server stops: Triton waits for open connections
-
-
 def test_start_load_infer_stop_leaves_no_container(
     launcher: ContainerLauncher, repository: Path, tmp_path: Path
 ) -> None:
     with launcher.start(repository, tmp_path / "triton.log") as server:
         assert _ours(), "the server runs in a container of ours"
         server.load("doubler")
-        assert _infer(server) == [[3.0, -4.0]]
+        assert infer_doubler(server) == [[3.0, -4.0]]
     assert _ours() == []
     assert (
         "successfully loaded 'doubler'" in (tmp_path / "triton.log").read_text()
@@ -107,7 +80,7 @@ def test_a_refused_load_quotes_the_log_and_leaves_the_server_ready(
         assert "dimension must be integer >= 1" in str(error.value) and "  | " in str(error.value)
         server.wait_ready(5)  # a failed load does not make the server unready
         server.load("doubler")
-        assert _infer(server) == [[3.0, -4.0]]
+        assert infer_doubler(server) == [[3.0, -4.0]]
     assert _ours() == []
 
 
@@ -158,7 +131,7 @@ with launcher.start(Path(sys.argv[2]), Path(sys.argv[3])) as server:
 
 
 def _serving(image: str, repository: Path, log: Path) -> subprocess.Popen[str]:
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(entry) for entry in sys.path)}
+    environment = child_environment()
     process = subprocess.Popen(
         [sys.executable, "-c", SERVE_FOREVER, image, str(repository), str(log)],
         env=environment,
@@ -176,15 +149,7 @@ def test_sigterm_removes_the_container_and_sigkill_leaves_one_the_next_start_rem
     repo = tmp_path / "mono"
     copy_example("churn", repo)
     shutil.copy(REPO / "packager.toml", repo / "packager.toml")
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(entry) for entry in sys.path)}
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "packager", "serve", "churn", "--runtime", "container", "--json"],
-        cwd=repo,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    serve = start_packager("serve", "churn", "--runtime", "container", "--json", cwd=repo)
     assert serve.stdout is not None
     document = json.loads("".join(iter(lambda: serve.stdout.readline() if serve.stdout else "", "}\n")) + "}")
     assert document["runtime"] == "container" and _ours(serve.pid)

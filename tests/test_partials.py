@@ -14,6 +14,7 @@ from pathlib import Path
 from packager.archives import Member, write_tar_gz
 from packager.partials import STALE_AFTER_SECONDS
 from packager.release.stores import open_store
+from tests.conftest import child_environment
 
 KILLED_BUILD = """
 import sys, time
@@ -47,7 +48,7 @@ open_store(sys.argv[1], None).put_new("m/m_1.tar.gz", Path(sys.argv[2]), {"sha25
 
 
 def _run_until(script: str, line: str, *args: str) -> subprocess.Popen[str]:
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(entry) for entry in sys.path)}
+    environment = child_environment()
     process = subprocess.Popen(
         [sys.executable, "-c", script, *args], env=environment, stdout=subprocess.PIPE, text=True
     )

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
@@ -19,7 +17,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tests.conftest import RunPackager, copy_example
+from tests.conftest import RunPackager, copy_example, start_packager
 
 
 @pytest.fixture
@@ -86,15 +84,7 @@ def test_new_model_replays_out_of_the_box(run_packager: RunPackager, tmp_path: P
 
 
 def test_serve_prints_endpoints_answers_and_cleans_up_on_ctrl_c(repo: Path) -> None:
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "packager", "serve", "churn"],
-        cwd=repo,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_packager("serve", "churn", cwd=repo)
     assert process.stdout is not None
     lines = []
     try:
@@ -176,15 +166,7 @@ def test_serve_reload_applies_a_save_and_keeps_the_last_good_version_on_a_bad_on
     assert run_packager("new", "fraud", cwd=tmp_path).returncode == 0
     step = tmp_path / "models" / "fraud" / "preprocess" / "1" / "model.py"
     config = tmp_path / "models" / "fraud" / "preprocess" / "config.pbtxt"
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "packager", "serve", "fraud", "--reload"],
-        cwd=tmp_path,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_packager("serve", "fraud", "--reload", cwd=tmp_path, stderr=subprocess.STDOUT)
     assert process.stdout is not None
     lines = Lines(process.stdout)
     try:

@@ -25,7 +25,7 @@ from packager.release import Destination, ImmutableKey, publish
 from packager.release.stores import AlreadyExists, Conflict, MemoryStore, Store, open_store
 from packager.release.stores import s3 as s3_backend
 from packager.release.stores.s3 import S3Store
-from tests.conftest import S3_CREDENTIALS, s3_client
+from tests.conftest import S3_CREDENTIALS, child_environment, s3_client
 
 
 @pytest.fixture(params=["file", "s3", "memory"])
@@ -144,7 +144,7 @@ def test_s3_push_killed_mid_upload_is_invisible_and_rerun_completes(
     s3: dict[str, str], tmp_path: Path
 ) -> None:
     big = _file(tmp_path, "big", os.urandom(11 * 1024 * 1024))
-    environment = {**os.environ, **s3, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path)}
+    environment = child_environment(s3)
     process = subprocess.Popen(
         [sys.executable, "-c", KILLED_PUSH, s3["PACKAGER_STAGING_URI"], str(big)],
         env=environment,

@@ -12,9 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tritonclient.http as httpclient
 
 from packager.settings import DEFAULT_RUNTIME
 from packager.environments import ensure_environment, lock_model
@@ -24,26 +22,9 @@ from packager.modeldir import TritonModel, read_config
 from packager.triton import Server, ServerError, ServerStartError, UnservableModel, loaded
 from packager.triton.cleanup import group_members
 from packager.triton.local import LocalLauncher
+from tests.conftest import DOUBLER_CONFIG, child_environment, doubler_repository, infer_doubler
 
 CORPUS = Path(__file__).parent / "corpus"
-DOUBLER = """
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        out = []
-        for request in requests:
-            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
-            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", (x * 2).astype(np.float32))]))
-        return out
-"""
-CONFIG = """backend: "python"
-max_batch_size: 4
-input [ { name: "X", data_type: TYPE_FP32, dims: [ 2 ] } ]
-output [ { name: "Y", data_type: TYPE_FP32, dims: [ 2 ] } ]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +34,7 @@ def launcher() -> LocalLauncher:
 
 @pytest.fixture
 def repository(tmp_path: Path) -> Path:
-    (tmp_path / "repo" / "doubler" / "1").mkdir(parents=True)
-    (tmp_path / "repo" / "doubler" / "1" / "model.py").write_text(DOUBLER)
-    (tmp_path / "repo" / "doubler" / "config.pbtxt").write_text(CONFIG)
-    return tmp_path / "repo"
+    return doubler_repository(tmp_path)
 
 
 TRITON_DROPPINGS = ("/tmp/python_env_*", "/dev/shm/triton_python_backend_shm_region_*")
@@ -86,24 +64,13 @@ class Leftovers:
         return found + sorted(_droppings() - self.on_host)
 
 
-def _infer(server: Server) -> np.ndarray:
-    client = httpclient.InferenceServerClient(server.endpoints.http)
-    try:
-        tensor = httpclient.InferInput("X", [1, 2], "FP32")
-        tensor.set_data_from_numpy(np.array([[1.5, -2.0]], dtype=np.float32))
-        result: np.ndarray = client.infer("doubler", [tensor]).as_numpy("Y")
-        return result
-    finally:
-        client.close()
-
-
 def test_start_load_infer_stop_leaves_nothing(
     launcher: LocalLauncher, repository: Path, tmp_path: Path
 ) -> None:
     with launcher.start(repository, tmp_path / "triton.log") as server:
         leftovers = Leftovers(server)
         server.load("doubler")
-        assert _infer(server).tolist() == [[3.0, -4.0]]
+        assert infer_doubler(server) == [[3.0, -4.0]]
         leftovers.snapshot()
         assert any(path.startswith("/dev/shm/") for path in leftovers.inside), "the python backend maps shm"
     assert not server.alive()
@@ -121,13 +88,13 @@ def test_packed_environment_unpacked_by_triton_is_removed(
     shutil.copyfile(environment.tarball, repository / "doubler" / "python_env.tar.gz")
     config = repository / "doubler" / "config.pbtxt"
     config.write_text(
-        CONFIG
+        DOUBLER_CONFIG
         + 'parameters: { key: "EXECUTION_ENV_PATH" value: { string_value: "$$TRITON_MODEL_DIRECTORY/python_env.tar.gz" } }\n'
     )
     with launcher.start(repository, tmp_path / "triton.log") as server:
         leftovers = Leftovers(server)
         server.load("doubler")
-        assert _infer(server).tolist() == [[3.0, -4.0]]
+        assert infer_doubler(server) == [[3.0, -4.0]]
         leftovers.snapshot()
         assert any(path.startswith("/tmp/python_env_") for path in leftovers.inside), "Triton unpacked it"
     assert leftovers.remaining() == []
@@ -208,7 +175,7 @@ with launcher.start(Path(sys.argv[1]), Path(sys.argv[2])) as server:
 
 def test_server_dies_with_a_killed_packager(repository: Path, tmp_path: Path) -> None:
     """SIGKILL runs no cleanup code: the kernel takes the server down with the packager (PDEATHSIG)."""
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path)}
+    environment = child_environment()
     packager = subprocess.Popen(
         [sys.executable, "-c", ORPHAN, str(repository), str(tmp_path / "triton.log")],
         env=environment,

@@ -26,7 +26,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -36,7 +36,7 @@ from packager.environments import ensure_environment, env_builder_for
 from packager.modeldir import ModelDir, find_repo_root
 from packager.preflight import prepare
 from packager.replay import replay_model
-from packager.triton import launched, launcher_for, staged_repository
+from packager.triton import Server, launched, launcher_for, staged_repository
 from packager.triton.serving import load_all
 
 ROOT = find_repo_root(Path(__file__).parent) or Path.cwd()
@@ -50,6 +50,12 @@ def timed(action: Callable[[], object]) -> float:
     started = time.perf_counter()
     action()
     return time.perf_counter() - started
+
+
+def one_by_one(server: Server, models: Mapping[str, object]) -> float:
+    """Seconds to load each of `models` in name order, one after another (what replay did before
+    `load_all`)."""
+    return sum(timed(lambda: server.load(name)) for name in sorted(models))
 
 
 def row(name: str, baseline: tuple[str, float], measured: tuple[str, float], unit: str = "s") -> None:
@@ -106,9 +112,7 @@ def bench_load_modes(log_dir: Path) -> None:
         for mode in seconds:
             with staged_repository(report, environment, mode) as repository:
                 with launcher.start(repository, log_dir / f"load-{mode}-{attempt}.log") as server:
-                    seconds[mode].append(
-                        sum(timed(lambda: server.load(name)) for name in sorted(report.triton_models))
-                    )
+                    seconds[mode].append(one_by_one(server, report.triton_models))
     row(
         "load digits (3 steps + ensemble)",
         ("packed tarball", statistics.median(seconds["packed"])),
@@ -192,9 +196,7 @@ def bench_container(log_dir: Path) -> None:
         for name, launcher in launchers.items():
             with staged_repository(report, environment, "packed") as repository:
                 with launcher.start(repository, log_dir / f"load-{name}-{attempt}.log") as server:
-                    loads[name].append(
-                        sum(timed(lambda: server.load(model)) for model in sorted(report.triton_models))
-                    )
+                    loads[name].append(one_by_one(server, report.triton_models))
     row(
         "load digits, packed envs",
         ("local (median of 3)", statistics.median(loads["local"])),
@@ -227,13 +229,11 @@ def _in_group(group: int) -> bool:
 def bench_replay_loop(log_dir: Path) -> None:
     report, environment = prepare(DIGITS, RUNTIME, BUILDER, progress=False)
     launcher = launcher_for(RUNTIME, progress=False)
-    one_by_one, at_once, reaped, killed = [], [], [], []
+    sequential, at_once, reaped, killed = [], [], [], []
     for attempt in range(3):
         with staged_repository(report, environment, "unpacked") as repository:
             with launcher.start(repository, log_dir / f"loop-a-{attempt}.log") as server:
-                one_by_one.append(
-                    sum(timed(lambda: server.load(name)) for name in sorted(report.triton_models))
-                )
+                sequential.append(one_by_one(server, report.triton_models))
                 process = server.process
                 assert isinstance(process, subprocess.Popen)  # the local launcher's
                 started = time.perf_counter()
@@ -248,7 +248,7 @@ def bench_replay_loop(log_dir: Path) -> None:
             killed.append(timed(lambda: context.__exit__(None, None, None)))
     row(
         "load digits' steps",
-        ("one by one", statistics.median(one_by_one)),
+        ("one by one", statistics.median(sequential)),
         ("at once", statistics.median(at_once)),
     )
     row(

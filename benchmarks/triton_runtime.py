@@ -9,8 +9,10 @@
 4. churn replay throughput, 8 client processes sending single rows over gRPC, with vs without dynamic
    batching (and the mean batch size Triton executed);
 5. the replay loop's parts for digits (median of 3): loading its steps one after another vs at once
-   (`load_all`), and the stop's wait until every process of the server's group is reaped, zombies
-   included (the sandbox's init lingers as one) vs until none runs; then a whole warm `replay digits`.
+   (`load_all`), and at once from an env tree without bytecode vs the cache's compiled one, and the stop's wait until every process of the server's group is reaped, zombies
+   included (the sandbox's init lingers as one) vs until none runs; sending its cases to a fresh server
+   over HTTP then gRPC vs both side by side (the first requests to each step cost most); then a whole warm `replay digits`, through the library and as a command (against
+   `python -c pass`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import subprocess
 import statistics
@@ -32,10 +35,10 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from packager.config import load_config
-from packager.environments import ensure_environment, env_builder_for
-from packager.modeldir import ModelDir, find_repo_root
+from packager.environments import Environment, ensure_environment, env_builder_for
+from packager.modeldir import ModelDir, find_repo_root, load_cases, top_model
 from packager.preflight import prepare
-from packager.replay import replay_model
+from packager.replay import PROTOCOLS, replay_cases, replay_model
 from packager.triton import Server, launched, launcher_for, staged_repository
 from packager.triton.serving import load_all
 
@@ -215,6 +218,18 @@ def bench_container(log_dir: Path) -> None:
     )
 
 
+@contextmanager
+def source_only(environment: Environment) -> Iterator[Environment]:
+    """A copy of a cached environment whose unpacked tree has no bytecode (what it held before the cache
+    compiled it at build)."""
+    with tempfile.TemporaryDirectory(prefix="packager-bench-env-") as scratch:
+        copy = Path(scratch) / "env"
+        shutil.copytree(environment.directory, copy, symlinks=True)
+        for cached in sorted(copy.glob("unpacked/**/__pycache__")):
+            shutil.rmtree(cached)
+        yield Environment(environment.key, copy, cache_hit=True, seconds=0.0)
+
+
 def _in_group(group: int) -> bool:
     """Whether any process of the group exists, zombies included."""
     for pid in (int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
@@ -226,14 +241,27 @@ def _in_group(group: int) -> bool:
     return False
 
 
+def _quietly(command: list[str], env: Mapping[str, str]) -> None:
+    """Run `command` from the repository's root; its output only when it fails."""
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+
+
 def bench_replay_loop(log_dir: Path) -> None:
     report, environment = prepare(DIGITS, RUNTIME, BUILDER, progress=False)
+    assert environment is not None  # digits' steps name EXECUTION_ENV_PATH
     launcher = launcher_for(RUNTIME, progress=False)
+    cases = load_cases(DIGITS.path, report.triton_models, top_model(report.triton_models))
     sequential, at_once, reaped, killed = [], [], [], []
+    one_protocol_then_other, side_by_side = [], []
     for attempt in range(3):
         with staged_repository(report, environment, "unpacked") as repository:
             with launcher.start(repository, log_dir / f"loop-a-{attempt}.log") as server:
                 sequential.append(one_by_one(server, report.triton_models))
+                one_protocol_then_other.append(
+                    sum(timed(lambda: replay_cases("digits", server, cases, (p,))) for p in PROTOCOLS)
+                )
                 process = server.process
                 assert isinstance(process, subprocess.Popen)  # the local launcher's
                 started = time.perf_counter()
@@ -245,11 +273,28 @@ def bench_replay_loop(log_dir: Path) -> None:
             context = launcher.start(repository, log_dir / f"loop-b-{attempt}.log")
             server = context.__enter__()
             at_once.append(timed(lambda: load_all(server, report.triton_models)))
+            side_by_side.append(timed(lambda: replay_cases("digits", server, cases, PROTOCOLS)))
             killed.append(timed(lambda: context.__exit__(None, None, None)))
     row(
         "load digits' steps",
         ("one by one", statistics.median(sequential)),
         ("at once", statistics.median(at_once)),
+    )
+    with source_only(environment) as uncompiled:
+        from_source = []
+        for attempt in range(3):
+            with staged_repository(report, uncompiled, "unpacked") as repository:
+                with launcher.start(repository, log_dir / f"loop-c-{attempt}.log") as server:
+                    from_source.append(timed(lambda: load_all(server, report.triton_models)))
+    row(
+        "load digits' steps at once",
+        ("env as source", statistics.median(from_source)),
+        ("env compiled", statistics.median(at_once)),
+    )
+    row(
+        "first cases (HTTP, gRPC)",
+        ("one after the other", statistics.median(one_protocol_then_other)),
+        ("side by side", statistics.median(side_by_side)),
     )
     row(
         "stop digits' server",
@@ -265,6 +310,15 @@ def bench_replay_loop(log_dir: Path) -> None:
         for _ in range(3)
     ]
     print(f"{'whole warm replay digits (median of 3)':<34} {statistics.median(replays):>22.2f} s")
+    command = [sys.executable, "-m", "packager", "replay", "digits"]
+    same_imports = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cli = [timed(lambda: _quietly(command, same_imports)) for _ in range(3)]
+    floor = [timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True)) for _ in range(3)]
+    row(
+        "warm `packager replay digits`",
+        ("python -c pass", statistics.median(floor)),
+        ("the command", statistics.median(cli)),
+    )
 
 
 BENCHMARKS = {

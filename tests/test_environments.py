@@ -189,6 +189,8 @@ def test_real_venv_build_is_cached_and_shared(tmp_path: Path, cache: Path) -> No
     assert 'VIRTUAL_ENV="$(cd' in activate
     assert first.metadata()["packages"] == {"packaging": "24.2"}
     assert (first.unpacked / "bin" / "activate").is_file()
+    bytecode = first.unpacked / "lib/python3.11/site-packages/packaging/__pycache__/version.cpython-311.pyc"
+    assert bytecode.is_file(), "the unpacked tree a server starts on is compiled once, at build"
 
     again = ensure_environment(ModelDir(tmp_path / "a"), DEFAULT_RUNTIME, VenvBuilder(), progress=False)
     assert again.cache_hit and again.key == first.key

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -27,10 +29,11 @@ from packager.environments.lock import checked_lock
 from packager.environments.requirements import check_constraints
 from packager.modeldir import LOCK_FILE, ModelDir, RequirementsError, TritonModel, env_path
 from packager.settings import Runtime
+from packager.subprocesses import credential_free
 
 TARBALL = "python_env.tar.gz"
 # Bump when the way environments are built or packed changes, so that cached ones are rebuilt.
-ENV_FORMAT = 5
+ENV_FORMAT = 6
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ def _build(
         write_tar_gz(scratch / TARBALL, tree_members(env, keep=lambda name: "__pycache__" not in name))
         shutil.rmtree(env)
         extract(scratch / TARBALL, scratch / "unpacked", absolute_symlinks=True)
+        _precompile(scratch / "unpacked")
         (scratch / TARBALL).chmod(0o444)
         metadata = {
             "key": key,
@@ -136,6 +140,22 @@ def _build(
             "build_seconds": round(time.monotonic() - started, 2),
         }
         (scratch / "env.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+
+
+def _precompile(unpacked: Path) -> None:
+    """Compile the unpacked tree's modules to bytecode once, with its own interpreter, so that a server
+    started on it imports instead of compiling numpy and the rest again at every start (Triton's sandbox
+    mounts it read-only, so nothing could cache them there). The tarball that ships stays source-only.
+    `-I -S` keeps the env's own code (its .pth files) from running; a module that does not compile is left
+    to compile at import, as without this step."""
+    python = unpacked / "bin" / "python"
+    if not python.exists():
+        return
+    command = [str(python), "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(unpacked / "lib")]
+    try:
+        subprocess.run(command, env=credential_free(dict(os.environ)), capture_output=True, check=False)
+    except OSError:  # an interpreter for another platform: the server compiles at import, as before
+        return
 
 
 def _installed(env: Path) -> dict[str, str]:

@@ -7,6 +7,7 @@ artifact holds. Either way the launcher and env builder are given, so any backen
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,13 +73,19 @@ class ModelReplay:
 def replay_cases(
     model: str, server: Server, cases: list[Case], protocols: tuple[str, ...] = PROTOCOLS
 ) -> list[CaseResult]:
-    """Send every case over every protocol to `server`, one request at a time."""
-    senders = {protocol: SENDERS[protocol](server) for protocol in protocols}
-    try:
-        return [_run(model, case, protocol, senders[protocol]) for case in cases for protocol in protocols]
-    finally:
-        for sender in senders.values():
-            sender.close()
+    """Send every case over every protocol to `server`: the protocols side by side, each one request at a
+    time; results in case order, then protocol order."""
+
+    def over(protocol: str) -> list[CaseResult]:
+        send = SENDERS[protocol](server)
+        try:
+            return [_run(model, case, protocol, send) for case in cases]
+        finally:
+            send.close()
+
+    with ThreadPoolExecutor(max_workers=max(1, len(protocols))) as pool:
+        by_protocol = list(pool.map(over, protocols))
+    return [results[index] for index in range(len(cases)) for results in by_protocol]
 
 
 def _run(model: str, case: Case, protocol: str, send: Sender) -> CaseResult:

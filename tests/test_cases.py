@@ -43,7 +43,7 @@ def test_repository_cases_load(digits: tuple[Path, dict[str, TritonModel]]) -> N
 
 def _write(model: Path, name: str, document: object) -> Path:
     path = model / "tests" / "cases" / f"{name}.json"
-    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    path.write_text(document if isinstance(document, str) else json.dumps(document, indent=2))
     return path
 
 
@@ -52,29 +52,50 @@ GOOD_INPUT = {"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "data": ["n
 
 
 @pytest.mark.parametrize(
-    "document, message",
+    "document, message, at",
     [
-        ('{"inputs": [\n  {"name": }]}', "broken.json:2:12: is not valid JSON: Expecting value"),
-        ({"inputs": [GOOD_INPUT], "outputs": []}, 'needs a non-empty "outputs" list'),
+        ('{"inputs": [\n  {"name": }]}', "broken.json:2:12: is not valid JSON: Expecting value", "}]}"),
+        ({"inputs": [GOOD_INPUT], "outputs": []}, 'needs a non-empty "outputs" list', "[]"),
+        ([GOOD_INPUT], 'needs an object with "inputs" and "outputs"', "["),
         (
             {"model": "nope", "inputs": [GOOD_INPUT], "outputs": [GOOD_OUTPUT]},
             "calls model 'nope', which is not in digits/",
+            '"nope"',
+        ),
+        (
+            {"model": ["digits"], "inputs": [GOOD_INPUT], "outputs": [GOOD_OUTPUT]},
+            "calls model ['digits'], which is not in digits/",
+            "[",
         ),
         (
             {"inputs": [{**GOOD_INPUT, "name": "IMG"}], "outputs": [GOOD_OUTPUT]},
             "input 'IMG' is not an input of model 'digits' (IMAGE)",
+            '"IMG"',
         ),
         (
             {"inputs": [{**GOOD_INPUT, "datatype": "FP32", "data": [1.0]}], "outputs": [GOOD_OUTPUT]},
             "input 'IMAGE' is BYTES in digits's config, not FP32",
+            '"FP32"',
         ),
         (
             {"inputs": [{**GOOD_INPUT, "shape": [1, 2], "data": ["a", "b"]}], "outputs": [GOOD_OUTPUT]},
-            "shape [1, 2] does not match dims [1] after the batch dimension",
+            "input 'IMAGE' shape [1, 2] does not match [batch, 1]: digits batches (max_batch_size 16)",
+            "[",
+        ),
+        (
+            {"inputs": [{**GOOD_INPUT, "shape": [17, 1], "data": ["a"] * 17}], "outputs": [GOOD_OUTPUT]},
+            "batch of 17 is over max_batch_size 16",
+            "[",
         ),
         (
             {"inputs": [{**GOOD_INPUT, "shape": [2, 1]}], "outputs": [GOOD_OUTPUT]},
             "inputs[0] has 1 values, but shape [2, 1] holds 2",
+            "[",
+        ),
+        (
+            {"inputs": [{**GOOD_INPUT, "shape": [1, True]}], "outputs": [GOOD_OUTPUT]},
+            "inputs[0] shape must be a list of up to 32 sizes",
+            "[",
         ),
         (
             {
@@ -82,23 +103,42 @@ GOOD_INPUT = {"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "data": ["n
                 "outputs": [GOOD_OUTPUT],
             },
             "file 'missing.png' does not exist next to the case",
+            '"missing.png"',
         ),
         (
             {"inputs": [GOOD_INPUT], "outputs": [{**GOOD_OUTPUT, "data": ["three"]}]},
-            "outputs[0] data does not fit INT64",
+            "outputs[0] data does not fit INT64: 'three' is not a number",
+            "[",
+        ),
+        (
+            {"inputs": [GOOD_INPUT], "outputs": [{**GOOD_OUTPUT, "data": [2**70]}]},
+            "outputs[0] data does not fit INT64: 1180591620717411303424 is outside",
+            "[",
         ),
         (
             {"inputs": [GOOD_INPUT], "outputs": [{**GOOD_OUTPUT, "tolerance": {"abs": 1}}]},
             'tolerance is {"absolute": A, "relative": R}',
+            "{",
+        ),
+        (
+            {"inputs": [GOOD_INPUT], "outputs": [{**GOOD_OUTPUT, "tolerance": {"absolute": "1"}}]},
+            "each a number >= 0",
+            "{",
         ),
         (
             {"inputs": [GOOD_INPUT], "outputs": [{**GOOD_OUTPUT, "datatype": "INT65"}]},
             "datatype 'INT65' is not one of",
+            '"INT65"',
+        ),
+        (
+            {"inputs": [GOOD_INPUT], "outputs": [{**GOOD_OUTPUT, "name": "LABELS"}]},
+            "output 'LABELS' is not an output of model 'digits' (CONFIDENCE, LABEL)",
+            '"LABELS"',
         ),
     ],
 )
-def test_bad_case_files_are_reported_with_their_path(
-    digits: tuple[Path, dict[str, TritonModel]], document: object, message: str
+def test_bad_case_files_are_located_at_the_value_at_fault(
+    digits: tuple[Path, dict[str, TritonModel]], document: object, message: str, at: str
 ) -> None:
     model, triton_models = digits
     path = _write(model, "broken", document)
@@ -108,3 +148,81 @@ def test_bad_case_files_are_reported_with_their_path(
     diagnostic = error.value.diagnostics[0]
     assert diagnostic.path == path
     assert message in f"{path.name}:{diagnostic.line}:{diagnostic.column}: {diagnostic.message}"
+    assert diagnostic.line is not None and diagnostic.column is not None
+    line = path.read_text().splitlines()[diagnostic.line - 1]
+    assert line[diagnostic.column - 1 :].startswith(at)
+
+
+def test_a_missing_input_is_located_at_the_inputs(tmp_path: Path) -> None:
+    model = _two_input_model(tmp_path)
+    path = _write_case(
+        model, {"inputs": [_tensor("A", [4], [1, 2, 3, 4])], "outputs": [_tensor("SUM", [4], None)]}
+    )
+    with pytest.raises(CaseError, match=r"case\.json:2:13: gives no 'B': model 'add' requires every input"):
+        load_cases(model, validate_model(ModelDir(model)).triton_models, "add")
+    assert path.is_file()
+
+
+def test_an_unbatched_model_takes_the_bare_dims(tmp_path: Path) -> None:
+    model = _two_input_model(tmp_path)
+    triton_models = validate_model(ModelDir(model)).triton_models
+    _write_case(
+        model,
+        {
+            "inputs": [_tensor("A", [1, 4], [1] * 4), _tensor("B", [4], [2] * 4)],
+            "outputs": [_tensor("SUM", [4], None)],
+        },
+    )
+    with pytest.raises(
+        CaseError, match=r"shape \[1, 4\] does not match \[4\]: add does not batch \(no max_batch_size\)"
+    ):
+        load_cases(model, triton_models, "add")
+
+
+def test_an_output_not_written_yet_loads_and_never_passes(tmp_path: Path) -> None:
+    from packager.replay.compare import compare
+
+    model = _two_input_model(tmp_path)
+    _write_case(
+        model,
+        {
+            "inputs": [_tensor("A", [4], [1] * 4), _tensor("B", [4], [2] * 4)],
+            "outputs": [_tensor("SUM", [4], None)],
+        },
+    )
+    (case,) = load_cases(model, validate_model(ModelDir(model)).triton_models, "add")
+    (pending,) = case.outputs
+    assert not pending.written and pending.shape == [4]
+    (problem,) = compare(pending, np.zeros(4, dtype=np.float32))
+    assert (
+        problem
+        == 'SUM: the case does not give the expected values yet (data is null); got "shape": [4], "data": [0.0, 0.0, 0.0, 0.0]'
+    )
+
+
+ADD_CONFIG = """name: "add"
+backend: "python"
+input [ { name: "A" data_type: TYPE_FP32 dims: [ 4 ] }, { name: "B" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "SUM" data_type: TYPE_FP32 dims: [ 4 ] } ]
+"""
+
+
+def _two_input_model(parent: Path) -> Path:
+    """A model directory like NVIDIA's add_sub: one python step, no batching, two inputs."""
+    model = parent / "add"
+    (model / "add" / "1").mkdir(parents=True)
+    (model / "add" / "config.pbtxt").write_text(ADD_CONFIG)
+    (model / "add" / "1" / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    (model / "model_version.txt").write_text("1\n")
+    (model / "tests" / "cases").mkdir(parents=True)
+    return model
+
+
+def _tensor(name: str, shape: list[int], data: object) -> dict[str, object]:
+    return {"name": name, "datatype": "FP32", "shape": shape, "data": data}
+
+
+def _write_case(model: Path, document: dict[str, object]) -> Path:
+    path = model / "tests" / "cases" / "case.json"
+    path.write_text(json.dumps(document, indent=2))
+    return path

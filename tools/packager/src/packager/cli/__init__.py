@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "env": ("models", "env", "Build or reuse each model's packed Python environment."),
     "lock": ("models", "lock_command", "Pin each model's requirements into requirements.lock."),
     "new": ("models", "new", "Create a model directory that validates and replays as it is."),
+    "adopt": ("models", "adopt_command", "Lay out an existing Triton model as a model directory here."),
     "pull": ("models", "pull_weights", "Fetch these models' DVC-tracked weights, then check them."),
     "config": ("models", "config_command", "Show the configuration in effect."),
     "serve": ("serving", "serve", "Serve a model or an artifact in Triton until Ctrl-C."),

@@ -1,4 +1,4 @@
-"""Commands on model directories and settings: validate, env, lock, new, pull, config."""
+"""Commands on model directories and settings: validate, env, lock, new, adopt, pull, config."""
 
 from __future__ import annotations
 
@@ -17,7 +17,17 @@ from packager.cli.options import (
 )
 from packager.environments import env_builder_for, lock_model, place_in_steps
 from packager.errors import ExitCode
-from packager.modeldir import check_weights, display_path, ModelDir, pull, REQUIREMENTS_FILE, scaffold
+from packager.modeldir import (
+    adopt,
+    CASES_DIR,
+    check_weights,
+    display_path,
+    ModelDir,
+    pull,
+    REQUIREMENTS_FILE,
+    scaffold,
+    TRITON_CONFIG,
+)
 from packager.preflight import prepare
 from packager.tables import plural, table
 from packager.validation import validate_models
@@ -118,13 +128,25 @@ def pull_weights(
     return ExitCode.MODEL_ERROR if problems else ExitCode.OK
 
 
-@click.command(epilog=EXIT_CODES)
-@click.argument("name")
-@click.option(
+MODELS_DIR_OPTION = click.option(
     "--models-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where to create it (default: <root>/models).",
+    help="Where to put the model directory (default: <root>/models).",
 )
+
+
+def _models_parent(workspace: Workspace, models_dir: Path | None) -> Path:
+    """Where a new model directory goes: --models-dir, else the monorepo's models/."""
+    if models_dir is not None:
+        return models_dir
+    if workspace.root is None:
+        raise click.UsageError("not inside a model monorepo: give --models-dir")
+    return workspace.root / "models"
+
+
+@click.command(epilog=EXIT_CODES)
+@click.argument("name")
+@MODELS_DIR_OPTION
 @RUNTIME_OPTION
 @JSON_OPTION
 @pass_workspace
@@ -133,15 +155,83 @@ def new(
 ) -> ExitCode:
     """Create a model directory that passes validate and replay as it is: python pre- and post-processing
     steps wired by an ensemble, a requirements.txt and its lock, test cases and a BUILD file."""
-    parent = models_dir or (workspace.root / "models" if workspace.root else None)
-    if parent is None:
-        raise click.UsageError("not inside a model monorepo: give --models-dir")
+    parent = _models_parent(workspace, models_dir)
     created = scaffold(parent, name)
     locked = lock_model(ModelDir(created), workspace.runtime(runtime))
     if as_json:
         echo_json({"created": str(created), "name": name, "lock": str(locked.path)})
     else:
         click.echo(f"created {created}; next: packager validate {name} && packager replay {name}")
+    return ExitCode.OK
+
+
+@click.command(epilog=EXIT_CODES)
+@click.argument("source", metavar="PATH", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", help="The model directory's name (default: the top-level Triton model's).")
+@MODELS_DIR_OPTION
+@RUNTIME_OPTION
+@JSON_OPTION
+@pass_workspace
+def adopt_command(
+    workspace: Workspace,
+    source: Path,
+    name: str | None,
+    models_dir: Path | None,
+    runtime: str | None,
+    as_json: bool,
+) -> ExitCode:
+    """Lay out an existing Triton model directory or model repository (as NVIDIA's examples ship them) as a
+    model directory here: nested as the contract wants, with model_version.txt, a BUILD file, its
+    requirements.txt locked and wired into EXECUTION_ENV_PATH, and a case template for its top model.
+    Files no Triton model loads (clients, notebooks) are left where they are, and listed. Then validates."""
+    parent = _models_parent(workspace, models_dir)
+    adopted = adopt(source, parent, name)
+    model = ModelDir(adopted.path)
+    locked = lock_model(model, workspace.runtime(runtime)) if adopted.requirements else None
+    (report,) = validate_models([model])
+    if as_json:
+        echo_json(
+            {
+                "adopted": str(adopted.path),
+                "name": model.name,
+                "triton_models": list(adopted.triton_models),
+                "top_model": adopted.top_model,
+                "left_out": [str(path) for path in adopted.left_out],
+                "requirements": [str(path) for path in adopted.requirements],
+                "wired": list(adopted.wired),
+                "lock": str(locked.path) if locked else None,
+                "case_template": str(adopted.case_template) if adopted.case_template else None,
+                "validation": report.to_json(),
+            }
+        )
+        return ExitCode.OK if report.ok else ExitCode.MODEL_ERROR
+    shown = display_path(adopted.path)
+    click.echo(f"adopted {source} as {shown}: {', '.join(adopted.triton_models)} (top: {adopted.top_model})")
+    if adopted.left_out:
+        left = ", ".join(display_path(path) for path in adopted.left_out)
+        click.echo(f"  left out (no Triton model loads them): {left}")
+    if adopted.wired:
+        click.echo(f"  {REQUIREMENTS_FILE} wired into EXECUTION_ENV_PATH of: {', '.join(adopted.wired)}")
+    elif not adopted.requirements:
+        click.echo(f"  no {REQUIREMENTS_FILE}: python steps run on the server's own Python")
+    if locked is not None:
+        click.echo(f"  locked {plural(locked.packages, 'package')} into {display_path(locked.path)}")
+    for diagnostic in report.diagnostics:
+        click.echo(str(diagnostic))
+    if not report.ok:
+        click.echo(
+            f"validate: {plural(len(report.diagnostics), 'problem')}; fix them, then run packager validate {model.name}",
+            err=True,
+        )
+        return ExitCode.MODEL_ERROR
+    if adopted.case_template is None:
+        click.echo(
+            f"validate: ok. Next: declare {adopted.top_model}'s inputs and outputs in its {TRITON_CONFIG}, write cases under {display_path(model.path / CASES_DIR)}, then packager replay {model.name}"
+        )
+    else:
+        click.echo(
+            f"validate: ok. Next: set the inputs and write the expected outputs (null until then) in {display_path(adopted.case_template)}, then packager replay {model.name}"
+        )
     return ExitCode.OK
 
 

@@ -3,19 +3,31 @@
 Owns discovery (model directories, their Triton models and versions, the monorepo root), Triton's
 `config.pbtxt` read with the position of every field, diagnostics (`path:line:col: message`), test cases
 (`tests/cases/*.json`), DVC-tracked weights, requirements and their lock, the shared libraries under
-`libs/` that steps import, and `packager new`'s scaffold. Every later stage reads model
-directories through these names only; nothing here runs a server or builds anything.
+`libs/` that steps import, `packager new`'s scaffold, and `packager adopt`'s layout of an existing model.
+Every later stage reads model directories through these names only; nothing here runs a server or builds
+anything.
 
 Public: ModelDir, discover_models, find_repo_root, models_under, version_dirs, name_problem,
 MODEL_VERSION_FILE, MODELS_DIR, TRITON_CONFIG; Diagnostic, display_path; TritonModel, ParsedConfig,
-ConfigUnreadable, read_config, read_text, env_path, top_model, ENSEMBLE, PYTHON, PLATFORM_BACKENDS,
+ConfigUnreadable, read_config, read_text, env_path, top_model, enum_name, ENSEMBLE, PYTHON, PLATFORM_BACKENDS,
 ENV_PATH_PARAMETER, MODEL_DIRECTORY_VARIABLE; Case, Tensor, Tolerance, CaseError, load_cases, case_files,
 CASES_DIR; Weight, pointers, weights, check_weights, pull; REQUIREMENTS_FILE, LOCK_FILE, RequirementLine,
 RequirementsError, parse_requirements, digest, LockHeader, read_lock_header, lock_problems; LIBS_DIR,
-Library, LibraryError, libraries_dir, library_files, model_libraries, shared_libraries; scaffold.
+Library, LibraryError, libraries_dir, library_files, model_libraries, shared_libraries; scaffold;
+adopt, Adoption, AdoptionError, case_template, kserve_datatype.
 """
 
-from packager.modeldir.cases import CASES_DIR, Case, CaseError, Tensor, Tolerance, case_files, load_cases
+from packager.modeldir.adopt import Adoption, AdoptionError, adopt, case_template
+from packager.modeldir.cases import (
+    CASES_DIR,
+    Case,
+    CaseError,
+    Tensor,
+    Tolerance,
+    case_files,
+    kserve_datatype,
+    load_cases,
+)
 from packager.modeldir.diagnostics import Diagnostic, display_path
 from packager.modeldir.discovery import (
     MODEL_VERSION_FILE,
@@ -46,6 +58,7 @@ from packager.modeldir.model_config import (
     ConfigUnreadable,
     ParsedConfig,
     TritonModel,
+    enum_name,
     env_path,
     read_config,
     read_text,
@@ -66,12 +79,17 @@ from packager.modeldir.scaffold import scaffold
 from packager.modeldir.weights import Weight, check_weights, pointers, pull, weights
 
 __all__ = [
+    "Adoption",
+    "AdoptionError",
+    "adopt",
+    "case_template",
     "CASES_DIR",
     "Case",
     "CaseError",
     "Tensor",
     "Tolerance",
     "case_files",
+    "kserve_datatype",
     "load_cases",
     "Diagnostic",
     "display_path",
@@ -92,6 +110,7 @@ __all__ = [
     "ConfigUnreadable",
     "ParsedConfig",
     "TritonModel",
+    "enum_name",
     "env_path",
     "read_config",
     "read_text",

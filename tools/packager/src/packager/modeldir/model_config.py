@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Mapping
 
 from google.protobuf import text_format
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from tritonclient.grpc import model_config_pb2
 
 from packager.modeldir.diagnostics import Diagnostic
@@ -39,6 +40,13 @@ class ConfigUnreadable(Exception):
     def __init__(self, diagnostic: Diagnostic) -> None:
         super().__init__(str(diagnostic))
         self.diagnostic = diagnostic
+
+
+def enum_name(enum: EnumTypeWrapper, number: int) -> str:
+    """The name of `number` in one of ModelConfig's enums, or the number itself where the enum defines none
+    (protobuf's text format keeps any number written in an enum field)."""
+    value = enum.DESCRIPTOR.values_by_number.get(number)
+    return value.name if value is not None else str(number)
 
 
 def read_text(path: Path, rule: str) -> str:

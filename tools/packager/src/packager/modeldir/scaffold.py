@@ -97,9 +97,12 @@ class TritonPythonModel:
         return responses
 '''
 
-BUILD = """\
+STEPS = """\
 # Triton python-backend steps: formatted by Pants, run inside the model's own environment.
-python_sources(name="steps", sources=["*/[0-9]*/*.py"], skip_mypy=True)
+python_sources(name="steps", sources=["*/[0-9]*/*.py"], skip_mypy=True)"""
+
+BUILD = """\
+{steps}
 
 # Everything Triton loads and the cases replay, as data for the tests' sandbox.
 files(name="model", sources=["**/*", "!BUILD", "!tests/*.py"])
@@ -157,7 +160,7 @@ def scaffold(parent: Path, name: str) -> Path:
     files = {
         "model_version.txt": "1\n",
         "requirements.txt": REQUIREMENTS,
-        "BUILD": BUILD.format(name=name),
+        "BUILD": BUILD.format(name=name, steps=STEPS),
         "preprocess/config.pbtxt": STEP_CONFIG.format(
             doc="Scales the raw features.",
             step="preprocess",

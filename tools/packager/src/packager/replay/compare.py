@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from packager.modeldir import Tensor
 
 MAX_SHOWN = 3
+MAX_WRITTEN = 64
 
 
 def compare(expected: Tensor, got: np.ndarray | None) -> list[str]:
@@ -14,6 +17,8 @@ def compare(expected: Tensor, got: np.ndarray | None) -> list[str]:
     name = expected.name
     if got is None:
         return [f"{name}: missing from the response"]
+    if not expected.written:
+        return [f"{name}: the case does not give the expected values yet (data is null); got {_written(got)}"]
     if list(got.shape) != expected.shape:
         return [f"{name}: expected shape {expected.shape}, got {list(got.shape)} ({_show(got)})"]
     if expected.datatype == "BYTES":
@@ -39,6 +44,16 @@ def _difference(expected: Tensor, got: np.ndarray, flat_index: int) -> str:
         return f"{position} expected {bytes(want)!r}, got {bytes(have)!r}"
     tolerance = f" {expected.tolerance}" if expected.tolerance.absolute or expected.tolerance.relative else ""
     return f"{position} expected {str(want)}{tolerance}, got {str(have)}"  # str: numpy's shortest repr
+
+
+def _written(array: np.ndarray) -> str:
+    """`array` as a case writes it (shape and data), to paste once checked; long ones shortened."""
+    values = [
+        value.decode(errors="replace") if isinstance(value, bytes) else value
+        for value in array.reshape(-1).tolist()
+    ]
+    shown = json.dumps(values[:MAX_WRITTEN])[:-1] + (", ...]" if len(values) > MAX_WRITTEN else "]")
+    return f'"shape": {list(array.shape)}, "data": {shown}'
 
 
 def _show(array: np.ndarray) -> str:

@@ -15,6 +15,7 @@ from packager.modeldir import TRITON_CONFIG, ConfigUnreadable, Diagnostic, Model
 from packager.validation.configs import check_config
 from packager.validation.ensembles import check_ensembles, check_top_level_ensemble
 from packager.validation.layout import (
+    check_cases,
     check_dvc_pointers,
     check_names,
     check_requirements_lock,
@@ -72,6 +73,7 @@ def validate_model(model: ModelDir) -> ModelReport:
         *check_symlinks(model),
         *check_dvc_pointers(model),
         *check_requirements_lock(model, report.triton_models),
+        *(check_cases(model, report.triton_models) if report.triton_models and not unreadable else ()),
     )
     report.diagnostics.extend(checks)
     report.diagnostics.sort(key=_order)

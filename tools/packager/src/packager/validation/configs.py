@@ -1,11 +1,16 @@
-"""Rules on one Triton model's config.pbtxt that Triton would otherwise refuse at load time."""
+"""Rules on one Triton model's config.pbtxt (and a python step's model file) that Triton would otherwise
+refuse at load time."""
 
 from __future__ import annotations
 
+import ast
 import math
 import posixpath
+from pathlib import Path
 from typing import Iterator, Sequence
 
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from tritonclient.grpc import model_config_pb2 as pb
 
 from packager.modeldir import (
@@ -15,7 +20,9 @@ from packager.modeldir import (
     PLATFORM_BACKENDS,
     Diagnostic,
     TritonModel,
+    enum_name,
 )
+from packager.modeldir.textproto_positions import FieldPath, FieldPositions
 
 TENSORRT = "tensorrt_plan"
 
@@ -23,6 +30,7 @@ TENSORRT = "tensorrt_plan"
 def check_config(model: TritonModel) -> Iterator[Diagnostic]:
     """Every per-config rule, in the order a reader meets the fields."""
     yield from _check_name(model)
+    yield from _check_enums(model)
     yield from _check_backend(model)
     yield from _check_max_batch_size(model)
     for field in ("input", "output"):
@@ -43,6 +51,37 @@ def _check_name(model: TritonModel) -> Iterator[Diagnostic]:
             f"name {name!r} must equal its directory name {model.name!r} (Triton refuses the model otherwise)"
         )
         yield model.parsed.diagnostic("config-name", message, "name", 0)
+
+
+def _check_enums(model: TritonModel) -> Iterator[Diagnostic]:
+    """Every enum field holds a value its enum names: protobuf's text format keeps any number written."""
+    for field, number, path in _enum_numbers(model.parsed.positions, model.config, ()):
+        enum = field.enum_type
+        if number not in enum.values_by_number:
+            names = [value.name for value in enum.values]
+            shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+            message = f"{field.name} {number} is not a {enum.name} ({shown}); write one of its names"
+            yield model.parsed.diagnostic("config-enum", message, *path)
+
+
+def _enum_numbers(
+    positions: FieldPositions, message: Message, path: FieldPath
+) -> Iterator[tuple[FieldDescriptor, int, FieldPath]]:
+    """Every enum field set in `message` and the messages in it, with its number and FieldPositions path."""
+    for field, value in message.ListFields():
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key, entry in sorted(value.items()):
+                index = positions.map_entry(*path, field.name, key=str(key))
+                at = (*path, field.name, index, "value", 0) if index is not None else (*path, field.name)
+                if isinstance(entry, Message):
+                    yield from _enum_numbers(positions, entry, at)
+            continue
+        items = value if isinstance(value, Sequence) or not isinstance(value, (int, Message)) else [value]
+        for index, item in enumerate(items):
+            if isinstance(item, Message):
+                yield from _enum_numbers(positions, item, (*path, field.name, index))
+            elif field.type == FieldDescriptor.TYPE_ENUM:
+                yield field, item, (*path, field.name, index)
 
 
 def _check_backend(model: TritonModel) -> Iterator[Diagnostic]:
@@ -169,7 +208,7 @@ def _check_dynamic_batching(model: TritonModel) -> Iterator[Diagnostic]:
 
 def _check_instance_groups(model: TritonModel) -> Iterator[Diagnostic]:
     for index, group in enumerate(model.config.instance_group):
-        kind = pb.ModelInstanceGroup.Kind.Name(group.kind)
+        kind = enum_name(pb.ModelInstanceGroup.Kind, group.kind)
         if group.kind in (pb.ModelInstanceGroup.KIND_CPU, pb.ModelInstanceGroup.KIND_MODEL) and group.gpus:
             message = f"instance_group of kind {kind} must not list gpus"
             yield model.parsed.diagnostic("instance-group", message, "instance_group", index, "gpus", 0)
@@ -222,7 +261,30 @@ def _check_python(model: TritonModel) -> Iterator[Diagnostic]:
                 f"missing: every version of a python model needs {file_name} (Triton's load hangs or fails)"
             )
             yield Diagnostic(directory / file_name, None, None, message, "python-model")
+        else:
+            yield from check_python_file(directory / file_name)
     yield from _check_env_path(model)
+
+
+def check_python_file(path: Path) -> Iterator[Diagnostic]:
+    """A python step's model file compiles and defines TritonPythonModel at its top level."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as error:
+        column = error.offset if error.lineno else None
+        yield Diagnostic(path, error.lineno, column, f"does not compile: {error.msg}", "python-model")
+        return
+    except (ValueError, RecursionError, MemoryError) as error:  # null bytes; nesting past the parser
+        yield Diagnostic(path, None, None, f"does not compile: {error}", "python-model")
+        return
+    defined = {
+        target.id if isinstance(target, ast.Name) else getattr(target, "name", "")
+        for node in tree.body
+        for target in (node.targets if isinstance(node, ast.Assign) else [node])
+    }
+    if "TritonPythonModel" not in defined:
+        message = "defines no TritonPythonModel class, which the python backend instantiates"
+        yield Diagnostic(path, None, None, message, "python-model")
 
 
 def _check_env_path(model: TritonModel) -> Iterator[Diagnostic]:

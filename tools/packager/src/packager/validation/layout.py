@@ -1,5 +1,5 @@
-"""Rules on the files of a model directory: version file, names, symlinks, DVC pointers, and the lock of
-its requirements."""
+"""Rules on the files of a model directory: version file, names, symlinks, DVC pointers, the lock of its
+requirements, and its test cases."""
 
 from __future__ import annotations
 
@@ -11,15 +11,23 @@ from typing import Iterator, Mapping
 import yaml
 
 from packager.modeldir import (
+    ENV_PATH_PARAMETER,
+    MODEL_DIRECTORY_VARIABLE,
+    REQUIREMENTS_FILE,
     TRITON_CONFIG,
+    CaseError,
     ConfigUnreadable,
     Diagnostic,
     ModelDir,
     TritonModel,
     env_path,
+    load_cases,
     lock_problems,
     name_problem,
+    parse_requirements,
     read_text,
+    RequirementsError,
+    top_model,
     version_dirs,
 )
 
@@ -65,7 +73,14 @@ def check_triton_model_dirs(model: ModelDir) -> Iterator[Diagnostic]:
                 f"has version directories but no {TRITON_CONFIG}; add one (Triton cannot load it without)"
             )
             yield Diagnostic(directory, None, None, message, "triton-model")
-    if not triton_dirs:
+    if (model.path / TRITON_CONFIG).is_file():
+        message = (
+            f"is a Triton model's config at the model directory's root; nest the model one level deeper "
+            f"({model.name}/{model.name}/{TRITON_CONFIG}, {model.name}/{model.name}/1/), "
+            f"or run `packager adopt <path>` to lay it out"
+        )
+        yield Diagnostic(model.path / TRITON_CONFIG, None, None, message, "triton-model")
+    elif not triton_dirs:
         message = f"holds no Triton model (a subdirectory with a {TRITON_CONFIG})"
         yield Diagnostic(model.path, None, None, message, "triton-model")
     for directory in triton_dirs:
@@ -164,7 +179,46 @@ def _yaml_position(node: yaml.Node | None, *path: str | int) -> tuple[int | None
 
 
 def check_requirements_lock(model: ModelDir, triton_models: Mapping[str, TritonModel]) -> list[Diagnostic]:
-    """A model whose steps load an environment lists its packages and has a current lock of them."""
-    if not any(env_path(triton) is not None for triton in triton_models.values()):
+    """A model whose steps load an environment lists its packages and has a current lock of them; one
+    whose steps load none has no requirements that would go unused."""
+    if any(env_path(triton) is not None for triton in triton_models.values()):
+        return lock_problems(model.path)
+    return _unused_requirements(model, triton_models)
+
+
+def _unused_requirements(model: ModelDir, triton_models: Mapping[str, TritonModel]) -> list[Diagnostic]:
+    path = model.path / REQUIREMENTS_FILE
+    line = _first_requirement(path)
+    if line is None:
         return []
-    return lock_problems(model.path)
+    steps = sorted(name for name, triton in triton_models.items() if triton.is_python)
+    if not steps:
+        message = "lists packages, but the model has no python step to load them: remove it"
+    else:
+        message = (
+            f"lists packages, but no python step loads them ({', '.join(steps)} would run on the server's own "
+            f"Python): add to each step's {TRITON_CONFIG}: "
+            f'parameters: {{ key: "{ENV_PATH_PARAMETER}" value: {{ string_value: '
+            f'"{MODEL_DIRECTORY_VARIABLE}python_env.tar.gz" }} }}'
+        )
+    return [Diagnostic(path, line, 1, message, "requirements")]
+
+
+def _first_requirement(path: Path) -> int | None:
+    """The line of the first thing `path` lists (1 when it does not parse), or None when it lists nothing."""
+    if not path.is_file():
+        return None
+    try:
+        lines = parse_requirements(path)
+    except (RequirementsError, UnicodeDecodeError):
+        return 1
+    return lines[0].number if lines else None
+
+
+def check_cases(model: ModelDir, triton_models: Mapping[str, TritonModel]) -> list[Diagnostic]:
+    """Every case file reads, and fits the config of the model it calls."""
+    try:
+        load_cases(model.path, triton_models, top_model(triton_models))
+    except CaseError as error:
+        return error.diagnostics
+    return []

@@ -1,0 +1,6 @@
+"""A step with a syntax error: Triton fails its load."""
+
+
+class TritonPythonModel:
+    def execute(self, requests: list[object]) -> list[object]
+        return []

@@ -1,0 +1,226 @@
+"""`packager adopt`: models laid out as NVIDIA's examples and users' repositories ship them (written here,
+not copied from upstream) become model directories that validate, replay, build and push."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunPackager, git
+from packager.errors import UsageError
+from packager.modeldir import AdoptionError, ModelDir, adopt, read_config
+from packager.modeldir.scaffold import REQUIREMENTS
+from packager.validation import validate_model
+
+# One python step, unbatched, two inputs and two outputs, as NVIDIA's python_backend add_sub example is
+# laid out: config.pbtxt, 1/model.py and a client script side by side.
+ADD_SUB_CONFIG = """name: "add_sub"
+backend: "python"
+input [
+  { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
+  { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] }
+]
+output [
+  { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
+  { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] }
+]
+instance_group [{ kind: KIND_CPU }]
+"""
+ADD_SUB = """import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.config = json.loads(args["model_config"])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            a = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            b = pb_utils.get_input_tensor_by_name(request, "INPUT1").as_numpy()
+            outputs = [pb_utils.Tensor("OUTPUT0", (a + b).astype(np.float32)),
+                       pb_utils.Tensor("OUTPUT1", (a - b).astype(np.float32))]
+            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+        return responses
+"""
+# A model repository: two batched python steps and the ensemble that chains them, which has no version
+# directory (git keeps no empty one), plus a client, a README and the requirements at the root.
+STEP_CONFIG = """name: "{name}"
+backend: "python"
+max_batch_size: 8
+input [ {{ name: "{input}" data_type: TYPE_FP32 dims: [ {dims} ] }} ]
+output [ {{ name: "{output}" data_type: TYPE_FP32 dims: [ {out_dims} ] }} ]
+"""
+STEP = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "{input}").as_numpy()
+            y = ({expression}).astype(np.float32)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("{output}", y)]))
+        return responses
+"""
+PIPELINE_CONFIG = """name: "pipeline"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "RAW" data_type: TYPE_FP32 dims: [ 3 ] } ]
+output [ { name: "SCORE" data_type: TYPE_FP32 dims: [ 1 ] } ]
+ensemble_scheduling {
+  step [
+    { model_name: "double" model_version: -1
+      input_map { key: "RAW" value: "RAW" } output_map { key: "DOUBLED" value: "doubled" } },
+    { model_name: "total" model_version: -1
+      input_map { key: "DOUBLED" value: "doubled" } output_map { key: "SCORE" value: "SCORE" } }
+  ]
+}
+"""
+
+
+def add_sub(parent: Path, flat: bool = False) -> Path:
+    """NVIDIA's add_sub layout (`flat`: model.py beside the config, as the example's sources sit)."""
+    root = parent / "add_sub"
+    (root / ("" if flat else "1")).mkdir(parents=True, exist_ok=True)
+    (root / "config.pbtxt").write_text(ADD_SUB_CONFIG)
+    (root / ("model.py" if flat else "1/model.py")).write_text(ADD_SUB)
+    (root / "client.py").write_text("import tritonclient.http as httpclient\n")
+    (root / "requirements.txt").write_text(REQUIREMENTS)
+    return root
+
+
+def pipeline_repository(parent: Path) -> Path:
+    """A user's model repository: double -> total, chained by the `pipeline` ensemble."""
+    root = parent / "model_repository"
+    steps = {
+        "double": ("RAW", "DOUBLED", 3, 3, "x * 2"),
+        "total": ("DOUBLED", "SCORE", 3, 1, "x.sum(axis=1, keepdims=True)"),
+    }
+    for name, (source, target, dims, out_dims, expression) in steps.items():
+        (root / name / "1").mkdir(parents=True)
+        config = STEP_CONFIG.format(name=name, input=source, output=target, dims=dims, out_dims=out_dims)
+        (root / name / "config.pbtxt").write_text(config)
+        code = STEP.replace("{input}", source).replace("{output}", target).replace("{expression}", expression)
+        (root / name / "1" / "model.py").write_text(code)
+    (root / "pipeline").mkdir()
+    (root / "pipeline" / "config.pbtxt").write_text(PIPELINE_CONFIG)
+    (root / "client.py").write_text("print('a client')\n")
+    (root / "README.md").write_text("# our pipeline\n")
+    (root / "requirements.txt").write_text(REQUIREMENTS)
+    return root
+
+
+def test_a_single_model_is_nested_wired_and_templated(tmp_path: Path) -> None:
+    adopted = adopt(add_sub(tmp_path / "upstream"), tmp_path / "models")
+    root = tmp_path / "models" / "add_sub"
+    assert adopted.path == root and adopted.top_model == "add_sub" and adopted.wired == ("add_sub",)
+    assert adopted.left_out == (tmp_path / "upstream" / "add_sub" / "client.py",)
+    files = sorted(path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file())
+    assert files == [
+        "BUILD",
+        "add_sub/1/model.py",
+        "add_sub/config.pbtxt",
+        "model_version.txt",
+        "requirements.txt",
+        "tests/cases/example.json",
+        "tests/test_replay.py",
+    ]
+    config = read_config(root / "add_sub" / "config.pbtxt").config
+    env = config.parameters["EXECUTION_ENV_PATH"].string_value
+    assert env == "$$TRITON_MODEL_DIRECTORY/python_env.tar.gz"
+    case = json.loads((root / "tests" / "cases" / "example.json").read_text())
+    assert case["inputs"][0] == {"name": "INPUT0", "datatype": "FP32", "shape": [4], "data": [0, 0, 0, 0]}
+    assert case["outputs"][1] == {"name": "OUTPUT1", "datatype": "FP32", "shape": [4], "data": None}
+    assert 'python_sources(name="steps"' in (root / "BUILD").read_text()
+    diagnostics = [str(diagnostic) for diagnostic in validate_model(ModelDir(root)).diagnostics]
+    assert diagnostics == [
+        f"{root}/requirements.txt: has no requirements.lock beside it: run `packager lock add_sub` and commit both files"
+    ]
+
+
+def test_model_py_beside_the_config_goes_into_version_1(tmp_path: Path) -> None:
+    adopted = adopt(add_sub(tmp_path / "upstream", flat=True), tmp_path / "models", name="adder")
+    assert (adopted.path / "add_sub" / "1" / "model.py").read_text() == ADD_SUB
+    assert adopted.path.name == "adder" and [path.name for path in adopted.left_out] == ["client.py"]
+
+
+def test_a_repository_keeps_its_models_and_leaves_the_rest(tmp_path: Path) -> None:
+    source = pipeline_repository(tmp_path / "upstream")
+    adopted = adopt(source, tmp_path / "models")
+    root = adopted.path
+    assert root.name == "pipeline" and adopted.triton_models == ("double", "pipeline", "total")
+    assert sorted(path.name for path in adopted.left_out) == ["README.md", "client.py"]
+    assert (
+        root / "pipeline" / "1" / ".gitkeep"
+    ).is_file(), "an ensemble gets the version directory Triton needs"
+    assert adopted.wired == ("double", "total")
+    case = json.loads((root / "tests" / "cases" / "example.json").read_text())
+    assert case["inputs"] == [{"name": "RAW", "datatype": "FP32", "shape": [1, 3], "data": [0, 0, 0]}]
+    assert case["outputs"] == [{"name": "SCORE", "datatype": "FP32", "shape": [1, 1], "data": None}]
+
+
+def test_what_cannot_be_adopted_is_refused_and_nothing_is_left_half_made(tmp_path: Path) -> None:
+    upstream, models = tmp_path / "upstream", tmp_path / "models"
+    adopt(add_sub(upstream), models)
+    with pytest.raises(UsageError, match=r"models/add_sub already exists; choose another name with --name"):
+        adopt(upstream / "add_sub", models)
+    with pytest.raises(UsageError, match=r"model name 'add sub' .*; choose another with --name"):
+        adopt(upstream / "add_sub", models, name="add sub")
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(UsageError, match=r"notes: holds no config.pbtxt, nor subdirectories with one"):
+        adopt(tmp_path / "notes", models)
+    (upstream / "add_sub" / "config.pbtxt").write_text('name: "add_sub"\nbackend: python"\n')
+    with pytest.raises(AdoptionError, match=r"add_sub/config.pbtxt:2:\d+: .*; fix it before adopting"):
+        adopt(upstream / "add_sub", models, name="other")
+    assert sorted(path.name for path in models.iterdir()) == ["add_sub"], "no scratch or partial directory"
+
+
+def test_adopted_models_validate_replay_build_and_push(
+    tmp_path: Path, run_packager: RunPackager, s3: dict[str, str]
+) -> None:
+    """The issue's acceptance path, through the CLI and a real Triton: adopt, write the expected outputs,
+    then validate, replay, build and push to a feature branch's staging store."""
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    (repo / "pants.toml").write_text("")
+    (repo / ".gitignore").write_text("dist/\npython_env.tar.gz\n")
+    git(repo, "init", "-q", "-b", "main")
+    upstream = tmp_path / "upstream"
+    for source in (add_sub(upstream), pipeline_repository(upstream)):
+        adopted = run_packager("adopt", str(source), cwd=repo)
+        assert adopted.returncode == 0, adopted.stderr
+        assert "validate: ok. Next: set the inputs and write the expected outputs" in adopted.stdout
+    replayed = run_packager("replay", "add_sub", cwd=repo)
+    assert replayed.returncode == 1
+    assert (
+        'OUTPUT0: the case does not give the expected values yet (data is null); got "shape": [4]'
+        in replayed.stdout
+    )
+
+    _write_case(repo / "models" / "add_sub", [[1, 2, 3, 4], [4, 3, 2, 1]], [[5, 5, 5, 5], [-3, -1, 1, 3]])
+    _write_case(repo / "models" / "pipeline", [[1, 2, 3]], [[12]])
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "adopt add_sub and pipeline")
+    for command in (("validate",), ("replay",), ("build",), ("push", "--branch", "feature/x")):
+        done = run_packager(*command, "add_sub", "pipeline", cwd=repo, env=s3)
+        assert done.returncode == 0, f"{command}: {done.stdout}{done.stderr}"
+    assert "2 models checked: 2 ok" in run_packager("validate", cwd=repo).stderr
+
+
+def _write_case(model: Path, inputs: list[list[int]], outputs: list[list[int]]) -> None:
+    """Fill the template as a person would: the inputs, and the outputs the model must return."""
+    path = model / "tests" / "cases" / "example.json"
+    case = json.loads(path.read_text())
+    batched = case["inputs"][0]["shape"][0] == 1 and len(case["inputs"]) == 1
+    for tensor, values in zip(case["inputs"], inputs):
+        tensor["data"] = [values] if batched else values
+    for tensor, values in zip(case["outputs"], outputs):
+        tensor["data"] = [values] if batched else values
+    path.write_text(json.dumps(case, indent=2))

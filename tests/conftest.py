@@ -72,6 +72,17 @@ def start_packager(*args: str, cwd: Path, stderr: int = subprocess.PIPE) -> subp
     )
 
 
+def serve_banner(process: subprocess.Popen[str]) -> list[str]:
+    """The lines a started `packager serve` prints up to "Ctrl-C stops ...", when its server is ready."""
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("Ctrl-C"):
+            break
+    return lines
+
+
 # A python model that doubles its input: what the launcher tests serve.
 DOUBLER = """
 import numpy as np

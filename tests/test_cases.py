@@ -106,6 +106,16 @@ GOOD_INPUT = {"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "data": ["n
             '"missing.png"',
         ),
         (
+            {
+                "inputs": [
+                    {"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "files": ["../../../x.png"]}
+                ],
+                "outputs": [GOOD_OUTPUT],
+            },
+            "file '../../../x.png' is outside the model directory; keep payloads in it",
+            '"../../../x.png"',
+        ),
+        (
             {"inputs": [GOOD_INPUT], "outputs": [{**GOOD_OUTPUT, "data": ["three"]}]},
             "outputs[0] data does not fit INT64: 'three' is not a number",
             "[",

@@ -5,17 +5,27 @@ from __future__ import annotations
 import json
 import re
 import os
+import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 
 import packager
 from packager import cli
-from tests.conftest import RunPackager
+from packager.cli.serving import _serve
+from packager.errors import ExitCode
+from packager.modeldir import TritonModel, read_config
+from packager.settings import DEFAULT_RUNTIME
+from packager.triton import Endpoints, Served, curl_command, free_ports
+from tests.conftest import RunPackager, doubler_repository, serve_banner, start_packager
 
 CORPUS = Path(__file__).parent / "corpus"
 GOOD = CORPUS / "good" / "single_python"
@@ -232,3 +242,127 @@ def test_a_bug_is_an_internal_error_without_traceback(
     with pytest.raises(SystemExit):
         cli.main()
     assert "Traceback" in capsys.readouterr().err
+
+
+def _send(curl: str) -> tuple[int, dict[str, Any]]:
+    """Send what a printed curl command sends: with curl where it is installed, else with urllib (its URL
+    and body); the status and the JSON answer."""
+    if shutil.which("curl"):
+        sent = subprocess.run(f"{curl} -w '\\n%{{http_code}}'", shell=True, capture_output=True, text=True)
+        assert sent.returncode == 0, sent.stderr
+        body, status = sent.stdout.rsplit("\n", 1)
+        return int(status), json.loads(body)
+    words = shlex.split(curl)
+    request = urllib.request.Request(
+        words[2], data=words[-1].encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, json.loads(response.read())
+
+
+def test_serve_on_a_chosen_http_port_answers_the_curl_it_prints(model_repo: Path) -> None:
+    (port,) = free_ports(1)
+    process = start_packager("serve", "fraud", "--http-port", str(port), cwd=model_repo)
+    try:
+        lines = serve_banner(process)
+        assert f"  HTTP     http://127.0.0.1:{port}/v2/models/fraud\n" in lines, "".join(lines)
+        assert any(line.startswith("  gRPC     127.0.0.1:") for line in lines)
+        assert any(line.startswith("  metrics  http://127.0.0.1:") for line in lines)
+        curl = next(line.strip() for line in lines if line.startswith("  curl "))
+        assert f"http://127.0.0.1:{port}/v2/models/fraud/infer" in curl
+        status, answer = _send(curl)
+        assert status == 200
+        assert answer["model_name"] == "fraud" and answer["outputs"][0]["name"] == "SCORE"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    assert process.returncode == 130
+
+
+def test_a_taken_port_is_refused_before_triton_starts(run_packager: RunPackager, model_repo: Path) -> None:
+    out_of_range = run_packager("serve", "fraud", "--http-port", "0", cwd=model_repo)
+    assert out_of_range.returncode == 2 and "0 is not in the range 1<=x<=65535" in out_of_range.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_packager("serve", "fraud", "--grpc-port", str(port), cwd=model_repo)
+    assert result.returncode == 1
+    assert f"packager: error: port {port} (--grpc-port) is already in use on 127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (model_repo / "dist" / "logs" / "fraud-serve.log").exists(), "no server was started"
+
+
+class StoppedServer:
+    """A server that has exited: `serve` prints where it answered, then says it died."""
+
+    endpoints = Endpoints("127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002")
+
+    def alive(self) -> bool:
+        return False
+
+    def log_excerpt(self) -> str:
+        return "  | (gone)"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_serve_summarizes_the_endpoints_with_a_curl_of_the_top_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    repository = doubler_repository(tmp_path)
+    doubler = TritonModel(repository / "doubler", read_config(repository / "doubler" / "config.pbtxt"))
+    served = Served(StoppedServer(), repository, {"doubler": doubler}, "doubler", "unpacked")  # type: ignore[arg-type]
+    code = _serve("doubler", DEFAULT_RUNTIME, served, tmp_path / "serve.log", as_json)
+    assert code == ExitCode.ENVIRONMENT_ERROR
+    curl = curl_command("127.0.0.1:8000", "doubler", doubler.config)
+    assert "/v2/models/doubler/infer" in curl and '"shape": [1, 2]' in curl
+    output = capsys.readouterr().out
+    if as_json:
+        document = json.loads(output)
+        assert (document["http"], document["curl"]) == ("http://127.0.0.1:8000/v2/models/doubler", curl)
+        return
+    assert output.splitlines()[1:7] == [
+        "  HTTP     http://127.0.0.1:8000/v2/models/doubler",
+        "  gRPC     127.0.0.1:8001",
+        "  metrics  http://127.0.0.1:8002/metrics",
+        "  models   doubler",
+        f"  log      {tmp_path / 'serve.log'}",
+        "Try doubler, the top-level model, with an example request (zeros):",
+    ]
+    assert f"  {curl}" in output.splitlines()
+
+
+SLOW_INITIALIZE = """
+
+import time
+
+
+def _initialize(self, args):
+    time.sleep(60)
+
+
+TritonPythonModel.initialize = _initialize
+"""
+
+
+def test_load_timeout_reaches_the_loads_of_serve_replay_and_push(
+    run_packager: RunPackager, model_repo: Path
+) -> None:
+    none = run_packager("replay", "fraud", "--load-timeout", "0", cwd=model_repo)
+    assert none.returncode == 2 and "0 is not in the range x>0" in none.stderr
+    for name in ("preprocess", "postprocess"):
+        step = model_repo / "models" / "fraud" / name / "1" / "model.py"
+        step.write_text(step.read_text() + SLOW_INITIALIZE)
+    # Every load ends before the first failure in name order is raised.
+    waited = "loading 'postprocess' did not finish within 0.5 s (a hung load, or a slower one: "
+    waited += "raise --load-timeout)"
+    served = run_packager("serve", "fraud", "--load-timeout", "0.5", cwd=model_repo)
+    assert served.returncode == 1 and waited in served.stderr, served.stderr
+    replayed = run_packager("replay", "fraud", "--load-timeout", "0.5", "--json", cwd=model_repo)
+    assert replayed.returncode == 1 and waited in json.loads(replayed.stdout)["models"][0]["error"]
+    pushed = run_packager(
+        "push", "fraud", "--branch", "feature/fraud", "--load-timeout", "0.5", "--json", cwd=model_repo
+    )
+    report = json.loads(pushed.stdout)["models"][0]
+    assert pushed.returncode == 1 and waited in report["replay"]["error"], pushed.stdout + pushed.stderr
+    assert report["outcome"] is None, "nothing was published"

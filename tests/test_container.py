@@ -20,7 +20,7 @@ from packager.errors import EnvironmentFailure
 from packager.modeldir import Case, Tensor
 from packager.replay import replay_cases
 from packager.settings import Runtime
-from packager.triton import ServerError, build_image, check_image, image_for
+from packager.triton import Ports, ServerError, build_image, check_image, free_ports, image_for
 from packager.triton.container import LABEL, OWNER_LABEL, ContainerLauncher, owner, remove_orphans
 from packager.triton.engine import connect
 from tests.conftest import (
@@ -60,8 +60,10 @@ def _ours(pid: int | None = None) -> list[str]:
 def test_start_load_infer_stop_leaves_no_container(
     launcher: ContainerLauncher, repository: Path, tmp_path: Path
 ) -> None:
-    with launcher.start(repository, tmp_path / "triton.log") as server:
+    (port,) = free_ports(1)
+    with launcher.start(repository, tmp_path / "triton.log", ports=Ports(http=port)) as server:
         assert _ours(), "the server runs in a container of ours"
+        assert server.endpoints.http == f"127.0.0.1:{port}", "it listens on the HTTP port asked for"
         server.load("doubler")
         assert infer_doubler(server) == [[3.0, -4.0]]
     assert _ours() == []
@@ -89,7 +91,10 @@ def test_a_hung_load_is_bounded_and_its_container_removed(
 ) -> None:
     repository = tmp_path / "repo"
     shutil.copytree(CORPUS / "bad" / "missing_model_py", repository)  # Triton 2.51 hangs loading this
-    with pytest.raises(ServerError, match=r"loading 'scorer' did not finish within 5 s \(a hung load\)"):
+    hung = (
+        r"loading 'scorer' did not finish within 5 s \(a hung load, or a slower one: raise --load-timeout\)"
+    )
+    with pytest.raises(ServerError, match=hung):
         with launcher.start(repository, tmp_path / "triton.log") as server:
             server.load("scorer", timeout=5)
     assert _ours() == []

@@ -16,13 +16,15 @@ from tests.conftest import copy_example
 
 
 class RecordingServer:
-    """Stands in for a running Triton: records what it was asked to load."""
+    """Stands in for a running Triton: records what it was asked to load, and within how long."""
 
     def __init__(self) -> None:
         self.loads: list[str] = []
+        self.timeouts: list[float] = []
 
     def load(self, model: str, timeout: float = LOAD_TIMEOUT) -> None:
         self.loads.append(model)
+        self.timeouts.append(timeout)
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def watched(tmp_path: Path) -> tuple[Watcher, RecordingServer, Path]:
     for name in report.triton_models:
         (repository / name).mkdir(parents=True)
     server = RecordingServer()
-    served = Served(server, repository, report.triton_models, "churn", "packed")  # type: ignore[arg-type]
+    served = Served(server, repository, report.triton_models, "churn", "packed", 600.0)  # type: ignore[arg-type]
     return Watcher(model, served, None), server, tmp_path
 
 
@@ -56,6 +58,7 @@ def test_a_saved_step_is_restaged_and_loaded(watched: tuple[Watcher, RecordingSe
     result = watcher.reload(changed)
     assert (result.reloaded, result.problems, result.refused) == (["churn"], [], None)
     assert server.loads == ["churn"]
+    assert server.timeouts == [600.0], "a reload waits as long as serve's --load-timeout"
     assert (watcher.served.repository / "churn" / "1" / "model.py").read_text() == step.read_text()
     assert watcher.changes() == [], "a change is reported once"
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tests.conftest import RunPackager, copy_example, start_packager
+from tests.conftest import RunPackager, copy_example, serve_banner, start_packager
 
 
 @pytest.fixture
@@ -85,13 +85,8 @@ def test_new_model_replays_out_of_the_box(run_packager: RunPackager, tmp_path: P
 
 def test_serve_prints_endpoints_answers_and_cleans_up_on_ctrl_c(repo: Path) -> None:
     process = start_packager("serve", "churn", cwd=repo)
-    assert process.stdout is not None
-    lines = []
     try:
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith("Ctrl-C"):
-                break
+        lines = serve_banner(process)
         endpoints = {line.split()[0]: line.split()[1] for line in lines if line.startswith("  ")}
         assert endpoints["HTTP"].endswith("/v2/models/churn")
         client = httpclient.InferenceServerClient(endpoints["HTTP"].removeprefix("http://").split("/")[0])

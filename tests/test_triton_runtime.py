@@ -4,23 +4,39 @@ on the host (what Triton unpacks or maps stays in its sandbox)."""
 from __future__ import annotations
 
 import glob
+import json
 import os
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from packager.settings import DEFAULT_RUNTIME
 from packager.environments import ensure_environment, lock_model
 from packager.environments.venv import VenvBuilder
 from packager.modeldir import ModelDir
 from packager.modeldir import TritonModel, read_config
-from packager.triton import Server, ServerError, ServerStartError, UnservableModel, loaded
+from packager.triton import (
+    Ports,
+    PortUnavailable,
+    Server,
+    ServerError,
+    ServerStartError,
+    UnservableModel,
+    curl_command,
+    example_request,
+    loaded,
+)
 from packager.triton.cleanup import group_members
+from packager.triton.launcher import listening_ports
 from packager.triton.local import LocalLauncher
 from tests.conftest import DOUBLER_CONFIG, child_environment, doubler_repository, infer_doubler
 
@@ -117,7 +133,10 @@ def test_hung_load_fails_within_its_timeout_and_leaves_nothing(
 ) -> None:
     repository = tmp_path / "repo"
     shutil.copytree(CORPUS / "bad" / "missing_model_py", repository)  # Triton 2.51 hangs loading this
-    with pytest.raises(ServerError, match=r"loading 'scorer' did not finish within 5 s \(a hung load\)"):
+    hung = (
+        r"loading 'scorer' did not finish within 5 s \(a hung load, or a slower one: raise --load-timeout\)"
+    )
+    with pytest.raises(ServerError, match=hung):
         with launcher.start(repository, tmp_path / "triton.log") as server:
             leftovers = Leftovers(server)
             server.load("scorer", timeout=5)
@@ -217,3 +236,67 @@ def test_a_backend_the_server_lacks_is_refused_before_it_starts(
         with loaded(repository, models, launcher, tmp_path / "triton.log", env_portable=None):
             pass
     assert not (tmp_path / "triton.log").exists(), "no server started"
+
+
+def test_ports_asked_for_are_checked_and_kept_out_of_the_free_ones() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(
+            PortUnavailable, match=f"port {port} \\(--http-port\\) is already in use on 127.0.0.1"
+        ):
+            listening_ports(Ports(http=port))
+    http, grpc, metrics = listening_ports(Ports(http=port))
+    assert http == port and len({http, grpc, metrics}) == 3
+    with pytest.raises(PortUnavailable, match="--http-port and --grpc-port are both"):
+        listening_ports(Ports(http=port, grpc=port))
+
+
+def _config(text: str) -> model_config_pb2.ModelConfig:
+    config = model_config_pb2.ModelConfig()
+    text_format.Parse(text, config)
+    return config
+
+
+def test_example_request_of_a_batched_model() -> None:
+    config = _config(
+        DOUBLER_CONFIG.replace(
+            'input [ { name: "X", data_type: TYPE_FP32, dims: [ 2 ] } ]',
+            'input [ { name: "X", data_type: TYPE_FP32, dims: [ -1, 2 ] },'
+            '{ name: "TEXT", data_type: TYPE_STRING, dims: [ 1 ] },'
+            '{ name: "MASK", data_type: TYPE_BOOL, dims: [ 1 ], optional: true } ]',
+        )
+    )
+    assert example_request(config) == {
+        "inputs": [
+            {"name": "X", "shape": [1, 1, 2], "datatype": "FP32", "data": [0.0, 0.0]},
+            {"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [""]},
+        ]
+    }
+
+
+def test_example_request_of_an_unbatched_model_and_its_curl() -> None:
+    config = _config(
+        'backend: "python"\n'
+        'input [ { name: "IDS", data_type: TYPE_INT64, dims: [ 2, -1 ] },'
+        '{ name: "FLAGS", data_type: TYPE_BOOL, dims: [ 3 ] } ]\n'
+        'output [ { name: "Y", data_type: TYPE_FP16, dims: [ 1 ] } ]\n'
+    )
+    request = example_request(config)
+    assert request == {
+        "inputs": [
+            {"name": "IDS", "shape": [2, 1], "datatype": "INT64", "data": [0, 0]},
+            {"name": "FLAGS", "shape": [3], "datatype": "BOOL", "data": [False, False, False]},
+        ]
+    }
+    words = shlex.split(curl_command("127.0.0.1:8000", "scorer", config))
+    assert words[:-1] == [
+        "curl",
+        "-sS",
+        "http://127.0.0.1:8000/v2/models/scorer/infer",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+    ]
+    assert json.loads(words[-1]) == request

@@ -7,6 +7,7 @@ keys that are allowed; every backend it names is checked against the registry of
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -28,6 +29,8 @@ PYTHON_VERSION = re.compile(r"3\.[0-9]+")
 SIZE = re.compile(r"[0-9]+[bkmg]?")
 TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 RUNTIME_KEYS = {item.name for item in fields(Runtime)} - {"name"}
+LONG_INTEGER = re.compile(r"[0-9][0-9_]{%d,}" % sys.get_int_max_str_digits())
+LONG = f"an integer of more than {sys.get_int_max_str_digits()} digits"
 
 
 def load_config(root: Path | None) -> Config:
@@ -48,7 +51,31 @@ def load_config(root: Path | None) -> Config:
         where = f"{found.group(1)}:{found.group(2)}" if found else "1"
         reason = TOML_POSITION.sub("", str(error)).strip()
         raise ConfigError(f"{display_path(path)}:{where}: not valid TOML: {reason}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{display_path(path)}: not valid TOML: its arrays or tables nest too deeply"
+        ) from None
+    except ValueError:  # an integer past Python's limit on digits, which tomllib does not catch
+        raise ConfigError(f"{display_path(path)}:{_long_integer(text)}: not valid TOML: {LONG}") from None
     return _Reader(path, TomlPositions(text)).config(document)
+
+
+def _scheme(uri: str) -> str | None:
+    """The scheme of a URI, or None when it does not parse (a bracketed host that is not an IPv6 address)."""
+    try:
+        return urlparse(uri).scheme
+    except ValueError:
+        return None
+
+
+def _long_integer(text: str) -> str:
+    """`line:col` of the first integer in `text` too long for Python to convert ("1" if none is)."""
+    found = LONG_INTEGER.search(text)
+    if found is None:
+        return "1"
+    start = found.start()
+    line, column = text.count("\n", 0, start) + 1, start - text.rfind("\n", 0, start)
+    return f"{line}:{column}"
 
 
 class _Reader:
@@ -141,7 +168,7 @@ class _Reader:
             for key in ("staging", "production")
         }
         for key, uri in uris.items():
-            if urlparse(uri).scheme not in STORES.names():
+            if _scheme(uri) not in STORES.names():
                 raise self.error(
                     ("stores", key),
                     f"[stores] {key} {uri!r} is not a store URI (s3://bucket/prefix, file:///dir or file:dir)",

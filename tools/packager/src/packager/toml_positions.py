@@ -8,17 +8,28 @@ of every table header, every `key =`, and every item of an inline array. A key i
 from __future__ import annotations
 
 import re
+import tomllib
 
 KeyPath = tuple[str | int, ...]
-_HEADER = re.compile(r"\[\[?\s*(?P<name>[^\]]+?)\s*\]\]?")
-_KEY = re.compile(
-    r"(?P<key>(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*="
-)
+# A key: bare, a basic string (with escapes) or a literal string; dotted keys join them with dots.
+_PART = r"[A-Za-z0-9_-]+|\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'"
+_DOTTED = rf"(?:{_PART})(?:[ \t]*\.[ \t]*(?:{_PART}))*"
+_HEADER = re.compile(rf"\[\[?[ \t]*(?P<name>{_DOTTED})[ \t]*\]\]?")
+_KEY = re.compile(rf"(?P<key>{_DOTTED})[ \t]*=")
 
 
 def _dotted(text: str) -> tuple[str, ...]:
-    parts = re.findall(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+)", text)
-    return tuple(next(part for part in groups if part) for groups in parts)
+    return tuple(_unquoted(part) for part in re.findall(_PART, text))
+
+
+def _unquoted(part: str) -> str:
+    """A key as tomllib reads it: a basic string's escapes decoded, a literal string's quotes dropped."""
+    if part.startswith('"'):
+        try:
+            return str(tomllib.loads(f"key = {part}")["key"])
+        except tomllib.TOMLDecodeError:
+            return part[1:-1]
+    return part[1:-1] if part.startswith("'") else part
 
 
 class TomlPositions:
@@ -26,7 +37,7 @@ class TomlPositions:
 
     def __init__(self, text: str) -> None:
         self._positions: dict[KeyPath, tuple[int, int]] = {}
-        self._lines = text.splitlines()
+        self._lines = text.split("\n")  # TOML's lines; str.splitlines would also split at \x0c or \u2028
         table: tuple[str, ...] = ()
         number = 0
         while number < len(self._lines):
@@ -58,7 +69,9 @@ class TomlPositions:
             text = self._lines[number]
             while column < len(text):
                 char = text[column]
-                if quote:
+                if quote == '"' and char == "\\":
+                    column += 1  # the escaped character cannot end the string
+                elif quote:
                     quote = "" if char == quote else quote
                 elif char in "\"'":
                     quote = char

@@ -73,6 +73,19 @@ def publishing_options(command: Command) -> Command:
     return command
 
 
+def load_timeout_option(default: float) -> Callable[[Command], Command]:
+    """--load-timeout SECONDS, defaulting to `default` (the triton stage's LOAD_TIMEOUT: this module does not
+    import the pipeline, so that --help stays fast)."""
+    return click.option(
+        "--load-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=default,
+        show_default=True,
+        metavar="SECONDS",
+        help="How long each Triton model may take to load (its initialize included) before it counts as hung.",
+    )
+
+
 ARTIFACT_OPTION = click.option(
     "--artifact",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -33,6 +33,7 @@ from packager.cli.options import (
     PUBLIC_KEY_OPTION,
     STAGING_OPTION,
     echo_json,
+    load_timeout_option,
     pass_workspace,
     publishing_options,
 )
@@ -42,13 +43,16 @@ from packager.release import history, promote, push_model, PushPlan, released_mo
 from packager.replay import replay_table
 from packager.settings import Runtime
 from packager.tables import table
-from packager.triton import launcher_for
+from packager.triton import launcher_for, LOAD_TIMEOUT
 from packager.workspace import Workspace
+
+LOAD_TIMEOUT_OPTION = load_timeout_option(LOAD_TIMEOUT)
 
 
 @click.command(epilog=EXIT_CODES)
 @MODELS_ARGUMENT
 @publishing_options
+@LOAD_TIMEOUT_OPTION
 @JSON_OPTION
 @pass_workspace
 def push(
@@ -62,6 +66,7 @@ def push(
     out: Path | None,
     sign_key: Path | None,
     public_key: Path | None,
+    load_timeout: float,
     as_json: bool,
 ) -> ExitCode:
     """Validate, build the environment, build the artifact, replay the built artifact through Triton, and
@@ -75,7 +80,9 @@ def push(
     """
     revision = workspace.revision(branch, commit)
     target = workspace.runtime(runtime)
-    plan = _push_plan(workspace, revision, target, staging, production, out, sign_key, public_key, as_json)
+    plan = _push_plan(
+        workspace, revision, target, staging, production, out, sign_key, public_key, load_timeout, as_json
+    )
     with closing(plan.route.store):
         results = [push_model(model, plan) for model in workspace.models(models)]
     if as_json:
@@ -117,6 +124,7 @@ def _push_plan(
     out: Path | None,
     sign_key: Path | None,
     public_key: Path | None,
+    load_timeout: float,
     as_json: bool,
 ) -> PushPlan:
     """What `push` and `ci` publish with: the runtime's backends, the branch's route, keys and outputs."""
@@ -132,6 +140,7 @@ def _push_plan(
         signing_key=sign_key,
         public_key=workspace.public_key(public_key),
         progress=not as_json,
+        load_timeout=load_timeout,
     )
 
 
@@ -151,6 +160,7 @@ def _push_plan(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the JUnit XML report (default: dist/ci/junit.xml).",
 )
+@LOAD_TIMEOUT_OPTION
 @JSON_OPTION
 @pass_workspace
 def ci_command(
@@ -169,6 +179,7 @@ def ci_command(
     sign_key: Path | None,
     public_key: Path | None,
     junit_xml: Path | None,
+    load_timeout: float,
     as_json: bool,
 ) -> ExitCode:
     """The pipeline on a push, for the models it affects only: for each, pull its weights, run the quality
@@ -207,7 +218,7 @@ def ci_command(
     if chosen:
         target = workspace.runtime(runtime)
         push_plan = _push_plan(
-            workspace, revision, target, staging, production, out, sign_key, public_key, as_json
+            workspace, revision, target, staging, production, out, sign_key, public_key, load_timeout, as_json
         )
         with closing(push_plan.route.store):
             run_ci(chosen, CiPlan(root, pants, push_plan, remote), run)

@@ -15,6 +15,7 @@ from packager.cli.options import (
     echo_json,
     EXIT_CODES,
     JSON_OPTION,
+    load_timeout_option,
     MODELS_ARGUMENT,
     pass_workspace,
     PUBLIC_KEY_OPTION,
@@ -30,10 +31,13 @@ from packager.triton import (
     artifact_launched,
     build_image,
     check_image,
+    curl_command,
     ENV_MODES,
     image_for,
     launched,
     launcher_for,
+    LOAD_TIMEOUT,
+    Ports,
     Reload,
     Served,
     Watcher,
@@ -47,6 +51,7 @@ ENV_MODE_OPTION = click.option(
     show_default=True,
     help="Serve the environment unpacked from the cache (fast loads) or as the tarball that ships.",
 )
+LOAD_TIMEOUT_OPTION = load_timeout_option(LOAD_TIMEOUT)
 
 
 @click.command(epilog=EXIT_CODES)
@@ -62,6 +67,19 @@ ENV_MODE_OPTION = click.option(
     help="Watch the model directory (and libs/) and reload what changed on save; a change that does not "
     "validate or load is refused, and the last good version serves on.",
 )
+@click.option(
+    "--http-port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="Answer HTTP/REST on this 127.0.0.1 port (default: a free one, printed).",
+)
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="Answer gRPC on this 127.0.0.1 port (default: a free one, printed).",
+)
+@LOAD_TIMEOUT_OPTION
 @JSON_OPTION
 @pass_workspace
 def serve(
@@ -72,27 +90,32 @@ def serve(
     artifact: Path | None,
     public_key: Path | None,
     watch: bool,
+    http_port: int | None,
+    grpc_port: int | None,
+    load_timeout: float,
     as_json: bool,
 ) -> ExitCode:
     """Serve one model directory, or a built artifact (--artifact), in a local Triton until Ctrl-C,
-    printing its endpoints (--json: as one JSON document, then a JSON line per reload)."""
+    printing its endpoints and a curl that sends the top-level model an example request (--json: as one
+    JSON document, then a JSON line per reload)."""
     target = workspace.runtime(runtime)
     if (model is None) == (artifact is None):
         raise click.UsageError("serve takes one MODEL|PATH or --artifact FILE")
     if watch and artifact is not None:
         raise click.UsageError("--reload watches a model directory; an artifact never changes")
     launcher = launcher_for(target, progress=not as_json)
+    ports = Ports(http_port, grpc_port)
     if artifact is not None:
         log_path = workspace.log_dir() / f"{artifact.name}-serve.log"
         key = workspace.public_key(public_key)
-        with artifact_launched(artifact, launcher, log_path, key) as (checked, served):
+        with artifact_launched(artifact, launcher, log_path, key, load_timeout, ports) as (checked, served):
             return _serve(f"{checked.name} {checked.version} ({artifact})", target, served, log_path, as_json)
     found = workspace.models((str(model),))
     if len(found) != 1:
         raise click.UsageError(f"serve takes one model; {model} holds {len(found)}")
     log_path = workspace.log_dir() / f"{found[0].name}-serve.log"
     report, environment = prepare(found[0], target, env_builder_for(target), progress=not as_json)
-    with launched(report, environment, launcher, log_path, env_mode) as served:
+    with launched(report, environment, launcher, log_path, env_mode, load_timeout, ports) as served:
         watcher = Watcher(found[0], served, environment) if watch else None
         return _serve(found[0].name, target, served, log_path, as_json, watcher)
 
@@ -100,8 +123,9 @@ def serve(
 def _serve(
     what: str, runtime: Runtime, served: Served, log_path: Path, as_json: bool, watcher: Watcher | None = None
 ) -> ExitCode:
-    """Say where the server answers, then keep it up until Ctrl-C (or until it dies)."""
+    """Say where the server answers and how to try it, then keep it up until Ctrl-C (or until it dies)."""
     endpoints = served.server.endpoints
+    top_config = served.triton_models[served.top_model].config
     document = {
         "serving": what,
         "runtime": runtime.name,
@@ -111,6 +135,7 @@ def _serve(
         "metrics": f"http://{endpoints.metrics}/metrics",
         "models": sorted(served.triton_models),
         "log": str(log_path),
+        "curl": curl_command(endpoints.http, served.top_model, top_config),
     }
     if as_json:
         echo_json(document)
@@ -125,6 +150,8 @@ def _serve(
         ):
             value = document[key]
             click.echo(f"  {label:<8} {', '.join(value) if isinstance(value, list) else value}")
+        click.echo(f"Try {served.top_model}, the top-level model, with an example request (zeros):")
+        click.echo(f"  {document['curl']}")
         click.echo("Ctrl-C stops the server and removes everything it started.")
         if watcher is not None:
             click.echo("Watching for changes; each save reloads what it touched.")
@@ -168,6 +195,7 @@ def _report_reload(reload: Reload, as_json: bool) -> None:
 )
 @ARTIFACT_OPTION
 @PUBLIC_KEY_OPTION
+@LOAD_TIMEOUT_OPTION
 @JSON_OPTION
 @pass_workspace
 def replay(
@@ -179,6 +207,7 @@ def replay(
     junit_xml: Path | None,
     artifact: Path | None,
     public_key: Path | None,
+    load_timeout: float,
     as_json: bool,
 ) -> ExitCode:
     """Replay each model's test cases through a real Triton, over HTTP and gRPC, and compare outputs.
@@ -189,6 +218,7 @@ def replay(
     verified against its manifest (and signature, with a public key) as it was unpacked.
     """
     target = workspace.runtime(runtime)
+    protocols = protocols or PROTOCOLS
     log_dir = workspace.log_dir()
     launcher = launcher_for(target, progress=not as_json)
     replays = []
@@ -200,14 +230,16 @@ def replay(
             click.echo(f"replaying {artifact} with the cases of {chosen[0].name} ...", err=True)
         log = log_dir / f"{chosen[0].name}-artifact.log"
         key = workspace.public_key(public_key)
-        replays.append(replay_artifact(artifact, chosen[0], launcher, log, protocols or PROTOCOLS, key))
+        replays.append(replay_artifact(artifact, chosen[0], launcher, log, protocols, key, load_timeout))
     builder = env_builder_for(target)
     for model in workspace.models(models) if artifact is None else []:
         if not as_json:
             click.echo(f"replaying {model.name} on runtime {target.name} ...", err=True)
         log = log_dir / f"{model.name}-replay.log"
         replays.append(
-            replay_model(model, target, builder, launcher, log, env_mode, protocols or PROTOCOLS, not as_json)
+            replay_model(
+                model, target, builder, launcher, log, env_mode, protocols, not as_json, load_timeout
+            )
         )
     if junit_xml is not None:
         write_junit(replays, junit_xml, {"runtime": target.name, "launcher": target.launcher})

@@ -14,7 +14,7 @@ ENV_PATH_PARAMETER, MODEL_DIRECTORY_VARIABLE; Case, Tensor, Tolerance, CaseError
 CASES_DIR; Weight, pointers, weights, check_weights, pull; REQUIREMENTS_FILE, LOCK_FILE, RequirementLine,
 RequirementsError, parse_requirements, digest, LockHeader, read_lock_header, lock_problems; LIBS_DIR,
 Library, LibraryError, libraries_dir, library_files, model_libraries, shared_libraries; scaffold;
-adopt, Adoption, AdoptionError, case_template, kserve_datatype.
+adopt, Adoption, AdoptionError, case_template, kserve_datatype, example_inputs, example_tensor.
 """
 
 from packager.modeldir.adopt import Adoption, AdoptionError, adopt, case_template
@@ -25,6 +25,8 @@ from packager.modeldir.cases import (
     Tensor,
     Tolerance,
     case_files,
+    example_inputs,
+    example_tensor,
     kserve_datatype,
     load_cases,
 )
@@ -89,6 +91,8 @@ __all__ = [
     "Tensor",
     "Tolerance",
     "case_files",
+    "example_inputs",
+    "example_tensor",
     "kserve_datatype",
     "load_cases",
     "Diagnostic",

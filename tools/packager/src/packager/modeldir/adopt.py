@@ -12,17 +12,14 @@ are null until someone writes what the model must return. The directory appears 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tritonclient.grpc import model_config_pb2 as pb
-
 from packager.errors import PackagerError, UsageError
-from packager.modeldir.cases import CASES_DIR, kserve_datatype
+from packager.modeldir.cases import CASES_DIR, example_inputs, example_tensor
 from packager.modeldir.discovery import MODEL_VERSION_FILE, TRITON_CONFIG, name_problem, version_dirs
 from packager.modeldir.model_config import (
     ENV_PATH_PARAMETER,
@@ -189,24 +186,17 @@ def _merged(paths: tuple[Path, ...]) -> str:
 
 
 def case_template(model: TritonModel) -> dict[str, object] | None:
-    """A case for `model` from its config: zeros in (empty strings for BYTES), each output null until
-    written; shapes with the batch dimension when the model batches, -1 dims as 1. None without inputs."""
+    """A case for `model` from its config (see `example_tensor`): zeros in, each output null until
+    written. None when the config declares no inputs to fill."""
     config = model.config
     if not config.input:
         return None
-    batch = [1] if config.max_batch_size > 0 else []
-
-    def tensor(spec: pb.ModelInput | pb.ModelOutput, data: bool) -> dict[str, object]:
-        shape = [*batch, *(1 if dim == -1 else int(dim) for dim in spec.dims)]
-        datatype = kserve_datatype(spec.data_type)
-        values = ["" if datatype == "BYTES" else 0] * math.prod(shape) if data else None
-        return {"name": spec.name, "datatype": datatype, "shape": shape, "data": values}
-
+    batching = config.max_batch_size > 0
     return {
         "description": "written by `packager adopt`: set the inputs, then write what the model must return "
         "in each output's data (null until then; `packager replay` shows what it returns)",
-        "inputs": [tensor(spec, data=True) for spec in config.input],
-        "outputs": [tensor(spec, data=False) for spec in config.output],
+        "inputs": example_inputs(config),
+        "outputs": [example_tensor(spec, batching, filled=False) for spec in config.output],
     }
 
 

@@ -127,11 +127,30 @@ def kserve_datatype(data_type: int) -> str:
     return "BYTES" if name == "STRING" else name
 
 
+def example_tensor(
+    spec: model_config_pb2.ModelInput | model_config_pb2.ModelOutput, batching: bool, filled: bool = True
+) -> dict[str, object]:
+    """A case's tensor for a config's input or output: its shape with a batch of 1 in front when the model
+    batches and 1 for each variable (-1) dim, and zeros of its datatype (false for BOOL, "" for BYTES) as
+    data, or null data when not `filled` (an output not written yet)."""
+    datatype = kserve_datatype(spec.data_type)
+    shape = [1] * batching + [1 if dim < 0 else int(dim) for dim in spec.dims]
+    zero: object = False if datatype == "BOOL" else "" if datatype == "BYTES" else 0
+    data = [zero] * math.prod(shape) if filled else None
+    return {"name": spec.name, "datatype": datatype, "shape": shape, "data": data}
+
+
+def example_inputs(config: model_config_pb2.ModelConfig) -> list[dict[str, object]]:
+    """Every required input of `config`, as `example_tensor` fills it."""
+    batching = config.max_batch_size > 0
+    return [example_tensor(spec, batching) for spec in config.input if not spec.optional]
+
+
 class _CaseText:
     """A case file's text, to locate each problem at the value it is about."""
 
-    def __init__(self, path: Path, text: str) -> None:
-        self.path, self.text = path, text
+    def __init__(self, path: Path, text: str, model_dir: Path) -> None:
+        self.path, self.text, self.model_dir = path, text, model_dir
         self.offsets = value_offsets(text)
 
     def error(self, message: str, *where: str | int) -> CaseError:
@@ -146,7 +165,7 @@ def _load(path: Path, model_dir: Path, triton_models: Mapping[str, TritonModel],
     try:
         text = path.read_bytes().decode("utf-8")
         document = json.loads(text)
-        located = _CaseText(path, text)
+        located = _CaseText(path, text, model_dir)
     except json.JSONDecodeError as error:
         message = f"is not valid JSON: {error.msg}"
         raise CaseError([Diagnostic(path, error.lineno, error.colno, message, "case")]) from None
@@ -249,10 +268,17 @@ def _files(located: _CaseText, where: str, index: int, names: Any, datatype: str
     values = []
     for position, name in enumerate(names):
         payload = located.path.parent / name
-        if not payload.is_file():
-            message = f"{where} file {name!r} does not exist next to the case"
-            raise located.error(message, "inputs", index, "files", position)
-        values.append(payload.read_bytes())
+        try:
+            if not payload.resolve().is_relative_to(located.model_dir.resolve()):
+                message = f"{where} file {_shown(name)} is outside the model directory; keep payloads in it"
+                raise located.error(message, "inputs", index, "files", position)
+            if not payload.is_file():
+                message = f"{where} file {_shown(name)} does not exist next to the case"
+                raise located.error(message, "inputs", index, "files", position)
+            values.append(payload.read_bytes())
+        except OSError as error:  # a name too long for the file system, a file it may not read
+            message = f"{where} file {_shown(name)} cannot be read: {error.strerror}"
+            raise located.error(message, "inputs", index, "files", position) from None
     data = np.empty(len(values), dtype=np.object_)
     data[:] = values
     return data

@@ -13,9 +13,10 @@ from tritonclient.grpc import model_config_pb2
 
 from packager.modeldir.diagnostics import Diagnostic
 from packager.modeldir.discovery import version_dirs
-from packager.modeldir.textproto_positions import FieldPositions
+from packager.modeldir.textproto_positions import FieldPositions, integer_position
 
 ModelConfig = model_config_pb2.ModelConfig
+OUT_OF_RANGE = re.compile(r"Value out of range: (-?[0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,18 @@ def read_config(path: Path) -> ParsedConfig:
         raise ConfigUnreadable(
             Diagnostic(path, line, column, _parse_message(str(error), text, line), "config-parse")
         ) from None
+    except ValueError as error:  # an enum given a number past 32 bits: protobuf checks it only on storing it
+        raise ConfigUnreadable(_out_of_range(path, text, str(error))) from None
     return ParsedConfig(path, config, FieldPositions(text))
+
+
+def _out_of_range(path: Path, text: str, message: str) -> Diagnostic:
+    """A diagnostic at the number protobuf's "Value out of range: N" is about, where it is found."""
+    found = OUT_OF_RANGE.fullmatch(message)
+    position = integer_position(text, int(found.group(1))) if found else None
+    line, column = (position.line, position.column) if position else (None, None)
+    why = f"{found.group(1)} is out of range for an enum (write one of its names)" if found else message
+    return Diagnostic(path, line, column, f"does not parse as a Triton ModelConfig: {why}", "config-parse")
 
 
 def _parse_message(message: str, text: str, line: int | None) -> str:

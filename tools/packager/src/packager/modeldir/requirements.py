@@ -123,9 +123,15 @@ def lock_problems(model_path: Path) -> list[Diagnostic]:
         return [Diagnostic(requirements, None, None, f"has no {LOCK_FILE} beside it: {relock}", "lock")]
     try:
         header = read_lock_header(lock)
+    except UnicodeDecodeError as error:
+        return [Diagnostic(lock, None, None, f"is not UTF-8 text (byte {error.start}): {relock}", "lock")]
+    try:
         current = digest([line.text for line in parse_requirements(requirements)])
-    except (RequirementsError, UnicodeDecodeError) as error:
-        return [Diagnostic(requirements, None, None, str(error).removeprefix(f"{requirements}: "), "lock")]
+    except UnicodeDecodeError as error:
+        message = f"is not UTF-8 text (byte {error.start}); save it as UTF-8"
+        return [Diagnostic(requirements, None, None, message, "lock")]
+    except RequirementsError as error:
+        return [_at_line(requirements, str(error))]
     if header is None:
         return [
             Diagnostic(
@@ -143,3 +149,12 @@ def lock_problems(model_path: Path) -> list[Diagnostic]:
             )
         ]
     return []
+
+
+def _at_line(path: Path, message: str) -> Diagnostic:
+    """A RequirementsError's `path:line: why` (or `path: why`) as a diagnostic at that line of `path`."""
+    found = re.match(rf"{re.escape(str(path))}(?::([0-9]+))?: (.*)", message, re.DOTALL)
+    if found is None:
+        return Diagnostic(path, None, None, message, "lock")
+    line = int(found.group(1)) if found.group(1) else None
+    return Diagnostic(path, line, 1 if line else None, found.group(2), "lock")

@@ -55,6 +55,18 @@ def _tokens(text: str) -> Iterator[_Token]:
             line_start = match.start() + token.rindex("\n") + 1
 
 
+def integer_position(text: str, number: int) -> Position | None:
+    """Where the first integer token of `text` that equals `number` is written (in decimal or 0x hex)."""
+    for token in _tokens(text):
+        try:
+            value = int(token.text, 0)
+        except ValueError:  # not an integer
+            continue
+        if value == number:
+            return Position(token.line, token.column, token.text)
+    return None
+
+
 class FieldPositions:
     """Positions of the fields of one text-format document."""
 

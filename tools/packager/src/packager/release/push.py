@@ -18,7 +18,7 @@ from packager.release.history import new_entry, record
 from packager.release.publishing import Published, Route, publish, same_or_refuse
 from packager.replay import ModelReplay, replay_artifact
 from packager.settings import Runtime
-from packager.triton import Launcher
+from packager.triton import LOAD_TIMEOUT, Launcher
 
 
 @dataclass
@@ -74,6 +74,7 @@ class PushPlan:
     signing_key: Path | None = None
     public_key: Path | None = None
     progress: bool = True
+    load_timeout: float = LOAD_TIMEOUT  # the longest one Triton model's load may take in the replay
 
 
 def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
@@ -99,7 +100,9 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
             same_or_refuse(existing, artifact, target)
         _say(plan, f"{model.name}: built {artifact.path.name} ({artifact.sha256[:12]}); replaying it")
         log = plan.log_dir / f"{model.name}-push.log"
-        result.replay = replay_artifact(artifact.path, model, plan.launcher, log)
+        result.replay = replay_artifact(
+            artifact.path, model, plan.launcher, log, load_timeout=plan.load_timeout
+        )
         started = result.timed("replay", started)
         if not result.replay.passed:
             result.error = "its replay failed: nothing was published"

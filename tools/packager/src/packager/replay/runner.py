@@ -23,7 +23,7 @@ from packager.preflight import prepare
 from packager.replay.clients import PROTOCOLS, SENDERS, Sender
 from packager.replay.compare import compare
 from packager.settings import Runtime
-from packager.triton import Launcher, Server, launched, loaded, shm_hint
+from packager.triton import LOAD_TIMEOUT, Launcher, Server, launched, loaded, shm_hint
 
 
 @dataclass(frozen=True)
@@ -120,13 +120,15 @@ def replay_model(
     env_mode: str = "unpacked",
     protocols: tuple[str, ...] = PROTOCOLS,
     progress: bool = True,
+    load_timeout: float = LOAD_TIMEOUT,
 ) -> ModelReplay:
-    """Validate, build the environment, start Triton, load, and replay every case of one model directory."""
+    """Validate, build the environment, start Triton, load (each Triton model within `load_timeout`
+    seconds), and replay every case of one model directory."""
     replay = ModelReplay(model.name)
     with _recorded(replay):
         report, environment = prepare(model, runtime, builder, progress)
         cases = _cases(model, report.triton_models, top_model(report.triton_models))
-        with launched(report, environment, launcher, log_path, env_mode) as served:
+        with launched(report, environment, launcher, log_path, env_mode, load_timeout) as served:
             replay.results = replay_cases(model.name, served.server, cases, protocols)
     return replay
 
@@ -138,17 +140,18 @@ def replay_artifact(
     log_path: Path,
     protocols: tuple[str, ...] = PROTOCOLS,
     public_key: Path | None = None,
+    load_timeout: float = LOAD_TIMEOUT,
 ) -> ModelReplay:
     """Replay a model directory's cases against exactly what an artifact holds, once it verified against
     its manifest (and signature, with a public key); the environments are the packed tarballs inside it,
-    as an endpoint receives them."""
+    as an endpoint receives them. Each Triton model loads within `load_timeout` seconds."""
     replay = ModelReplay(model.name)
     with _recorded(replay):
         with verified(archive, public_key) as (artifact, repository):
             triton_models = triton_models_in(repository)
             cases = _cases(model, triton_models, str(artifact.manifest["top_model"]))
             portable = artifact.manifest.get("env_portable")
-            with loaded(repository, triton_models, launcher, log_path, portable) as server:
+            with loaded(repository, triton_models, launcher, log_path, portable, load_timeout) as server:
                 replay.results = replay_cases(model.name, server, cases, protocols)
     return replay
 

@@ -4,16 +4,19 @@ Owns the launcher plug point (`Launcher` and its registry `LAUNCHERS`; one modul
 sandboxed by bubblewrap, and `container`, through the Docker Engine API), the runtime's image (`image`),
 the running `Server` every launcher yields (readiness, loading, its log), installing a local server from
 the runtime's PyPI package, cleanup (process group, /tmp envs, /dev/shm), and serving a validated model
-directory (staging a model repository and loading it), and reloading it on save (`reload`).
+directory (staging a model repository and loading it), reloading it on save (`reload`), and an example
+request to try a served model with (`example`).
 
-Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, ServerError, ServerStartError, UnservableModel,
-free_ports, shm_hint, READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall, install_server, Served, staged_repository,
-loaded, launched, artifact_launched, ENV_MODES, container_ready, build_image, check_image, image_for,
-ImageFacts, Watcher, Reload. Backends are reached through the registry (`packager.triton.local.LocalLauncher` and
+Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, Ports, ServerError, ServerStartError,
+UnservableModel, PortUnavailable, free_ports, shm_hint, READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall,
+install_server, Served, staged_repository, loaded, launched, artifact_launched, ENV_MODES, container_ready,
+build_image, check_image, image_for, ImageFacts, Watcher, Reload, example_request, curl_command. Backends
+are reached through the registry (`packager.triton.local.LocalLauncher` and
 `packager.triton.container.ContainerLauncher` for direct use).
 """
 
 from packager.triton.container import container_ready
+from packager.triton.example import curl_command, example_request
 from packager.triton.image import ImageFacts, build_image, check_image, image_for
 from packager.triton.install import ServerInstall, install_server
 from packager.triton.launcher import (
@@ -22,6 +25,8 @@ from packager.triton.launcher import (
     READY_TIMEOUT,
     Endpoints,
     Launcher,
+    Ports,
+    PortUnavailable,
     Server,
     ServerError,
     ServerStartError,
@@ -42,6 +47,8 @@ from packager.triton.serving import (
 
 __all__ = [
     "container_ready",
+    "curl_command",
+    "example_request",
     "ImageFacts",
     "build_image",
     "check_image",
@@ -53,6 +60,8 @@ __all__ = [
     "READY_TIMEOUT",
     "Endpoints",
     "Launcher",
+    "Ports",
+    "PortUnavailable",
     "Server",
     "ServerError",
     "ServerStartError",

@@ -20,7 +20,7 @@ from packager.errors import EnvironmentFailure
 from packager.settings import Runtime
 from packager.triton.engine import connect, missing_image
 from packager.triton.image import image_contents, image_for
-from packager.triton.launcher import READY_TIMEOUT, Server, ServerStartError, server_arguments
+from packager.triton.launcher import READY_TIMEOUT, Ports, Server, ServerStartError, server_arguments
 from packager.triton.sandbox import allowed_environment, linked_targets
 
 LABEL = "packager.launcher"
@@ -88,11 +88,13 @@ class ContainerLauncher:
         return cls(image, runtime.shm_size, backends=frozenset(backends))
 
     @contextmanager
-    def start(self, repository: Path, log_path: Path, lend_interpreter: bool = True) -> Iterator[Server]:
+    def start(
+        self, repository: Path, log_path: Path, lend_interpreter: bool = True, ports: Ports = Ports()
+    ) -> Iterator[Server]:
+        arguments, endpoints = server_arguments(repository, ports)  # this host's ports: it shares its network
         client = connect()
         try:
             remove_orphans(client)
-            arguments, endpoints = server_arguments(repository)
             mounts = {
                 str(path): {"bind": str(path), "mode": "ro"}
                 for path in (repository, *linked_targets(repository))

@@ -7,6 +7,7 @@ on every path (success, error, Ctrl-C, a hung load, a crashed process) and remov
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import socket
@@ -51,6 +52,18 @@ class ServerStartError(EnvironmentFailure):
 
 class UnservableModel(PackagerError):
     """The target cannot serve a model: its server lacks a backend the model needs."""
+
+
+class PortUnavailable(PackagerError):
+    """A port asked for cannot be listened on (taken, or privileged); the message names it and its option."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The ports a server is asked to listen on, on 127.0.0.1; None: a free one (metrics always is)."""
+
+    http: int | None = None
+    grpc: int | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +149,8 @@ class Server:
             reason = error.reason if isinstance(error, urllib.error.URLError) else error
             if isinstance(reason, (TimeoutError, socket.timeout)):
                 raise ServerError(
-                    f"loading {model!r} did not finish within {timeout:.0f} s (a hung load):\n{self.log_excerpt()}"
+                    f"loading {model!r} did not finish within {timeout:g} s (a hung load, or a slower one: "
+                    f"raise --load-timeout):\n{self.log_excerpt()}"
                 ) from None
             raise ServerError(
                 f"Triton stopped answering while loading {model!r} ({reason}):\n{self.log_excerpt()}"
@@ -156,10 +170,11 @@ class Launcher(Protocol):
     backends: frozenset[str]  # the backends its server has
 
     def start(
-        self, repository: Path, log_path: Path, lend_interpreter: bool = True
+        self, repository: Path, log_path: Path, lend_interpreter: bool = True, ports: Ports = Ports()
     ) -> AbstractContextManager[Server]:
         """Start the server and wait until it is ready. `lend_interpreter`: python steps without an
-        environment of their own run on the server's interpreter; with False, none is there to lean on."""
+        environment of their own run on the server's interpreter; with False, none is there to lean on.
+        `ports`: where it listens (see `server_arguments`)."""
 
 
 LAUNCHERS: Registry[Callable[[Runtime, bool], Launcher]] = Registry(
@@ -176,10 +191,11 @@ def launcher_for(runtime: Runtime, progress: bool = True) -> Launcher:
     return LAUNCHERS.factory(runtime.launcher)(runtime, progress)
 
 
-def server_arguments(repository: Path) -> tuple[list[str], Endpoints]:
+def server_arguments(repository: Path, ports: Ports = Ports()) -> tuple[list[str], Endpoints]:
     """The tritonserver arguments every launcher passes (the repository, explicit model control, the three
-    endpoints on free 127.0.0.1 ports), and those endpoints."""
-    http, grpc, metrics = free_ports(3)
+    endpoints on 127.0.0.1: the ports asked for, else free ones), and those endpoints. A port asked for
+    that cannot be listened on raises PortUnavailable before anything starts."""
+    http, grpc, metrics = listening_ports(ports)
     arguments = [
         f"--model-repository={repository}",
         "--model-control-mode=explicit",
@@ -191,6 +207,50 @@ def server_arguments(repository: Path) -> tuple[list[str], Endpoints]:
         f"--metrics-port={metrics}",
     ]
     return arguments, Endpoints(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}")
+
+
+PORT_OPTIONS = {"http": "--http-port", "grpc": "--grpc-port"}
+
+
+def listening_ports(ports: Ports) -> tuple[int, int, int]:
+    """The HTTP, gRPC and metrics ports: each one asked for once binding it on 127.0.0.1 succeeds, the
+    others free ones (never one asked for)."""
+    if ports.http is not None and ports.http == ports.grpc:
+        raise PortUnavailable(
+            f"--http-port and --grpc-port are both {ports.http}: each endpoint needs a port of its own"
+        )
+    sockets: list[socket.socket] = []
+    try:
+        for name, port in (("http", ports.http), ("grpc", ports.grpc), ("metrics", None)):
+            sockets.append(socket.socket())
+            _bind(sockets[-1], name, port)
+        http, grpc, metrics = (sock.getsockname()[1] for sock in sockets)
+        return http, grpc, metrics
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _bind(sock: socket.socket, name: str, port: int | None) -> None:
+    """Bind `sock` on 127.0.0.1 to the port `name` asked for (PortUnavailable, naming its option, when
+    it cannot be), else to a free one."""
+    if port is None:
+        sock.bind(("127.0.0.1", 0))
+        return
+    option = PORT_OPTIONS[name]
+    # As servers bind: only a listener is in the way, not the TIME_WAIT of a server just stopped.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise PortUnavailable(
+                f"port {port} ({option}) is already in use on 127.0.0.1: stop what listens there, "
+                f"or choose another {option} (left out, a free port is chosen)"
+            ) from None
+        raise PortUnavailable(
+            f"cannot listen on port {port} ({option}) on 127.0.0.1: {error.strerror or error}"
+        ) from None
 
 
 def free_ports(count: int) -> list[int]:

@@ -14,7 +14,7 @@ from typing import Iterator
 from packager.settings import Runtime
 from packager.triton.cleanup import stop_process_group
 from packager.triton.install import ServerInstall, install_server
-from packager.triton.launcher import READY_TIMEOUT, Server, server_arguments
+from packager.triton.launcher import READY_TIMEOUT, Ports, Server, server_arguments
 from packager.triton.sandbox import Sandbox, allowed_environment, linked_targets
 
 PR_SET_PDEATHSIG = 1
@@ -39,8 +39,10 @@ class LocalLauncher:
         return cls(install_server(runtime, progress))
 
     @contextmanager
-    def start(self, repository: Path, log_path: Path, lend_interpreter: bool = True) -> Iterator[Server]:
-        arguments, endpoints = server_arguments(repository)
+    def start(
+        self, repository: Path, log_path: Path, lend_interpreter: bool = True, ports: Ports = Ports()
+    ) -> Iterator[Server]:
+        arguments, endpoints = server_arguments(repository, ports)
         command = [
             str(self.install.binary),
             *arguments,

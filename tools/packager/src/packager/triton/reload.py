@@ -141,4 +141,4 @@ class Watcher:
             (repository / name).rename(retired)
             (fresh / name).rename(repository / name)
             shutil.rmtree(fresh, ignore_errors=True)
-        load_all(self.served.server, {name: models[name] for name in names})
+        load_all(self.served.server, {name: models[name] for name in names}, self.served.load_timeout)

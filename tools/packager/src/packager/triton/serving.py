@@ -16,7 +16,7 @@ from typing import Iterator, Mapping
 from packager.artifacts import Artifact, triton_models_in, verified
 from packager.environments import Environment
 from packager.modeldir import TritonModel, env_path, libraries_dir, library_files, top_model
-from packager.triton.launcher import LOAD_TIMEOUT, Launcher, Server, UnservableModel
+from packager.triton.launcher import LOAD_TIMEOUT, Launcher, Ports, Server, UnservableModel
 from packager.validation import ModelReport
 
 ENV_MODES = ("unpacked", "packed")
@@ -31,6 +31,7 @@ class Served:
     triton_models: Mapping[str, TritonModel]
     top_model: str
     env_mode: str  # how the environments were staged (ENV_MODES)
+    load_timeout: float = LOAD_TIMEOUT  # the longest one load may take, reloads included
 
 
 def lends_interpreter(models: Mapping[str, TritonModel], env_portable: bool | None) -> bool:
@@ -100,9 +101,11 @@ def loaded(
     log_path: Path,
     env_portable: bool | None,
     load_timeout: float = LOAD_TIMEOUT,
+    ports: Ports = Ports(),
 ) -> Iterator[Server]:
-    """A freshly started server on `repository` with `models` loaded; stopped and cleaned up on exit.
-    The server's interpreter is lent only where a step needs it (see `lends_interpreter`)."""
+    """A freshly started server on `repository` (listening on `ports`) with `models` loaded, each load
+    within `load_timeout` seconds; stopped and cleaned up on exit. The server's interpreter is lent only
+    where a step needs it (see `lends_interpreter`)."""
     missing = {
         name: model.backend()
         for name, model in models.items()
@@ -114,7 +117,7 @@ def loaded(
             f"{needs}; the {launcher.name} launcher's Triton has only {', '.join(sorted(launcher.backends))}: "
             "serve it with a runtime whose server has it"
         )
-    with launcher.start(repository, log_path, lends_interpreter(models, env_portable)) as server:
+    with launcher.start(repository, log_path, lends_interpreter(models, env_portable), ports) as server:
         load_all(server, models, load_timeout)
         yield server
 
@@ -139,14 +142,18 @@ def launched(
     log_path: Path,
     env_mode: str = "unpacked",
     load_timeout: float = LOAD_TIMEOUT,
+    ports: Ports = Ports(),
 ) -> Iterator[Served]:
     """A prepared model directory, staged and loaded in a server that `launcher` starts (with the packed
     environment where the launcher cannot serve an unpacked one)."""
     mode = env_mode if launcher.unpacked_envs else "packed"
     with staged_repository(report, environment, mode) as repository:
         portable = environment.portable if environment is not None else None
-        with loaded(repository, report.triton_models, launcher, log_path, portable, load_timeout) as server:
-            yield Served(server, repository, report.triton_models, top_model(report.triton_models), mode)
+        with loaded(
+            repository, report.triton_models, launcher, log_path, portable, load_timeout, ports
+        ) as server:
+            top = top_model(report.triton_models)
+            yield Served(server, repository, report.triton_models, top, mode, load_timeout)
 
 
 @contextmanager
@@ -156,11 +163,12 @@ def artifact_launched(
     log_path: Path,
     public_key: Path | None = None,
     load_timeout: float = LOAD_TIMEOUT,
+    ports: Ports = Ports(),
 ) -> Iterator[tuple[Artifact, Served]]:
     """A built artifact, verified as it is unpacked (nothing unverified runs), loaded in a server."""
     with verified(archive, public_key) as (artifact, repository):
         triton_models = triton_models_in(repository)
         portable = artifact.manifest.get("env_portable")
-        with loaded(repository, triton_models, launcher, log_path, portable, load_timeout) as server:
+        with loaded(repository, triton_models, launcher, log_path, portable, load_timeout, ports) as server:
             top = str(artifact.manifest["top_model"])
-            yield artifact, Served(server, repository, triton_models, top, "packed")
+            yield artifact, Served(server, repository, triton_models, top, "packed", load_timeout)

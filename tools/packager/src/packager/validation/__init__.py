@@ -72,7 +72,7 @@ def validate_model(model: ModelDir) -> ModelReport:
         *(check_top_level_ensemble(model.path, report.triton_models) if not unreadable else ()),
         *check_symlinks(model),
         *check_dvc_pointers(model),
-        *check_requirements_lock(model, report.triton_models),
+        *check_requirements_lock(model, report.triton_models, all_read=not unreadable),
         *(check_cases(model, report.triton_models) if report.triton_models and not unreadable else ()),
     )
     report.diagnostics.extend(checks)

@@ -9,7 +9,7 @@ import posixpath
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -19,10 +19,10 @@ from packager.modeldir import (
     MODEL_DIRECTORY_VARIABLE,
     PLATFORM_BACKENDS,
     Diagnostic,
+    ParsedConfig,
     TritonModel,
     enum_name,
 )
-from packager.modeldir.textproto_positions import FieldPath, FieldPositions
 
 TENSORRT = "tensorrt_plan"
 
@@ -55,33 +55,33 @@ def _check_name(model: TritonModel) -> Iterator[Diagnostic]:
 
 def _check_enums(model: TritonModel) -> Iterator[Diagnostic]:
     """Every enum field holds a value its enum names: protobuf's text format keeps any number written."""
-    for field, number, path in _enum_numbers(model.parsed.positions, model.config, ()):
-        enum = field.enum_type
+    for name, enum, number, path in _enum_numbers(model.parsed, model.config, ()):
         if number not in enum.values_by_number:
             names = [value.name for value in enum.values]
             shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-            message = f"{field.name} {number} is not a {enum.name} ({shown}); write one of its names"
+            message = f"{name} {number} is not a {enum.name} ({shown}); write one of its names"
             yield model.parsed.diagnostic("config-enum", message, *path)
 
 
 def _enum_numbers(
-    positions: FieldPositions, message: Message, path: FieldPath
-) -> Iterator[tuple[FieldDescriptor, int, FieldPath]]:
-    """Every enum field set in `message` and the messages in it, with its number and FieldPositions path."""
+    parsed: ParsedConfig, message: Message, path: tuple[str | int, ...]
+) -> Iterator[tuple[str, EnumDescriptor, int, tuple[str | int, ...]]]:
+    """Every enum value set in `message` and the messages inside it: its field, enum, number and position
+    path."""
     for field, value in message.ListFields():
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             for key, entry in sorted(value.items()):
-                index = positions.map_entry(*path, field.name, key=str(key))
-                at = (*path, field.name, index, "value", 0) if index is not None else (*path, field.name)
+                index = parsed.positions.map_entry(*path, field.name, key=str(key))
+                at = (*path, field.name) if index is None else (*path, field.name, index, "value", 0)
                 if isinstance(entry, Message):
-                    yield from _enum_numbers(positions, entry, at)
-            continue
-        items = value if isinstance(value, Sequence) or not isinstance(value, (int, Message)) else [value]
-        for index, item in enumerate(items):
-            if isinstance(item, Message):
-                yield from _enum_numbers(positions, item, (*path, field.name, index))
-            elif field.type == FieldDescriptor.TYPE_ENUM:
-                yield field, item, (*path, field.name, index)
+                    yield from _enum_numbers(parsed, entry, at)
+        elif field.type in (FieldDescriptor.TYPE_ENUM, FieldDescriptor.TYPE_MESSAGE):
+            items = [value] if isinstance(value, (int, Message)) else value  # one value, or a repeated field
+            for index, item in enumerate(items):
+                if isinstance(item, Message):
+                    yield from _enum_numbers(parsed, item, (*path, field.name, index))
+                elif field.enum_type is not None:
+                    yield field.name, field.enum_type, item, (*path, field.name, index)
 
 
 def _check_backend(model: TritonModel) -> Iterator[Diagnostic]:
@@ -271,7 +271,7 @@ def check_python_file(path: Path) -> Iterator[Diagnostic]:
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except SyntaxError as error:
-        column = error.offset if error.lineno else None
+        column = error.offset if error.lineno and error.offset else None  # 0: no column (a literal too long)
         yield Diagnostic(path, error.lineno, column, f"does not compile: {error.msg}", "python-model")
         return
     except (ValueError, RecursionError, MemoryError) as error:  # null bytes; nesting past the parser

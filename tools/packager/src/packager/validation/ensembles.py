@@ -8,7 +8,7 @@ from typing import Iterator, Mapping, Sequence
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from packager.modeldir import Diagnostic, TritonModel
+from packager.modeldir import Diagnostic, TritonModel, enum_name
 
 SCHEDULING = ("ensemble_scheduling", 0)
 
@@ -37,7 +37,7 @@ def _dims_match(left: Sequence[int], right: Sequence[int]) -> bool:
 
 
 def _type_name(data_type: int) -> str:
-    return str(pb.DataType.Name(data_type))
+    return enum_name(pb.DataType, data_type)
 
 
 def check_ensembles(models: Mapping[str, TritonModel], unreadable: set[str]) -> Iterator[Diagnostic]:

@@ -32,6 +32,7 @@ from packager.modeldir import (
 )
 
 VERSION = re.compile(r"\s*([1-9][0-9]*)\s*")
+MAX_VERSION_DIGITS = 18  # what a signed 64-bit integer always holds
 MD5 = re.compile(r"[0-9a-f]{32}(\.dir)?")
 
 
@@ -43,6 +44,10 @@ def read_model_version(model: ModelDir) -> tuple[int | None, list[Diagnostic]]:
     except ConfigUnreadable as error:
         return None, [error.diagnostic]
     match = VERSION.fullmatch(text)
+    if match and len(match.group(1)) > MAX_VERSION_DIGITS:
+        shown = match.group(1)[:20]
+        message = f"version {shown}... is too large: a version has at most {MAX_VERSION_DIGITS} digits"
+        return None, [Diagnostic(path, 1, 1, message, "model-version")]
     if match:
         return int(match.group(1)), []
     shown = text.strip()[:40]
@@ -124,6 +129,7 @@ def check_dvc_pointers(model: ModelDir) -> Iterator[Diagnostic]:
 
 
 def _check_dvc_pointer(path: Path) -> Iterator[Diagnostic]:
+    root: yaml.Node | None = None
     try:
         text = read_text(path, "dvc-pointer")
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -136,6 +142,16 @@ def _check_dvc_pointer(path: Path) -> Iterator[Diagnostic]:
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
         problem = getattr(error, "problem", None) or str(error)
         yield Diagnostic(path, line, column, f"is not a valid DVC pointer (YAML: {problem})", "dvc-pointer")
+        return
+    except RecursionError:
+        yield Diagnostic(
+            path, None, None, "is not a valid DVC pointer (YAML: nests too deeply)", "dvc-pointer"
+        )
+        return
+    except ValueError as error:  # a value its tag cannot hold: a date 2001-13-45, an int of 5000 digits
+        problem = str(error).split(";")[0]
+        message = f"is not a valid DVC pointer (YAML: {problem})"
+        yield Diagnostic(path, *_unreadable_scalar(root), message, "dvc-pointer")
         return
     outs = document.get("outs") if isinstance(document, dict) else None
     if not isinstance(outs, list) or not outs:
@@ -162,6 +178,25 @@ def _check_dvc_pointer(path: Path) -> Iterator[Diagnostic]:
             yield Diagnostic(path, *_yaml_position(root, "outs", index, "md5"), message, "dvc-pointer")
 
 
+def _unreadable_scalar(root: yaml.Node | None) -> tuple[int | None, int | None]:
+    """1-based line and column of the first scalar, in document order, that YAML resolves to a type but
+    cannot construct as one."""
+    loader = yaml.SafeLoader("")
+    pending = [root] if root is not None else []
+    while pending:
+        node = pending.pop()
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                loader.construct_object(node)
+            except (ValueError, yaml.YAMLError):
+                return node.start_mark.line + 1, node.start_mark.column + 1
+        elif isinstance(node, yaml.MappingNode):
+            pending.extend(reversed([item for pair in node.value for item in pair]))
+        elif isinstance(node, yaml.SequenceNode):
+            pending.extend(reversed(node.value))
+    return None, None
+
+
 def _yaml_position(node: yaml.Node | None, *path: str | int) -> tuple[int | None, int | None]:
     """1-based line and column of the YAML value at `path`, or of the deepest node written on the way."""
     for step in path:
@@ -178,12 +213,15 @@ def _yaml_position(node: yaml.Node | None, *path: str | int) -> tuple[int | None
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def check_requirements_lock(model: ModelDir, triton_models: Mapping[str, TritonModel]) -> list[Diagnostic]:
+def check_requirements_lock(
+    model: ModelDir, triton_models: Mapping[str, TritonModel], all_read: bool = True
+) -> list[Diagnostic]:
     """A model whose steps load an environment lists its packages and has a current lock of them; one
-    whose steps load none has no requirements that would go unused."""
+    whose steps load none has no requirements that would go unused (unknown while a config is unread:
+    `all_read` False)."""
     if any(env_path(triton) is not None for triton in triton_models.values()):
         return lock_problems(model.path)
-    return _unused_requirements(model, triton_models)
+    return _unused_requirements(model, triton_models) if all_read else []
 
 
 def _unused_requirements(model: ModelDir, triton_models: Mapping[str, TritonModel]) -> list[Diagnostic]:

@@ -40,10 +40,23 @@ STAGES = [
     ("triton", {"triton"}),
     ("replay", {"replay"}),
     ("release", {"release"}),
+    ("endpoint", {"endpoint"}),
+    ("loadtest", {"loadtest"}),
     ("ci", {"ci"}),
     ("app", {"config", "workspace", "testing", "cli", "__main__"}),
 ]
-SUBPACKAGES = ["modeldir", "validation", "environments", "artifacts", "triton", "replay", "release", "ci"]
+SUBPACKAGES = [
+    "modeldir",
+    "validation",
+    "environments",
+    "artifacts",
+    "triton",
+    "replay",
+    "release",
+    "endpoint",
+    "loadtest",
+    "ci",
+]
 
 
 def _stage(module: str) -> int:

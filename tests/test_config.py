@@ -53,6 +53,7 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
         '[stores]\nstaging = "s3://bucket/staging"\nproduction = "file:///srv/models"\n'
         'production_branches = ["release", "main"]\n'
         '[signing]\npublic_key = "keys/release.pub"\n'
+        '[endpoint]\ncold_start_budget = 45\nover_budget = "warn"\n'
     )
     shown = run_packager("config", "--json", cwd=tmp_path, env={"PACKAGER_STAGING_URI": ""})
     assert shown.returncode == 0, shown.stderr
@@ -79,6 +80,7 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
         "production_branches": ["release", "main"],
     }
     assert document["signing"]["public_key"] == str(tmp_path / "keys" / "release.pub")
+    assert document["endpoint"] == {"cold_start_budget": 45.0, "over_budget": "warn"}
     overridden = run_packager("config", "--json", cwd=tmp_path, env={"PACKAGER_STAGING_URI": "file:///x"})
     assert json.loads(overridden.stdout)["stores"]["staging"] == "file:///x"
 
@@ -90,7 +92,7 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
         (
             "[packagr]\n",
             "1:1",
-            "the top level has unknown key 'packagr' (allowed: packager, runtime, signing, stores)",
+            "the top level has unknown key 'packagr' (allowed: endpoint, packager, runtime, signing, stores)",
         ),
         ("[packager]\nruntmie = 'x'\n", "2:1", "[packager] has unknown key 'runtmie' (allowed: runtime)"),
         ("[packager]\nruntime = 'nope'\n", "2:1", "[packager] runtime 'nope' is not defined (known: local)"),
@@ -168,6 +170,14 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
             "[signing]\nprivate_key = 'k'\n",
             "2:1",
             "[signing] has unknown key 'private_key' (allowed: public_key)",
+        ),
+        ("[endpoint]\ncold_start_budget = '30s'\n", "2:1", "[endpoint] cold_start_budget is seconds"),
+        ("[endpoint]\ncold_start_budget = 0\n", "2:1", "[endpoint] cold_start_budget is seconds"),
+        ("[endpoint]\nover_budget = 'ignore'\n", "2:1", '[endpoint] over_budget is "refuse" or "warn"'),
+        (
+            "[endpoint]\nbudget = 30\n",
+            "2:1",
+            "[endpoint] has unknown key 'budget' (allowed: cold_start_budget, over_budget)",
         ),
     ],
 )

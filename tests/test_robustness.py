@@ -992,7 +992,7 @@ def test_regression_model_file(
     assert [problem for problem in _report(copies, index, name, text) if problem[0] in files] == expected
 
 
-UNKNOWN = "the top level has unknown key {!r} (allowed: packager, runtime, signing, stores)"
+UNKNOWN = "the top level has unknown key {!r} (allowed: endpoint, packager, runtime, signing, stores)"
 NOT_A_STORE = "[stores] staging 's3://[b' is not a store URI (s3://bucket/prefix, file:///dir or file:dir)"
 
 

@@ -20,7 +20,16 @@ from packager.environments import ENV_BUILDERS
 from packager.modeldir import display_path
 from packager.registry import Registry
 from packager.release.stores import STORES
-from packager.settings import AUTO, DEFAULT_RUNTIME, Config, ConfigError, Constraint, Runtime, Stores
+from packager.settings import (
+    AUTO,
+    DEFAULT_RUNTIME,
+    ColdStartBudget,
+    Config,
+    ConfigError,
+    Constraint,
+    Runtime,
+    Stores,
+)
 from packager.toml_positions import TomlPositions
 from packager.triton import LAUNCHERS
 
@@ -91,7 +100,7 @@ class _Reader:
         return ConfigError(f"{display_path(self.path)}:{where}: {message}")
 
     def config(self, document: dict[str, Any]) -> Config:
-        self.only_keys((), document, {"packager", "runtime", "stores", "signing"})
+        self.only_keys((), document, {"packager", "runtime", "stores", "signing", "endpoint"})
         settings = self.table(("packager",), document)
         self.only_keys(("packager",), settings, {"runtime"})
         runtimes = {DEFAULT_RUNTIME.name: DEFAULT_RUNTIME}
@@ -110,7 +119,24 @@ class _Reader:
             runtimes=runtimes,
             stores=self.stores(self.table(("stores",), document)),
             public_key=self.public_key(self.table(("signing",), document)),
+            cold_start=self.cold_start(self.table(("endpoint",), document)),
         )
+
+    def cold_start(self, table: dict[str, Any]) -> ColdStartBudget:
+        at = ("endpoint",)
+        self.only_keys(at, table, {"cold_start_budget", "over_budget"})
+        seconds = table.get("cold_start_budget", ColdStartBudget.seconds)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 3600:
+            raise self.error(
+                (*at, "cold_start_budget"),
+                "[endpoint] cold_start_budget is seconds, a number above 0 (SageMaker gives up at 60), such as 30",
+            )
+        over = self.string((*at, "over_budget"), table, ColdStartBudget.over_budget)
+        if over not in ("refuse", "warn"):
+            raise self.error(
+                (*at, "over_budget"), f'[endpoint] over_budget is "refuse" or "warn", not {over!r}'
+            )
+        return ColdStartBudget(float(seconds), over)
 
     def runtime(self, name: str, table: dict[str, Any]) -> Runtime:
         at = ("runtime", name)

@@ -73,6 +73,15 @@ class Stores:
 
 
 @dataclass(frozen=True)
+class ColdStartBudget:
+    """[endpoint]: how long an artifact's cold start on a multi-model endpoint may take (SageMaker answers
+    ModelNotReadyException past 60 s), and whether a push over it is refused or only warned about."""
+
+    seconds: float = 30.0
+    over_budget: str = "refuse"  # or "warn"
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything packager.toml says, with defaults filled in."""
 
@@ -81,6 +90,7 @@ class Config:
     runtimes: dict[str, Runtime] = field(default_factory=lambda: {DEFAULT_RUNTIME.name: DEFAULT_RUNTIME})
     stores: Stores = Stores()
     public_key: Path | None = None  # [signing] public_key: artifacts must carry a signature it verifies
+    cold_start: ColdStartBudget = ColdStartBudget()
 
     def runtime(self, name: str | None = None) -> Runtime:
         """The named runtime, or the default one."""

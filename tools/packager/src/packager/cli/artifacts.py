@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from packager.artifacts import build_artifact, generate_keys
+from packager.cli.cold_start import cold_start_check
 from packager.cli.options import (
     echo_json,
     EXIT_CODES,
@@ -20,11 +21,13 @@ from packager.cli.options import (
     RUNTIME_OPTION,
     SIGN_KEY_OPTION,
 )
+from packager.endpoint import ColdStartOverBudget
 from packager.environments import env_builder_for
 from packager.errors import ExitCode
 from packager.preflight import prepare
 from packager.release import verify_target
 from packager.tables import table
+from packager.triton import launcher_for, LOAD_TIMEOUT
 from packager.workspace import Workspace
 
 
@@ -33,6 +36,12 @@ from packager.workspace import Workspace
 @RUNTIME_OPTION
 @OUT_OPTION
 @SIGN_KEY_OPTION
+@click.option(
+    "--cold-start",
+    is_flag=True,
+    help="Also measure each artifact's cold start on an emulated multi-model endpoint, against "
+    "packager.toml's [endpoint] budget (push always does).",
+)
 @JSON_OPTION
 @pass_workspace
 def build(
@@ -41,6 +50,7 @@ def build(
     runtime: str | None,
     out: Path | None,
     sign_key: Path | None,
+    cold_start: bool,
     as_json: bool,
 ) -> ExitCode:
     """Build <model>_<version>.tar.gz for each model: its Triton models at the archive root, the packed
@@ -48,37 +58,39 @@ def build(
     Byte-reproducible: the same sources, weights and environment give the same sha256."""
     target = workspace.runtime(runtime)
     builder = env_builder_for(target)
-    rows, records = [], []
+    launcher = launcher_for(target, not as_json) if cold_start else None
+    rows, records, over = [], [], []
     for model in workspace.models(models):
         started = time.monotonic()
         report, environment = prepare(model, target, builder)
         artifact = build_artifact(report, target, environment, out or workspace.dist(), sign_key)
         seconds = time.monotonic() - started
         size = artifact.path.stat().st_size
-        rows.append(
-            [
-                model.name,
-                str(artifact.version),
-                str(artifact.path),
-                f"{size / 1e6:.1f} MB",
-                artifact.sha256[:12],
-                f"{seconds:.2f}",
-            ]
-        )
-        records.append(
-            {
-                "model": model.name,
-                "version": artifact.version,
-                "path": str(artifact.path),
-                "bytes": size,
-                "sha256": artifact.sha256,
-            }
-        )
+        record: dict[str, object] = {
+            "model": model.name,
+            "version": artifact.version,
+            "path": str(artifact.path),
+            "bytes": size,
+            "sha256": artifact.sha256,
+        }
+        row = [model.name, str(artifact.version), str(artifact.path), f"{size / 1e6:.1f} MB"]
+        row += [artifact.sha256[:12], f"{seconds:.2f}"]
+        if launcher is not None:  # the manifest is checked; a signature is push's and verify's to check
+            check = cold_start_check(workspace, launcher, None, LOAD_TIMEOUT, as_json)
+            try:
+                record["checked"] = check(artifact, model)
+            except ColdStartOverBudget as error:
+                record["error"] = str(error).replace("so nothing was published", "so it is refused")
+                over.append(record["error"])
+        rows.append(row)
+        records.append(record)
     if as_json:
         echo_json({"artifacts": records})
     else:
         click.echo(table(rows, ["model", "version", "artifact", "size", "sha256", "seconds"]))
-    return ExitCode.OK
+        for refused in over:
+            click.echo(f"packager: error: {refused}", err=True)
+    return ExitCode.MODEL_ERROR if over else ExitCode.OK
 
 
 @click.command(epilog=EXIT_CODES)

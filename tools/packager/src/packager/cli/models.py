@@ -303,6 +303,10 @@ def config_command(workspace: Workspace, as_json: bool) -> ExitCode:
             "production_branches": list(config.stores.production_branches),
         },
         "signing": {"public_key": public_key},
+        "endpoint": {
+            "cold_start_budget": config.cold_start.seconds,
+            "over_budget": config.cold_start.over_budget,
+        },
     }
     if as_json:
         echo_json(document)
@@ -312,6 +316,8 @@ def config_command(workspace: Workspace, as_json: bool) -> ExitCode:
     click.echo(f"staging     {staging_uri}")
     click.echo(f"production  {production_uri} (branches: {', '.join(config.stores.production_branches)})")
     click.echo(f"public key  {public_key or '(none: signatures not required)'}")
+    budget = config.cold_start
+    click.echo(f"cold start  within {budget.seconds:g} s on an endpoint (over it: {budget.over_budget})")
     rows = [
         [
             name,

@@ -25,6 +25,7 @@ from packager.ci import (
     run_ci,
     write_ci_junit,
 )
+from packager.cli.cold_start import cold_start_check
 from packager.cli.options import (
     EXIT_CODES,
     JSON_OPTION,
@@ -128,10 +129,11 @@ def _push_plan(
     as_json: bool,
 ) -> PushPlan:
     """What `push` and `ci` publish with: the runtime's backends, the branch's route, keys and outputs."""
+    launcher = launcher_for(target, progress=not as_json)
     return PushPlan(
         runtime=target,
         builder=env_builder_for(target),
-        launcher=launcher_for(target, progress=not as_json),
+        launcher=launcher,
         revision=revision,
         route=workspace.route(revision, staging, production),
         out_dir=out or workspace.dist(),
@@ -141,6 +143,7 @@ def _push_plan(
         public_key=workspace.public_key(public_key),
         progress=not as_json,
         load_timeout=load_timeout,
+        check=cold_start_check(workspace, launcher, workspace.public_key(public_key), load_timeout, as_json),
     )
 
 

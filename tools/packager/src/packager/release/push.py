@@ -1,5 +1,6 @@
 """The composed pipeline behind `packager push`: validate -> env -> build -> replay the built artifact ->
-publish, one model at a time. Only an artifact whose replay passed in this run is ever published."""
+(a check the caller gives, such as its cold start) -> publish, one model at a time. Only an artifact whose
+replay (and check) passed in this run is ever published."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from packager.artifacts import Artifact, build_artifact
 from packager.environments import EnvBuilder
@@ -31,7 +33,8 @@ class PushResult:
     published: Published | None = None
     error: str | None = None
     error_code: ExitCode = ExitCode.OK
-    seconds: dict[str, float] = field(default_factory=dict)  # "build", "replay", "publish": time spent
+    seconds: dict[str, float] = field(default_factory=dict)  # "build", "replay", "check", "publish"
+    checked: dict[str, object] | None = None  # what the plan's check before publishing found
 
     def timed(self, step: str, started: float) -> float:
         """Record the time since `started` against `step`; the clock now, to start the next one."""
@@ -54,6 +57,7 @@ class PushResult:
             "uri": self.published.destination.uri if self.published else None,
             "production": self.published.destination.production if self.published else None,
             "outcome": self.published.outcome if self.published else None,
+            "checked": self.checked,
             "error": self.error,
         }
 
@@ -75,6 +79,9 @@ class PushPlan:
     public_key: Path | None = None
     progress: bool = True
     load_timeout: float = LOAD_TIMEOUT  # the longest one Triton model's load may take in the replay
+    # Run on an artifact whose replay passed, before it is published: what it found goes in the report,
+    # and a PackagerError refuses the artifact.
+    check: Callable[[Artifact, ModelDir], dict[str, object]] | None = None
 
 
 def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
@@ -108,6 +115,9 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
             result.error = "its replay failed: nothing was published"
             result.error_code = result.replay.error_code if result.replay.error else ExitCode.MODEL_ERROR
             return result
+        if plan.check is not None:
+            result.checked = plan.check(artifact, model)
+            started = result.timed("check", started)
         result.published = publish(artifact, target, plan.revision.commit)
         if target.production:
             stored = target.store.head(target.key)

@@ -9,10 +9,10 @@ request to try a served model with (`example`).
 
 Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, Ports, ServerError, ServerStartError,
 UnservableModel, PortUnavailable, free_ports, shm_hint, READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall,
-install_server, Served, staged_repository, loaded, launched, artifact_launched, ENV_MODES, container_ready,
-build_image, check_image, image_for, ImageFacts, Watcher, Reload, example_request, curl_command. Backends
-are reached through the registry (`packager.triton.local.LocalLauncher` and
-`packager.triton.container.ContainerLauncher` for direct use).
+install_server, Served, staged_repository, loaded, load_all, check_backends, launched, artifact_launched,
+ENV_MODES, container_ready, build_image, check_image, image_for, ImageFacts, Watcher, Reload,
+example_request, curl_command. Backends are reached through the registry
+(`packager.triton.local.LocalLauncher` and `packager.triton.container.ContainerLauncher` for direct use).
 """
 
 from packager.triton.container import container_ready
@@ -40,7 +40,9 @@ from packager.triton.serving import (
     ENV_MODES,
     Served,
     artifact_launched,
+    check_backends,
     launched,
+    load_all,
     loaded,
     staged_repository,
 )
@@ -74,6 +76,8 @@ __all__ = [
     "Served",
     "launched",
     "loaded",
+    "load_all",
+    "check_backends",
     "staged_repository",
     "Reload",
     "Watcher",

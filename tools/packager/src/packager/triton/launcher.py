@@ -159,6 +159,18 @@ class Server:
             message = json.loads(body).get("error", body) if body.startswith("{") else body
             raise ServerError(f"Triton refused to load {model!r}: {message}\n{self.log_excerpt()}")
 
+    def unload(self, model: str, timeout: float = LOAD_TIMEOUT) -> None:
+        """Unload one model (explicit model control); ServerError when Triton refuses or stops answering."""
+        try:
+            status, body = self._request(
+                "POST", f"/v2/repository/models/{urllib.parse.quote(model, safe='')}/unload", timeout=timeout
+            )
+        except (OSError, http.client.HTTPException) as error:
+            raise ServerError(f"Triton stopped answering while unloading {model!r} ({error})") from None
+        if status != 200:
+            message = json.loads(body).get("error", body) if body.startswith("{") else body
+            raise ServerError(f"Triton refused to unload {model!r}: {message}")
+
 
 class Launcher(Protocol):
     """Starts a Triton server on a model repository; leaving the block stops it and cleans up."""

@@ -106,6 +106,14 @@ def loaded(
     """A freshly started server on `repository` (listening on `ports`) with `models` loaded, each load
     within `load_timeout` seconds; stopped and cleaned up on exit. The server's interpreter is lent only
     where a step needs it (see `lends_interpreter`)."""
+    check_backends(models, launcher)
+    with launcher.start(repository, log_path, lends_interpreter(models, env_portable), ports) as server:
+        load_all(server, models, load_timeout)
+        yield server
+
+
+def check_backends(models: Mapping[str, TritonModel], launcher: Launcher) -> None:
+    """Raise UnservableModel, naming each model and backend, when the launcher's Triton lacks one."""
     missing = {
         name: model.backend()
         for name, model in models.items()
@@ -117,9 +125,6 @@ def loaded(
             f"{needs}; the {launcher.name} launcher's Triton has only {', '.join(sorted(launcher.backends))}: "
             "serve it with a runtime whose server has it"
         )
-    with launcher.start(repository, log_path, lends_interpreter(models, env_portable), ports) as server:
-        load_all(server, models, load_timeout)
-        yield server
 
 
 def load_all(server: Server, models: Mapping[str, TritonModel], timeout: float = LOAD_TIMEOUT) -> None:

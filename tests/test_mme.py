@@ -1,0 +1,341 @@
+"""The multi-model endpoint emulator through the real parts: boto3's `sagemaker-runtime` client against the
+HTTP front, one real Triton, and the example models' artifacts (digits and churn) in a moto S3 store."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import boto3
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from botocore.config import Config
+
+from packager.artifacts import MANIFEST, read_manifest, verify_artifact
+from packager.endpoint import BINARY_JSON, ColdStart, Emulator, emulating, fronted, namespace, parse_size
+from packager.release.stores import Store
+from packager.release.stores.s3 import S3Store
+from packager.settings import DEFAULT_RUNTIME
+from packager.triton.local import LocalLauncher
+from tests.conftest import S3_CREDENTIALS, RunPackager, child_environment, s3_client
+
+ROOT = Path(__file__).parent.parent
+MODELS = ("digits", "churn")
+STAGED_CHURN = "feature-mme/0123456789ab/churn_1.tar.gz"  # a staging store's layout: <branch>/<commit12>/
+DIGITS_CASE = ROOT / "models" / "digits" / "tests" / "cases" / "digit_0_heldout001_8px.json"
+Call = Callable[[Any, str], dict[str, dict[str, Any]]]
+# A target's staged configs name it, so two keys of one artifact differ in size by a few bytes.
+SLACK = 4096
+CHURN_CASE = ROOT / "models" / "churn" / "tests" / "cases" / "customer_0.json"
+
+
+def _artifact(name: str, out: Path) -> Path:
+    """dist/'s artifact of the example model `name` when it verifies, else one built now into `out`."""
+    version = (ROOT / "models" / name / "model_version.txt").read_text().strip()
+    built = ROOT / "dist" / f"{name}_{version}.tar.gz"
+    if built.is_file() and not verify_artifact(built)[1]:
+        return built
+    subprocess.run(
+        [sys.executable, "-m", "packager", "build", name, "--out", str(out)],
+        cwd=ROOT,
+        env=child_environment(),
+        check=True,
+        timeout=900,
+    )
+    return out / f"{name}_{version}.tar.gz"
+
+
+def _forged(original: Path, out: Path) -> Path:
+    """An archive with `original`'s manifest and a top-level config.pbtxt that is not the one it lists."""
+    manifest, raw, _ = read_manifest(original)
+    forged = out / "forged.tar.gz"
+    with tarfile.open(forged, "w:gz") as tar:
+        for name, data in ((MANIFEST, raw), (f"{manifest['top_model']}/config.pbtxt", b'name: "evil"\n')):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return forged
+
+
+@pytest.fixture(scope="module")
+def store(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """A production-like bucket holding digits_1 and churn_1 at its root, churn_1 again under a staging
+    prefix and two more keys (each test's own cold start), and a tampered churn_1."""
+    out = tmp_path_factory.mktemp("mme-dist")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**S3_CREDENTIALS, "AWS_ENDPOINT_URL_S3": moto_endpoint}.items():
+            patch.setenv(name, value)
+        s3_client(moto_endpoint).create_bucket(Bucket="mme-production")
+        bucket = S3Store.from_uri("s3://mme-production/models")
+        for name in MODELS:
+            path = _artifact(name, out)
+            bucket.put_new(path.name, path, {"sha256": verify_artifact(path)[0].sha256})
+        for key in (STAGED_CHURN, "slow/churn_1.tar.gz", "lru/churn_1.tar.gz"):
+            bucket.copy_new(bucket, "churn_1.tar.gz", key, {})
+        forged = _forged(_artifact("churn", out), out)
+        bucket.put_new("tampered/churn_1.tar.gz", forged, {})
+        yield bucket
+        bucket.close()
+
+
+@pytest.fixture(scope="module")
+def emulator(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """One emulator (one Triton) for the module; when it stops, nothing of it is left."""
+    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+    log_path = tmp_path_factory.mktemp("mme-logs") / "mme.log"
+    with emulating(store, launcher, log_path) as running:
+        yield running
+        repository, downloads, server = running.repository, running.downloads, running.server
+    assert not repository.exists() and not downloads.exists(), "the repository and downloads are removed"
+    assert not server.alive(), "the server is stopped"
+
+
+@pytest.fixture(scope="module")
+def client(emulator: Emulator) -> Iterator[Any]:
+    """boto3's sagemaker-runtime client on the emulator's HTTP front (no retries: each call is one)."""
+    with fronted(emulator) as url:
+        yield boto3.client(
+            "sagemaker-runtime",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"total_max_attempts": 1}, read_timeout=300),
+        )
+
+
+def _digits_request(binary_outputs: bool = False) -> tuple[bytes, str]:
+    """digit_0's case as SageMaker's Triton binary+json body (its PNG as binary tensor data)."""
+    case = json.loads(DIGITS_CASE.read_text())
+    png = (DIGITS_CASE.parent / case["inputs"][0]["files"][0]).read_bytes()
+    image = httpclient.InferInput("IMAGE", [1, 1], "BYTES")
+    image.set_data_from_numpy(np.array([[png]], dtype=np.object_), binary_data=True)
+    outputs = [
+        httpclient.InferRequestedOutput(name, binary_data=binary_outputs) for name in ("LABEL", "CONFIDENCE")
+    ]
+    body, header_size = httpclient.InferenceServerClient.generate_request_body([image], outputs=outputs)
+    return body, f"{BINARY_JSON};json-header-size={header_size}"
+
+
+def _churn_request() -> bytes:
+    """customer_0's case as a KServe v2 JSON request."""
+    features = json.loads(CHURN_CASE.read_text())["inputs"][0]
+    flat = np.asarray(features["data"], dtype=np.float32).ravel().tolist()
+    return json.dumps({"inputs": [{**features, "data": flat}]}).encode()
+
+
+def _outputs(response: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    assert response["ContentType"] == "application/json"
+    return {output["name"]: output for output in json.loads(response["Body"].read())["outputs"]}
+
+
+def _digits(client: Any, target: str = "digits_1.tar.gz") -> dict[str, dict[str, Any]]:
+    body, content_type = _digits_request()
+    return _outputs(
+        client.invoke_endpoint(EndpointName="mme", TargetModel=target, ContentType=content_type, Body=body)
+    )
+
+
+def _churn(client: Any, target: str = "churn_1.tar.gz") -> dict[str, dict[str, Any]]:
+    return _outputs(
+        client.invoke_endpoint(
+            EndpointName="mme", TargetModel=target, ContentType="application/json", Body=_churn_request()
+        )
+    )
+
+
+def _cold_starts(emulator: Emulator, target: str) -> list[ColdStart]:
+    return [cold for cold in emulator.cold_starts if cold.target == target]
+
+
+def _served_models(emulator: Emulator, ready_only: bool = False) -> list[str]:
+    """The models the server's repository index lists (all of them, or those loaded and ready)."""
+    request = urllib.request.Request(
+        f"http://{emulator.server.endpoints.http}/v2/repository/index", data=b"{}", method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        index = json.loads(response.read())
+    return [str(entry["name"]) for entry in index if not ready_only or entry.get("state") == "READY"]
+
+
+def _cold_then_warm(
+    client: Any, emulator: Emulator, target: str, call: Call
+) -> list[dict[str, dict[str, Any]]]:
+    """Two requests for a target not loaded yet: the answers, once the second is known not to load again."""
+    started = time.monotonic()
+    answers = [call(client, target)]
+    cold_round_trip = time.monotonic() - started
+    started = time.monotonic()
+    answers.append(call(client, target))
+    warm_round_trip = time.monotonic() - started
+    (cold,) = _cold_starts(emulator, target)  # the second request did not load again
+    assert cold.first_inference_s is not None and cold.load_s > 0 and cold.bytes > 0
+    assert target in emulator.loaded_targets()
+    print(f"{cold.line()}; round trip: cold {cold_round_trip:.2f} s, warm {warm_round_trip:.3f} s")
+    return answers
+
+
+def test_cold_start_then_warm(client: Any, emulator: Emulator) -> None:
+    for digits in _cold_then_warm(client, emulator, "digits_1.tar.gz", _digits):
+        assert digits["LABEL"]["data"] == [0] and digits["CONFIDENCE"]["data"][0] > 0.9
+    for churn in _cold_then_warm(client, emulator, "churn_1.tar.gz", _churn):
+        assert churn["PROBABILITY"]["shape"] == [1, 1]
+        assert churn["PROBABILITY"]["data"] == pytest.approx([0.038451], abs=1e-5)
+
+
+def test_a_binary_answer_comes_back_as_sagemaker_tritons_binary_json(client: Any) -> None:
+    body, content_type = _digits_request(binary_outputs=True)
+    response = client.invoke_endpoint(
+        EndpointName="mme", TargetModel="digits_1.tar.gz", ContentType=content_type, Body=body
+    )
+    kind, _, header_size = response["ContentType"].partition(";json-header-size=")
+    assert kind == BINARY_JSON
+    result = httpclient.InferenceServerClient.parse_response_body(
+        response["Body"].read(), header_length=int(header_size)
+    )
+    assert result.as_numpy("LABEL").tolist() == [[0]]
+
+
+def test_a_target_that_does_not_exist_is_a_validation_error(client: Any) -> None:
+    with pytest.raises(client.exceptions.ValidationError, match="no model nope_1.tar.gz in s3://"):
+        _churn(client, "nope_1.tar.gz")
+    with pytest.raises(client.exceptions.ValidationError, match="needs a TargetModel"):
+        client.invoke_endpoint(EndpointName="mme", ContentType="application/json", Body=_churn_request())
+
+
+def test_a_body_triton_refuses_is_a_model_error(client: Any) -> None:
+    body = json.dumps({"inputs": [{"name": "WRONG", "datatype": "FP32", "shape": [1, 1], "data": [0.0]}]})
+    with pytest.raises(client.exceptions.ModelError) as raised:
+        client.invoke_endpoint(
+            EndpointName="mme", TargetModel="churn_1.tar.gz", ContentType="application/json", Body=body
+        )
+    assert raised.value.response["OriginalStatusCode"] == 400
+    assert "WRONG" in raised.value.response["OriginalMessage"]
+
+
+def test_a_tampered_artifact_is_refused_and_nothing_of_it_served(client: Any, emulator: Emulator) -> None:
+    target = "tampered/churn_1.tar.gz"
+    with pytest.raises(client.exceptions.ValidationError, match="does not verify; nothing was run"):
+        _churn(client, target)
+    prefix = namespace(target)
+    assert not [name for name in _served_models(emulator) if name.startswith(prefix)]
+    assert not [path for path in emulator.repository.iterdir() if path.name.startswith(prefix)]
+    assert not list(emulator.downloads.iterdir())
+    assert target not in emulator.loaded_targets()
+
+
+def test_concurrent_first_requests_load_a_target_once(client: Any, emulator: Emulator) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: _churn(client, STAGED_CHURN), range(4)))
+    assert all(answer["PROBABILITY"]["shape"] == [1, 1] for answer in answers)
+    assert len(_cold_starts(emulator, STAGED_CHURN)) == 1
+
+
+def test_a_load_past_the_deadline_is_not_ready_then_serves(client: Any, emulator: Emulator) -> None:
+    target = "slow/churn_1.tar.gz"
+    emulator.settings.not_ready_after = 0.05
+    try:
+        with pytest.raises(client.exceptions.ModelNotReadyException, match="still loading"):
+            _churn(client, target)
+    finally:
+        emulator.settings.not_ready_after = 60.0
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            assert _churn(client, target)["PROBABILITY"]["shape"] == [1, 1]
+            break
+        except client.exceptions.ModelNotReadyException:  # the load started with the short deadline
+            assert time.monotonic() < deadline, "the load never finished"
+            time.sleep(0.2)
+    assert len(_cold_starts(emulator, target)) == 1, "the load went on; it was not started again"
+
+
+def test_least_recently_used_targets_are_unloaded_under_a_memory_limit(
+    client: Any, emulator: Emulator
+) -> None:
+    _digits(client)
+    _churn(client)  # the most recently used, then digits
+    (churn,) = _cold_starts(emulator, "churn_1.tar.gz")
+    digits = _cold_starts(emulator, "digits_1.tar.gz")[-1]
+    before = emulator.loaded_targets()
+    emulator.settings.memory_limit = churn.bytes * 2 + SLACK  # room for two churns, not for digits too
+    try:
+        assert _churn(client, "lru/churn_1.tar.gz")["PROBABILITY"]["shape"] == [1, 1]
+        kept = emulator.loaded_targets()
+        assert kept == ["churn_1.tar.gz", "lru/churn_1.tar.gz"], "the most recently used stays"
+        evicted = [eviction.target for eviction in emulator.evictions]
+        assert evicted == [target for target in before if target != "churn_1.tar.gz"], "least recent first"
+        ready = _served_models(emulator, ready_only=True)
+        assert not [name for name in ready if name.startswith(tuple(namespace(target) for target in evicted))]
+        _churn(client)  # now more recent than lru/churn_1
+        emulator.settings.memory_limit = digits.bytes + churn.bytes + SLACK
+        assert _digits(client)["LABEL"]["data"] == [0], "an evicted target reloads on its next request"
+        assert len(_cold_starts(emulator, "digits_1.tar.gz")) == 2
+        assert emulator.loaded_targets() == ["churn_1.tar.gz", "digits_1.tar.gz"]
+    finally:
+        emulator.settings.memory_limit = None
+
+
+def test_sizes_read_as_people_write_them() -> None:
+    assert parse_size("512MiB") == 512 * 1024**2 and parse_size("2GB") == 2 * 10**9
+    assert parse_size("1.5k") == 1500 and parse_size("1048576") == 1024**2
+    with pytest.raises(Exception, match="is not a size"):
+        parse_size("12XB")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--store", "ftp://models", "ftp://models: a store URI is s3://bucket/prefix or file:///dir"),
+        ("--memory-limit", "12XB", "'12XB' is not a size"),
+    ],
+)
+def test_bad_input_is_a_clear_error(run_packager: RunPackager, option: str, value: str, message: str) -> None:
+    arguments = {"--store": "file:dist", "--runtime": "local", option: value}
+    result = run_packager("mme", "serve", *(item for pair in arguments.items() for item in pair), cwd=ROOT)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_push_measures_the_cold_start_and_holds_it_to_the_budget(
+    run_packager: RunPackager, model_repo: Path
+) -> None:
+    """Through the emulator, before publishing: over packager.toml's budget a push is refused (nothing
+    published), or warned about and published with `over_budget = "warn"`."""
+    (model_repo / "packager.toml").write_text("[endpoint]\ncold_start_budget = 0.001\n")
+    refused = run_packager("push", "fraud", "--branch", "feature/fraud", "--json", cwd=model_repo)
+    assert refused.returncode == 1, refused.stderr
+    (report,) = json.loads(refused.stdout)["models"]
+    assert report["outcome"] is None and report["replay"]["passed"] is True
+    assert "fraud_1.tar.gz: its cold start took" in report["error"]
+    assert "over the 0.001 s budget ([endpoint] cold_start_budget in packager.toml)" in report["error"]
+    (model_repo / "packager.toml").write_text('[endpoint]\ncold_start_budget = 0.001\nover_budget = "warn"\n')
+    warned = run_packager("push", "fraud", "--branch", "feature/fraud", "--json", cwd=model_repo)
+    assert warned.returncode == 0, warned.stderr
+    (report,) = json.loads(warned.stdout)["models"]
+    assert report["outcome"] == "uploaded" and report["checked"]["over_budget"] is True
+    cold = report["checked"]["cold_start"]
+    assert cold["target"] == "fraud_1.tar.gz" and cold["budget"] == 0.001
+    assert cold["first_inference_s"] > 0 and cold["seconds"] > cold["load_s"] > 0
+
+
+def test_build_measures_the_cold_start_when_asked(run_packager: RunPackager, model_repo: Path) -> None:
+    (model_repo / "packager.toml").write_text("[endpoint]\ncold_start_budget = 0.001\n")
+    built = run_packager("build", "fraud", "--cold-start", "--json", cwd=model_repo)
+    assert built.returncode == 1, built.stderr
+    (record,) = json.loads(built.stdout)["artifacts"]
+    assert Path(record["path"]).is_file(), "the artifact is built; its cold start is over the budget"
+    assert "fraud_1.tar.gz: its cold start took" in record["error"] and "so it is refused" in record["error"]
+    (model_repo / "packager.toml").write_text("[endpoint]\ncold_start_budget = 60\n")
+    built = run_packager("build", "fraud", "--cold-start", "--json", cwd=model_repo)
+    assert built.returncode == 0, built.stderr
+    (record,) = json.loads(built.stdout)["artifacts"]
+    assert record["checked"]["over_budget"] is False and record["checked"]["cold_start"]["load_s"] > 0

@@ -1,0 +1,214 @@
+"""The load-test command: a model's cases as the request mix, at rising concurrency, against a local
+Triton, a running one, or a SageMaker endpoint; the knee and the auto-scaling target it suggests."""
+
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Mapping
+
+import click
+
+from packager.cli.options import (
+    echo_json,
+    EXIT_CODES,
+    JSON_OPTION,
+    load_timeout_option,
+    pass_workspace,
+    RUNTIME_OPTION,
+)
+from packager.environments import env_builder_for
+from packager.errors import ExitCode
+from packager.loadtest import (
+    DEFAULT_HEADROOM,
+    Level,
+    loadtest_table,
+    LoadReport,
+    request_body,
+    run_levels,
+    SageMakerEndpoint,
+    Target,
+    TritonHttp,
+    write_reports,
+)
+from packager.modeldir import CASES_DIR, Case, CaseError, load_cases, ModelDir, top_model, TritonModel
+from packager.preflight import NotServable, prepare
+from packager.replay import NoCases
+from packager.tables import plural
+from packager.triton import launched, launcher_for, LOAD_TIMEOUT
+from packager.validation import validate_model
+from packager.workspace import Workspace
+
+MAX_CONCURRENCY = 256
+
+
+def _concurrencies(context: click.Context, parameter: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(item) for item in value.split(",") if item.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give comma-separated whole numbers, e.g. 1,2,4,8") from None
+    if not levels or any(level < 1 or level > MAX_CONCURRENCY for level in levels):
+        raise click.BadParameter(f"{value!r}: each level must be 1..{MAX_CONCURRENCY}")
+    return levels
+
+
+@click.command(epilog=EXIT_CODES)
+@click.argument("model", metavar="MODEL|PATH")
+@click.option("--url", metavar="HOST:PORT", help="Load a running Triton's HTTP endpoint (KServe v2) instead.")
+@click.option(
+    "--endpoint", metavar="NAME", help="Load this SageMaker endpoint (boto3 invoke_endpoint) instead."
+)
+@click.option(
+    "--endpoint-url",
+    metavar="URL",
+    help="With --endpoint: the sagemaker-runtime API at this URL (an emulator, `packager mme serve`).",
+)
+@click.option("--target-model", metavar="KEY", help="With --endpoint: a multi-model endpoint's TargetModel.")
+@click.option(
+    "--concurrency",
+    "concurrencies",
+    default="1,2,4,8",
+    show_default=True,
+    callback=_concurrencies,
+    metavar="N,N,...",
+    help="The concurrency levels: closed-loop workers, each sending requests back to back.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long each level is measured (after a warm-up of a quarter of it, at most 2 s).",
+)
+@click.option(
+    "--p99-ms",
+    type=click.FloatRange(min=0, min_open=True),
+    default=100.0,
+    show_default=True,
+    metavar="MS",
+    help="The latency objective: the knee is the highest-throughput level whose p99 meets it.",
+)
+@click.option(
+    "--headroom",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=DEFAULT_HEADROOM,
+    show_default=True,
+    help="The share of the knee's throughput the auto-scaling target allows per instance.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where loadtest.json, loadtest.md and loadtest.png go (default: dist/loadtest/<model>/).",
+)
+@RUNTIME_OPTION
+@load_timeout_option(LOAD_TIMEOUT)
+@JSON_OPTION
+@pass_workspace
+def loadtest(
+    workspace: Workspace,
+    model: str,
+    url: str | None,
+    endpoint: str | None,
+    endpoint_url: str | None,
+    target_model: str | None,
+    concurrencies: tuple[int, ...],
+    duration: float,
+    p99_ms: float,
+    headroom: float,
+    out: Path | None,
+    runtime: str | None,
+    load_timeout: float,
+    as_json: bool,
+) -> ExitCode:
+    """Load-test one model with its test cases as the request mix: at each concurrency level, closed-loop
+    workers send the cases back to back for --duration seconds; report requests, errors, throughput and
+    p50/p95/p99 latency per level, the knee (the highest throughput whose p99 meets --p99-ms), and the
+    SageMakerVariantInvocationsPerInstance target it suggests (knee req/s x 60 x --headroom).
+
+    The load goes to a local Triton this command starts (as `replay` does), to a running Triton at --url,
+    or to a SageMaker endpoint (--endpoint; --endpoint-url for an emulator, --target-model for a
+    multi-model endpoint). Writes a table here (--json: the JSON report), and JSON, Markdown and a PNG plot
+    into --out.
+    """
+    if url is not None and endpoint is not None:
+        raise click.UsageError("give --url or --endpoint, not both")
+    if endpoint is None and (endpoint_url is not None or target_model is not None):
+        raise click.UsageError("--endpoint-url and --target-model go with --endpoint")
+    if runtime is not None and (url is not None or endpoint is not None):
+        raise click.UsageError(
+            "--runtime picks the local Triton's runtime; --url and --endpoint load a running server"
+        )
+    found = workspace.models((model,))
+    if len(found) != 1:
+        raise click.UsageError(f"loadtest takes one model; {model} holds {len(found)}")
+    chosen = found[0]
+    with ExitStack() as stack:
+        target: Target
+        if url is not None:
+            target = TritonHttp(url)
+            cases = _cases(chosen, None)
+        elif endpoint is not None:
+            target = SageMakerEndpoint(endpoint, endpoint_url, target_model)
+            cases = _cases(chosen, None)
+        else:
+            local = workspace.runtime(runtime)
+            report, environment = prepare(chosen, local, env_builder_for(local), progress=not as_json)
+            cases = _cases(chosen, report.triton_models)
+            log_path = workspace.log_dir() / f"{chosen.name}-loadtest.log"
+            served = stack.enter_context(
+                launched(
+                    report,
+                    environment,
+                    launcher_for(local, progress=not as_json),
+                    log_path,
+                    load_timeout=load_timeout,
+                )
+            )
+            target = TritonHttp(served.server.endpoints.http)
+        requests = [request_body(case) for case in cases]
+        if not as_json:
+            click.echo(
+                f"load-testing {chosen.name} ({target.description}) with {plural(len(requests), 'case')}: "
+                f"concurrency {','.join(map(str, concurrencies))}, {duration:g} s each ...",
+                err=True,
+            )
+        levels = run_levels(target, requests, concurrencies, duration, None if as_json else _progress)
+    result = LoadReport(chosen.name, target.description, duration, p99_ms, headroom, tuple(levels))
+    directory = out if out is not None else workspace.dist() / "loadtest" / chosen.name
+    written = write_reports(result, directory)
+    if as_json:
+        echo_json({**result.to_json(), "files": {kind: str(path) for kind, path in written.items()}})
+    else:
+        click.echo(loadtest_table(result))
+    for level in levels:
+        for sample in level.error_samples:
+            click.echo(f"concurrency {level.concurrency}: {sample}", err=True)
+    click.echo(f"wrote {', '.join(str(path) for path in written.values())}", err=True)
+    return ExitCode.OK if all(level.errors == 0 for level in levels) else ExitCode.MODEL_ERROR
+
+
+def _progress(level: Level) -> None:
+    p99 = "-" if math.isnan(level.p99_ms) else f"{level.p99_ms:.1f}"
+    click.echo(
+        f"  concurrency {level.concurrency}: {level.throughput:.1f} req/s, p99 {p99} ms, "
+        f"{plural(level.errors, 'error')}",
+        err=True,
+    )
+
+
+def _cases(model: ModelDir, triton_models: Mapping[str, TritonModel] | None) -> list[Case]:
+    """The model's cases, checked against its configs (validated here when no preflight ran)."""
+    if triton_models is None:
+        report = validate_model(model)
+        if report.diagnostics:
+            raise NotServable(report.diagnostics)
+        triton_models = report.triton_models
+    try:
+        cases = load_cases(model.path, triton_models, top_model(triton_models))
+    except CaseError as error:
+        raise NotServable(error.diagnostics) from None
+    if not cases:
+        raise NoCases(f"{model.path / CASES_DIR}: no test cases (*.json) to send as the request mix")
+    return cases

@@ -1,0 +1,67 @@
+"""Endpoint: a SageMaker multi-model endpoint (MME), emulated locally on one real Triton.
+
+Owns the emulator (`emulator`: targets fetched from a store on their first request, verified, staged and
+loaded; least-recently-used targets unloaded under a memory limit; ModelNotReadyException past the load
+deadline; per-target cold-start timings), staging a target's Triton models under names of their own
+(`staging`), forwarding a request body to Triton (`forward`), the HTTP front that answers boto3's
+`sagemaker-runtime` InvokeEndpoint (`front`), the errors as the service answers them (`errors`), memory
+sizes as people write them (`sizes`), and an artifact's cold start against its budget (`cold_start`).
+
+Public: measure_cold_start, ColdStartCheck, ColdStartOverBudget, Emulator, emulating, Settings, ColdStart,
+Eviction, Event, Loaded, NOT_READY_AFTER, fronted, TARGET_HEADER, EndpointError, TargetInvalid, ModelNotReady, ModelError, StoreUnavailable, Answer, infer,
+BINARY_JSON, namespace, staged_name, stage_models, staged_bytes, parse_size, shown_size, SizeError.
+"""
+
+from packager.endpoint.cold_start import ColdStartCheck, ColdStartOverBudget, measure_cold_start
+from packager.endpoint.emulator import (
+    NOT_READY_AFTER,
+    ColdStart,
+    Emulator,
+    Event,
+    Eviction,
+    Loaded,
+    Settings,
+    emulating,
+)
+from packager.endpoint.errors import (
+    EndpointError,
+    ModelError,
+    ModelNotReady,
+    StoreUnavailable,
+    TargetInvalid,
+)
+from packager.endpoint.forward import BINARY_JSON, Answer, infer
+from packager.endpoint.front import TARGET_HEADER, fronted
+from packager.endpoint.sizes import SizeError, parse_size, shown_size
+from packager.endpoint.staging import namespace, stage_models, staged_bytes, staged_name
+
+__all__ = [
+    "ColdStartCheck",
+    "ColdStartOverBudget",
+    "measure_cold_start",
+    "NOT_READY_AFTER",
+    "ColdStart",
+    "Emulator",
+    "Event",
+    "Eviction",
+    "Loaded",
+    "Settings",
+    "emulating",
+    "EndpointError",
+    "ModelError",
+    "ModelNotReady",
+    "StoreUnavailable",
+    "TargetInvalid",
+    "BINARY_JSON",
+    "Answer",
+    "infer",
+    "TARGET_HEADER",
+    "fronted",
+    "SizeError",
+    "parse_size",
+    "shown_size",
+    "namespace",
+    "stage_models",
+    "staged_bytes",
+    "staged_name",
+]

@@ -1,0 +1,83 @@
+"""Forwarding an InvokeEndpoint body to Triton's HTTP inference API, as SageMaker's Triton containers do.
+
+Two bodies are accepted, as SageMaker's Triton containers accept them: a KServe v2 JSON inference request
+(any other content type), and `application/vnd.sagemaker-triton.binary+json;json-header-size=N`, the JSON
+header followed by binary tensor data, forwarded with Triton's `Inference-Header-Content-Length: N`. A
+binary response comes back under the same content type, with its own header size.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+from packager.endpoint.errors import ModelError
+
+BINARY_JSON = "application/vnd.sagemaker-triton.binary+json"
+HEADER_SIZE = re.compile(r";\s*json-header-size=([0-9]+)")
+TRITON_HEADER_SIZE = "Inference-Header-Content-Length"
+INFER_TIMEOUT = 60.0  # SageMaker's limit on a model's answer
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What Triton answered a request with, in InvokeEndpoint's terms."""
+
+    body: bytes
+    content_type: str
+
+
+def triton_headers(content_type: str | None) -> dict[str, str]:
+    """The headers Triton reads a body by: its binary header size where the content type gives one."""
+    if content_type and content_type.split(";")[0].strip() == BINARY_JSON:
+        size = HEADER_SIZE.search(content_type)
+        if size is None:
+            raise ModelError(
+                f"{BINARY_JSON} needs ;json-header-size=N", 400, "the content type gives no json-header-size"
+            )
+        return {"Content-Type": "application/octet-stream", TRITON_HEADER_SIZE: size.group(1)}
+    return {"Content-Type": "application/json"}
+
+
+def infer(address: str, model: str, body: bytes, content_type: str | None) -> Answer:
+    """Send `body` to `model`'s /infer on the server at `address`; ModelError with Triton's status and
+    message when it refuses it."""
+    host, _, port = address.rpartition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=INFER_TIMEOUT)
+    try:
+        connection.request(
+            "POST",
+            f"/v2/models/{urllib.parse.quote(model, safe='')}/infer",
+            body=body,
+            headers=triton_headers(content_type),
+        )
+        response = connection.getresponse()
+        data = response.read()
+        header_size = response.getheader(TRITON_HEADER_SIZE)
+    except (OSError, http.client.HTTPException) as error:
+        raise ModelError(f"the model did not answer: {error}", 500, str(error)) from None
+    finally:
+        connection.close()
+    if response.status != 200:
+        message = _triton_message(data)
+        kind = "client" if response.status < 500 else "server"
+        raise ModelError(
+            f"Received {kind} error ({response.status}) from the model with message {message!r}",
+            response.status,
+            message,
+        )
+    if header_size is not None:
+        return Answer(data, f"{BINARY_JSON};json-header-size={header_size}")
+    return Answer(data, "application/json")
+
+
+def _triton_message(data: bytes) -> str:
+    text = data.decode(errors="replace")
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return text
+    return str(document.get("error", text)) if isinstance(document, dict) else text

@@ -1,0 +1,90 @@
+"""A test case as the bytes of one KServe v2 HTTP request, built once and sent many times.
+
+Numeric tensors and text BYTES go as plain Triton v2 JSON (`inputs` with name, shape, datatype and the
+row-major `data`); a BYTES tensor that is not UTF-8 text (digits' PNG files) goes through the binary-tensor
+extension: tritonclient.http builds the body (a JSON header, then the raw tensors) and its header length,
+which Triton reads from `Inference-Header-Content-Length` and a SageMaker endpoint from the content type
+`application/vnd.sagemaker-triton.binary+json;json-header-size=N`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.http as httpclient
+
+from packager.modeldir import Case, Tensor
+
+JSON_TYPE = "application/json"
+SAGEMAKER_BINARY_TYPE = "application/vnd.sagemaker-triton.binary+json;json-header-size={size}"
+
+
+@dataclass(frozen=True)
+class RequestBody:
+    """One case's inference request: the Triton model it goes to, the body, and (binary tensors) the
+    length of the body's JSON header."""
+
+    case: str
+    model: str
+    body: bytes
+    json_size: int | None = None
+
+    @property
+    def http_headers(self) -> dict[str, str]:
+        """The headers Triton's HTTP endpoint reads the body with."""
+        if self.json_size is None:
+            return {"Content-Type": JSON_TYPE}
+        return {
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(self.json_size),
+        }
+
+    @property
+    def sagemaker_content_type(self) -> str:
+        """The ContentType a SageMaker Triton endpoint reads the body with."""
+        return JSON_TYPE if self.json_size is None else SAGEMAKER_BINARY_TYPE.format(size=self.json_size)
+
+
+def request_body(case: Case) -> RequestBody:
+    """The body of `case`'s request: plain JSON, or binary tensors where a BYTES input is not text."""
+    if not any(_binary(tensor) for tensor in case.inputs):
+        inputs = [
+            {
+                "name": tensor.name,
+                "shape": tensor.shape,
+                "datatype": tensor.datatype,
+                "data": _json_data(tensor),
+            }
+            for tensor in case.inputs
+        ]
+        body = json.dumps({"inputs": inputs}, separators=(",", ":")).encode()
+        return RequestBody(case.id, case.model, body)
+    items = []
+    for tensor in case.inputs:
+        item = httpclient.InferInput(tensor.name, tensor.shape, tensor.datatype)
+        item.set_data_from_numpy(tensor.data, binary_data=_binary(tensor))
+        items.append(item)
+    body, json_size = httpclient.InferenceServerClient.generate_request_body(items)
+    return RequestBody(case.id, case.model, bytes(body), json_size)
+
+
+def _binary(tensor: Tensor) -> bool:
+    """Whether a tensor cannot be JSON: BYTES elements that are not UTF-8 text."""
+    if tensor.datatype != "BYTES":
+        return False
+    for value in tensor.data.flat:
+        try:
+            bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+    return False
+
+
+def _json_data(tensor: Tensor) -> list[object]:
+    flat = tensor.data.reshape(-1)
+    if tensor.datatype == "BYTES":
+        return [bytes(value).decode("utf-8") for value in flat]
+    values: list[object] = np.asarray(flat).tolist()
+    return values

@@ -24,7 +24,8 @@ from packager.artifacts import MANIFEST, read_manifest, verify_artifact
 from packager.endpoint import BINARY_JSON, ColdStart, Emulator, emulating, fronted, namespace, parse_size
 from packager.release.stores import Store
 from packager.release.stores.s3 import S3Store
-from packager.settings import DEFAULT_RUNTIME
+from packager.settings import DEFAULT_RUNTIME, Runtime
+from packager.triton.container import ContainerLauncher
 from packager.triton.local import LocalLauncher
 from tests.conftest import S3_CREDENTIALS, RunPackager, child_environment, s3_client
 
@@ -101,16 +102,21 @@ def emulator(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def client(emulator: Emulator) -> Iterator[Any]:
-    """boto3's sagemaker-runtime client on the emulator's HTTP front (no retries: each call is one)."""
+    """boto3's sagemaker-runtime client on the emulator's HTTP front."""
     with fronted(emulator) as url:
-        yield boto3.client(
-            "sagemaker-runtime",
-            endpoint_url=url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=Config(retries={"total_max_attempts": 1}, read_timeout=300),
-        )
+        yield _runtime_client(url)
+
+
+def _runtime_client(url: str) -> Any:
+    """boto3's sagemaker-runtime client for the endpoint at `url` (no retries: each call is one)."""
+    return boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}, read_timeout=300),
+    )
 
 
 def _digits_request(binary_outputs: bool = False) -> tuple[bytes, str]:
@@ -190,6 +196,17 @@ def test_cold_start_then_warm(client: Any, emulator: Emulator) -> None:
     for churn in _cold_then_warm(client, emulator, "churn_1.tar.gz", _churn):
         assert churn["PROBABILITY"]["shape"] == [1, 1]
         assert churn["PROBABILITY"]["data"] == pytest.approx([0.038451], abs=1e-5)
+
+
+def test_the_emulator_serves_through_the_container_launcher(
+    store: Store, container_runtime: Runtime, tmp_path: Path
+) -> None:
+    """The same emulator in front of Triton in its container (the image production runs)."""
+    launcher = ContainerLauncher.for_runtime(container_runtime, progress=False)
+    with emulating(store, launcher, tmp_path / "mme-container.log") as emulator, fronted(emulator) as url:
+        churn = _churn(_runtime_client(url))
+        assert churn["PROBABILITY"]["data"] == pytest.approx([0.038451], abs=1e-5)
+        assert [cold.target for cold in emulator.cold_starts] == ["churn_1.tar.gz"]
 
 
 def test_a_binary_answer_comes_back_as_sagemaker_tritons_binary_json(client: Any) -> None:

@@ -58,7 +58,13 @@ def build(
     Byte-reproducible: the same sources, weights and environment give the same sha256."""
     target = workspace.runtime(runtime)
     builder = env_builder_for(target)
-    launcher = launcher_for(target, not as_json) if cold_start else None
+    check = (  # the manifest is checked; a signature is push's and verify's to check
+        cold_start_check(
+            workspace, launcher_for(target, not as_json), None, LOAD_TIMEOUT, as_json, "it is refused"
+        )
+        if cold_start
+        else None
+    )
     rows, records, over = [], [], []
     for model in workspace.models(models):
         started = time.monotonic()
@@ -75,13 +81,12 @@ def build(
         }
         row = [model.name, str(artifact.version), str(artifact.path), f"{size / 1e6:.1f} MB"]
         row += [artifact.sha256[:12], f"{seconds:.2f}"]
-        if launcher is not None:  # the manifest is checked; a signature is push's and verify's to check
-            check = cold_start_check(workspace, launcher, None, LOAD_TIMEOUT, as_json)
+        if check is not None:
             try:
-                record["checked"] = check(artifact, model)
+                record["checked"] = check(artifact, report)
             except ColdStartOverBudget as error:
-                record["error"] = str(error).replace("so nothing was published", "so it is refused")
-                over.append(record["error"])
+                record["error"] = str(error)
+                over.append(str(error))
         rows.append(row)
         records.append(record)
     if as_json:

@@ -11,27 +11,32 @@ import click
 from packager.artifacts import Artifact
 from packager.endpoint import ColdStartOverBudget, measure_cold_start
 from packager.loadtest import request_body
-from packager.modeldir import load_cases, ModelDir
+from packager.modeldir import load_cases
 from packager.triton import Launcher
-from packager.validation import validate_model
+from packager.validation import ModelReport
 from packager.workspace import Workspace
 
 
 def cold_start_check(
-    workspace: Workspace, launcher: Launcher, public_key: Path | None, load_timeout: float, as_json: bool
-) -> Callable[[Artifact, ModelDir], dict[str, object]]:
-    """The check before publishing: the artifact's cold start on an emulated multi-model endpoint, with
-    its first case that calls the top-level model, against packager.toml's [endpoint] budget."""
+    workspace: Workspace,
+    launcher: Launcher,
+    public_key: Path | None,
+    load_timeout: float,
+    as_json: bool,
+    refused: str,
+) -> Callable[[Artifact, ModelReport], dict[str, object]]:
+    """The artifact's cold start on an emulated multi-model endpoint, with its first case that calls the
+    top-level model, against packager.toml's [endpoint] budget; `refused` says what a refusal means."""
     budget = workspace.config.cold_start
 
-    def check(artifact: Artifact, model: ModelDir) -> dict[str, object]:
+    def check(artifact: Artifact, report: ModelReport) -> dict[str, object]:
         top = str(artifact.manifest["top_model"])
-        cases = load_cases(model.path, validate_model(model).triton_models, top)
+        cases = load_cases(report.model.path, report.triton_models, top)
         first = next((case for case in cases if case.model == top), None)
         if first is None:
             return {"cold_start": None, "why": f"no case calls {top}, the model an endpoint serves"}
         request = request_body(first)
-        log = workspace.log_dir() / f"{model.name}-cold-start.log"
+        log = workspace.log_dir() / f"{report.model.name}-cold-start.log"
         measured = measure_cold_start(
             artifact.path, request.body, request.sagemaker_content_type, launcher, log, budget.seconds,
             public_key, load_timeout,
@@ -39,9 +44,9 @@ def cold_start_check(
         if measured.over and budget.over_budget == "refuse":
             raise ColdStartOverBudget(
                 f"{artifact.path.name}: its cold start took {measured.seconds:.1f} s, over the "
-                f"{budget.seconds:g} s budget ([endpoint] cold_start_budget in packager.toml), so nothing was "
-                "published: make it load faster, or raise the budget (an endpoint answers "
-                "ModelNotReadyException past 60 s)"
+                f"{budget.seconds:g} s budget ([endpoint] cold_start_budget in packager.toml), so {refused}: "
+                "make it load faster, or raise the budget (an endpoint answers ModelNotReadyException past "
+                "60 s)"
             )
         if not as_json:
             click.echo(measured.line(), err=True)

@@ -130,6 +130,7 @@ def _push_plan(
 ) -> PushPlan:
     """What `push` and `ci` publish with: the runtime's backends, the branch's route, keys and outputs."""
     launcher = launcher_for(target, progress=not as_json)
+    key = workspace.public_key(public_key)
     return PushPlan(
         runtime=target,
         builder=env_builder_for(target),
@@ -140,10 +141,10 @@ def _push_plan(
         log_dir=workspace.log_dir(),
         repository=workspace.root,
         signing_key=sign_key,
-        public_key=workspace.public_key(public_key),
+        public_key=key,
         progress=not as_json,
         load_timeout=load_timeout,
-        check=cold_start_check(workspace, launcher, workspace.public_key(public_key), load_timeout, as_json),
+        check=cold_start_check(workspace, launcher, key, load_timeout, as_json, "nothing was published"),
     )
 
 

@@ -8,8 +8,9 @@ deadline; per-target cold-start timings), staging a target's Triton models under
 sizes as people write them (`sizes`), and an artifact's cold start against its budget (`cold_start`).
 
 Public: measure_cold_start, ColdStartCheck, ColdStartOverBudget, Emulator, emulating, Settings, ColdStart,
-Eviction, Event, Loaded, NOT_READY_AFTER, fronted, TARGET_HEADER, EndpointError, TargetInvalid, ModelNotReady, ModelError, StoreUnavailable, Answer, infer,
-BINARY_JSON, namespace, staged_name, stage_models, staged_bytes, parse_size, shown_size, SizeError.
+Eviction, Event, Loaded, NOT_READY_AFTER, fronted, TARGET_HEADER, EndpointError, TargetInvalid,
+ModelNotReady, ModelError, StoreUnavailable, Answer, infer, triton_headers, BINARY_JSON, namespace,
+staged_name, stage_models, staged_bytes, parse_size, shown_size, SizeError.
 """
 
 from packager.endpoint.cold_start import ColdStartCheck, ColdStartOverBudget, measure_cold_start
@@ -30,7 +31,7 @@ from packager.endpoint.errors import (
     StoreUnavailable,
     TargetInvalid,
 )
-from packager.endpoint.forward import BINARY_JSON, Answer, infer
+from packager.endpoint.forward import BINARY_JSON, Answer, infer, triton_headers
 from packager.endpoint.front import TARGET_HEADER, fronted
 from packager.endpoint.sizes import SizeError, parse_size, shown_size
 from packager.endpoint.staging import namespace, stage_models, staged_bytes, staged_name
@@ -55,6 +56,7 @@ __all__ = [
     "BINARY_JSON",
     "Answer",
     "infer",
+    "triton_headers",
     "TARGET_HEADER",
     "fronted",
     "SizeError",

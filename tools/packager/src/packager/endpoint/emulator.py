@@ -61,6 +61,12 @@ class ColdStart:
     first_inference_s: float | None = None
     evicted: list[str] = field(default_factory=list)
 
+    @property
+    def seconds(self) -> float:
+        """The whole cold start: download to the first inference's answer."""
+        steps = (self.download_s, self.verify_extract_s, self.stage_s, self.evict_s, self.load_s)
+        return sum(steps) + (self.first_inference_s or 0.0)
+
     def to_json(self) -> dict[str, Any]:
         return {"event": "cold_start", **asdict(self)}
 

@@ -44,9 +44,8 @@ def stage_models(models: Mapping[str, TritonModel], repository: Path, prefix: st
     staged = {}
     for name, model in models.items():
         destination = repository / staged_name(prefix, name)
-        shutil.move(
-            model.directory, destination
-        )  # a rename: the unpacked artifact and the repository share /tmp
+        # A rename: the unpacked artifact and the repository share /tmp.
+        shutil.move(model.directory, destination)
         config = model_config_pb2.ModelConfig()
         config.CopyFrom(model.config)
         config.name = destination.name

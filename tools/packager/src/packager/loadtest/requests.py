@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import tritonclient.http as httpclient
 
+from packager.endpoint import BINARY_JSON, triton_headers
 from packager.modeldir import Case, Tensor
 
 JSON_TYPE = "application/json"
-SAGEMAKER_BINARY_TYPE = "application/vnd.sagemaker-triton.binary+json;json-header-size={size}"
 
 
 @dataclass(frozen=True)
@@ -33,18 +33,13 @@ class RequestBody:
 
     @property
     def http_headers(self) -> dict[str, str]:
-        """The headers Triton's HTTP endpoint reads the body with."""
-        if self.json_size is None:
-            return {"Content-Type": JSON_TYPE}
-        return {
-            "Content-Type": "application/octet-stream",
-            "Inference-Header-Content-Length": str(self.json_size),
-        }
+        """The headers Triton's HTTP endpoint reads the body with (as the endpoint emulator forwards it)."""
+        return triton_headers(self.sagemaker_content_type)
 
     @property
     def sagemaker_content_type(self) -> str:
         """The ContentType a SageMaker Triton endpoint reads the body with."""
-        return JSON_TYPE if self.json_size is None else SAGEMAKER_BINARY_TYPE.format(size=self.json_size)
+        return JSON_TYPE if self.json_size is None else f"{BINARY_JSON};json-header-size={self.json_size}"
 
 
 def request_body(case: Case) -> RequestBody:

@@ -10,8 +10,8 @@ anything.
 Public: ModelDir, discover_models, find_repo_root, models_under, version_dirs, name_problem,
 MODEL_VERSION_FILE, MODELS_DIR, TRITON_CONFIG; Diagnostic, display_path; TritonModel, ParsedConfig,
 ConfigUnreadable, read_config, read_text, env_path, top_model, enum_name, ENSEMBLE, PYTHON, PLATFORM_BACKENDS,
-ENV_PATH_PARAMETER, MODEL_DIRECTORY_VARIABLE; Case, Tensor, Tolerance, CaseError, load_cases, case_files,
-CASES_DIR; Weight, pointers, weights, check_weights, pull; REQUIREMENTS_FILE, LOCK_FILE, RequirementLine,
+ENV_PATH_PARAMETER, ENV_PATH_VALUE, MODEL_DIRECTORY_VARIABLE; Case, Tensor, Tolerance, CaseError,
+load_cases, case_files, CASES_DIR; Weight, pointers, weights, check_weights, pull; REQUIREMENTS_FILE, LOCK_FILE, RequirementLine,
 RequirementsError, parse_requirements, digest, LockHeader, read_lock_header, lock_problems; LIBS_DIR,
 Library, LibraryError, libraries_dir, library_files, model_libraries, shared_libraries; scaffold;
 adopt, Adoption, AdoptionError, case_template, kserve_datatype, example_inputs, example_tensor.
@@ -54,6 +54,7 @@ from packager.modeldir.libs import (
 from packager.modeldir.model_config import (
     ENSEMBLE,
     ENV_PATH_PARAMETER,
+    ENV_PATH_VALUE,
     MODEL_DIRECTORY_VARIABLE,
     PLATFORM_BACKENDS,
     PYTHON,
@@ -108,6 +109,7 @@ __all__ = [
     "version_dirs",
     "ENSEMBLE",
     "ENV_PATH_PARAMETER",
+    "ENV_PATH_VALUE",
     "MODEL_DIRECTORY_VARIABLE",
     "PLATFORM_BACKENDS",
     "PYTHON",

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from packager.errors import PackagerError, UsageError
@@ -23,7 +23,7 @@ from packager.modeldir.cases import CASES_DIR, example_inputs, example_tensor
 from packager.modeldir.discovery import MODEL_VERSION_FILE, TRITON_CONFIG, name_problem, version_dirs
 from packager.modeldir.model_config import (
     ENV_PATH_PARAMETER,
-    MODEL_DIRECTORY_VARIABLE,
+    ENV_PATH_VALUE,
     ConfigUnreadable,
     TritonModel,
     read_config,
@@ -38,7 +38,7 @@ ENV_PARAMETER = f"""
 # Added by `packager adopt`: this step runs in the environment built from the model's requirements.txt.
 parameters: {{
   key: "{ENV_PATH_PARAMETER}"
-  value: {{ string_value: "{MODEL_DIRECTORY_VARIABLE}python_env.tar.gz" }}
+  value: {{ string_value: "{ENV_PATH_VALUE}" }}
 }}
 """
 STEPS = """\
@@ -79,13 +79,12 @@ def adopt(source: Path, parent: Path, name: str | None = None) -> Adoption:
     parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{chosen}.adopt-", dir=parent))
     try:
-        adoption = _lay_out(source, found, scratch, chosen)
+        adoption = _lay_out(source, found, scratch, destination)
         os.rename(scratch, destination)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    template = destination / CASES_DIR / TEMPLATE_CASE if adoption.case_template else None
-    return replace(adoption, path=destination, case_template=template)
+    return adoption
 
 
 def _triton_models(source: Path) -> dict[str, TritonModel]:
@@ -109,17 +108,14 @@ def _triton_models(source: Path) -> dict[str, TritonModel]:
     return found
 
 
-def _lay_out(source: Path, found: dict[str, TritonModel], root: Path, name: str) -> Adoption:
+def _lay_out(source: Path, found: dict[str, TritonModel], root: Path, destination: Path) -> Adoption:
+    """Write the model directory into `root`, which becomes `destination`; what will be there."""
     left_out: list[Path] = []
     for triton_name, triton in sorted(found.items()):
         left_out.extend(_copy_triton_model(triton, root / triton_name))
-    if source not in [triton.directory for triton in found.values()]:
-        triton_dirs = {triton.directory for triton in found.values()}
-        left_out.extend(
-            entry
-            for entry in sorted(source.iterdir())
-            if entry not in triton_dirs and entry.name not in SKIPPED and entry.name != REQUIREMENTS_FILE
-        )
+    triton_dirs = {triton.directory for triton in found.values()}
+    if source not in triton_dirs:  # a model repository: what lies beside its models stays behind
+        left_out.extend(_others(source, taken=set()) - triton_dirs)
     requirements = _requirements(source, found)
     wired: list[str] = []
     if requirements:
@@ -130,6 +126,7 @@ def _lay_out(source: Path, found: dict[str, TritonModel], root: Path, name: str)
                     config.write(ENV_PARAMETER)
                 wired.append(triton_name)
     (root / MODEL_VERSION_FILE).write_text("1\n")
+    name = destination.name
     (root / "BUILD").write_text(BUILD.format(name=name, steps=STEPS.format(name=name)))
     (root / "tests").mkdir()
     (root / "tests" / "test_replay.py").write_text(TEST)
@@ -138,12 +135,13 @@ def _lay_out(source: Path, found: dict[str, TritonModel], root: Path, name: str)
     if case is not None:
         (root / CASES_DIR).mkdir(parents=True)
         (root / CASES_DIR / TEMPLATE_CASE).write_text(render_case(case))
-    left_out = [path for path in left_out if path.name not in SKIPPED]
-    template = root / CASES_DIR / TEMPLATE_CASE if case is not None else None
-    return Adoption(root, tuple(sorted(found)), top, tuple(left_out), requirements, tuple(wired), template)
+    template = destination / CASES_DIR / TEMPLATE_CASE if case is not None else None
+    return Adoption(
+        destination, tuple(sorted(found)), top, tuple(sorted(left_out)), requirements, tuple(wired), template
+    )
 
 
-def _copy_triton_model(triton: TritonModel, destination: Path) -> list[Path]:
+def _copy_triton_model(triton: TritonModel, destination: Path) -> set[Path]:
     """Copy what Triton loads of one model; the files it left out."""
     source = triton.directory
     keep = {TRITON_CONFIG, "warmup", *(output.label_filename for output in triton.config.output)}
@@ -164,11 +162,13 @@ def _copy_triton_model(triton: TritonModel, destination: Path) -> list[Path]:
     taken = keep | {str(number) for number in versions}
     if not versions and triton.is_python:
         taken.add(triton.python_file)
-    return [
-        entry
-        for entry in sorted(source.iterdir())
-        if entry.name not in taken and entry.name != REQUIREMENTS_FILE
-    ]
+    return _others(source, taken)
+
+
+def _others(directory: Path, taken: set[str]) -> set[Path]:
+    """What `directory` holds beside the names `taken`, its requirements and what is never copied."""
+    ignored = taken | SKIPPED | {REQUIREMENTS_FILE}
+    return {entry for entry in directory.iterdir() if entry.name not in ignored}
 
 
 def _requirements(source: Path, found: dict[str, TritonModel]) -> tuple[Path, ...]:

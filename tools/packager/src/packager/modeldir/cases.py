@@ -240,7 +240,7 @@ def _tensor(located: _CaseText, kind: str, index: int, item: Any) -> Tensor:
             name,
             datatype,
             np.zeros(shape, DATATYPES[datatype]),
-            _tolerance(located, where, index, item),
+            _tolerance(located, kind, index, item),
             written=False,
         )
     elif "data" in item:
@@ -253,7 +253,7 @@ def _tensor(located: _CaseText, kind: str, index: int, item: Any) -> Tensor:
     if data.size != size:
         message = f"{where} has {data.size} values, but shape {shape} holds {size}"
         raise located.error(message, kind, index, "shape")
-    return Tensor(name, datatype, data.reshape(shape), _tolerance(located, where, index, item))
+    return Tensor(name, datatype, data.reshape(shape), _tolerance(located, kind, index, item))
 
 
 def _is_int(value: Any) -> bool:
@@ -287,7 +287,7 @@ def _files(located: _CaseText, where: str, index: int, names: Any, datatype: str
 def _data(located: _CaseText, where: str, at: tuple[str, int, str], data: Any, datatype: str) -> np.ndarray:
     """The values of `data` (nested lists or one scalar) as an array of `datatype`, each value checked."""
     values = list(_leaves(data))
-    problem = next((_misfit(value, datatype) for value in values if _misfit(value, datatype)), None)
+    problem = next(filter(None, (_misfit(value, datatype) for value in values)), None)
     if problem:
         raise located.error(f"{where} data does not fit {datatype}: {problem}", *at)
     if datatype == "BYTES":
@@ -355,9 +355,9 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _tolerance(located: _CaseText, where: str, index: int, item: dict[str, Any]) -> Tolerance:
+def _tolerance(located: _CaseText, kind: str, index: int, item: dict[str, Any]) -> Tolerance:
+    where = f"{kind}[{index}]"
     tolerance = item.get("tolerance", {})
-    kind = "outputs" if where.startswith("outputs") else "inputs"
     usable = isinstance(tolerance, dict) and set(tolerance) <= {"absolute", "relative"}
     if not usable or not all(_is_number(value) and value >= 0 for value in tolerance.values()):
         message = f'{where} tolerance is {{"absolute": A, "relative": R}}, each a number >= 0'

@@ -99,6 +99,8 @@ def _parse_message(message: str, text: str, line: int | None) -> str:
 
 ENV_PATH_PARAMETER = "EXECUTION_ENV_PATH"
 MODEL_DIRECTORY_VARIABLE = "$$TRITON_MODEL_DIRECTORY/"
+# Where a step's EXECUTION_ENV_PATH points when the packager gives it one (adopt, the validator's advice).
+ENV_PATH_VALUE = f"{MODEL_DIRECTORY_VARIABLE}python_env.tar.gz"
 ENSEMBLE = "ensemble"
 PYTHON = "python"
 DEFAULT_PYTHON_FILE = "model.py"

@@ -21,6 +21,7 @@ from packager.release.publishing import Published, Route, publish, same_or_refus
 from packager.replay import ModelReplay, replay_artifact
 from packager.settings import Runtime
 from packager.triton import LOAD_TIMEOUT, Launcher
+from packager.validation import ModelReport
 
 
 @dataclass
@@ -81,7 +82,7 @@ class PushPlan:
     load_timeout: float = LOAD_TIMEOUT  # the longest one Triton model's load may take in the replay
     # Run on an artifact whose replay passed, before it is published: what it found goes in the report,
     # and a PackagerError refuses the artifact.
-    check: Callable[[Artifact, ModelDir], dict[str, object]] | None = None
+    check: Callable[[Artifact, ModelReport], dict[str, object]] | None = None
 
 
 def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
@@ -116,7 +117,7 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
             result.error_code = result.replay.error_code if result.replay.error else ExitCode.MODEL_ERROR
             return result
         if plan.check is not None:
-            result.checked = plan.check(artifact, model)
+            result.checked = plan.check(artifact, report)
             started = result.timed("check", started)
         result.published = publish(artifact, target, plan.revision.commit)
         if target.production:

@@ -12,7 +12,7 @@ import yaml
 
 from packager.modeldir import (
     ENV_PATH_PARAMETER,
-    MODEL_DIRECTORY_VARIABLE,
+    ENV_PATH_VALUE,
     REQUIREMENTS_FILE,
     TRITON_CONFIG,
     CaseError,
@@ -236,8 +236,7 @@ def _unused_requirements(model: ModelDir, triton_models: Mapping[str, TritonMode
         message = (
             f"lists packages, but no python step loads them ({', '.join(steps)} would run on the server's own "
             f"Python): add to each step's {TRITON_CONFIG}: "
-            f'parameters: {{ key: "{ENV_PATH_PARAMETER}" value: {{ string_value: '
-            f'"{MODEL_DIRECTORY_VARIABLE}python_env.tar.gz" }} }}'
+            f'parameters: {{ key: "{ENV_PATH_PARAMETER}" value: {{ string_value: "{ENV_PATH_VALUE}" }} }}'
         )
     return [Diagnostic(path, line, 1, message, "requirements")]
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from packager.archives import Member, UnsafeArchive, extract, tree_members, write_tar_gz
-from tests.conftest import child_environment
 
 # The sha256 of the uncompressed tar stream: the same on every machine and Python (3.11.7, 3.12.1, 3.13.0
 # checked).
@@ -175,7 +174,9 @@ write_tar_gz(Path(sys.argv[1]), _pinned_members())
 def test_older_cpus_write_the_same_bytes(tmp_path: Path, cpu: str) -> None:
     """The same writer under qemu-user emulating an AVX2-only CPU (Haswell) and an SSE4.2 one (Nehalem):
     ISA-L takes other code paths there, and writes the same bytes. `.ci/run` installs qemu-user (x86_64
-    machines)."""
+    machines). The child imports only this module, never conftest's numpy, which needs a newer CPU."""
+    from tests.conftest import child_environment
+
     qemu = shutil.which("qemu-x86_64")
     assert qemu, "this test needs qemu-user (apt-get install qemu-user); .ci/run installs it"
     environment = child_environment()

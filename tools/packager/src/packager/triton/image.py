@@ -1,8 +1,8 @@
 """The Triton image a container runtime serves with, built here without any registry, and checked.
 
 `build_image` makes the runtime's image from a Debian rootfs (debootstrap, imported once as the base) and
-a local wheelhouse of the runtime's `server_package` (the nvidia-pytriton wheel ships tritonserver, the
-python backend and its stubs), laid out as NVIDIA's images are (`/opt/tritonserver`). It is tagged by
+the runtime's `server_package` installed on the host for the image's Python and platform by uv, which the
+packager carries (the nvidia-pytriton wheel ships tritonserver, the python backend and its stubs), laid out as NVIDIA's images are (`/opt/tritonserver`). It is tagged by
 content: building an unchanged image is a no-op. A runtime that names an `image` (an NGC one, say) uses
 that instead, pulled where a registry is reachable. `check_image` starts the image's server and reports
 its Triton version, its stub's Python and its backends.
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packager.environments.lock import uv_command
 from packager.errors import EnvironmentFailure
 from packager.settings import Runtime
 from packager.subprocesses import run_tool
@@ -36,16 +37,16 @@ LABEL = "packager.image"
 # Bump when the image's recipe changes shape, so that its tag (and so the image) changes.
 IMAGE_FORMAT = 1
 MIRROR_VARIABLE = "PACKAGER_DEBIAN_MIRROR"
-# The wheels that run on the image's Debian bookworm (glibc 2.36), x86_64; pip does not widen a tag.
-IMAGE_PLATFORMS = (*(f"manylinux_2_{minor}_x86_64" for minor in range(36, 16, -1)), "manylinux2014_x86_64")
+# The wheels that run on the image's Debian bookworm (glibc 2.36), x86_64 (uv takes every older manylinux).
+IMAGE_PLATFORM = "x86_64-manylinux_2_36"
 DOCKERFILE = """\
 FROM {base}
 RUN apt-get update \\
  && apt-get install -y --no-install-recommends python{python} python{python}-venv libpython{python} ca-certificates \\
  && rm -rf /var/lib/apt/lists/*
-RUN --mount=type=bind,source=wheels,target=/tmp/wheels \\
-    python{python} -m venv /opt/pytriton \\
- && /opt/pytriton/bin/pip install --no-index --find-links /tmp/wheels --no-compile -c /tmp/wheels/constraints.txt '{server_package}' \\
+RUN --mount=type=bind,source=site,target=/tmp/site \\
+    python{python} -m venv --without-pip /opt/pytriton \\
+ && cp -a /tmp/site/. /opt/pytriton/lib/python{python}/site-packages/ \\
  && server=$(echo /opt/pytriton/lib/python{python}/site-packages/pytriton/tritonserver) \\
  && cp "$server/python_backend_stubs/{python}/triton_python_backend_stub" "$server/backends/python/" \\
  && ln -s "$server" /opt/tritonserver
@@ -105,12 +106,7 @@ def build_image(runtime: Runtime, progress: bool = True) -> Built:
         _say(progress, f"building {tag} from {runtime.server_package}")
         with tempfile.TemporaryDirectory(prefix="packager-image-") as scratch:
             context = Path(scratch)
-            wheels = context / "wheels"
-            wheels.mkdir()
-            (wheels / "constraints.txt").write_text(
-                "".join(f"{c.requirement}\n" for c in runtime.constraints)
-            )
-            _download_wheels(runtime, wheels)
+            _install_server(runtime, context / "site")
             (context / "Dockerfile").write_text(_recipe(runtime, tag))
             try:
                 client.images.build(
@@ -124,14 +120,16 @@ def build_image(runtime: Runtime, progress: bool = True) -> Built:
     return Built(tag, True, time.monotonic() - started)
 
 
-def _download_wheels(runtime: Runtime, wheels: Path) -> None:
-    """The server package and its dependencies, for the image's Python, into the build context."""
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
-    command += ["--only-binary", ":all:", "--python-version", runtime.python]
-    for tag in IMAGE_PLATFORMS:
-        command += ["--platform", tag]
-    command += ["-d", str(wheels), "-c", str(wheels / "constraints.txt"), runtime.server_package]
-    run_tool(command, f"downloading {runtime.server_package} for the image")
+def _install_server(runtime: Runtime, site: Path) -> None:
+    """The server package and its dependencies, installed for the image's Python and platform into
+    `site` (the image's site-packages), by uv: no pip, and no network inside the build."""
+    constraints = site.parent / "constraints.txt"
+    constraints.write_text("".join(f"{c.requirement}\n" for c in runtime.constraints))
+    command = [*uv_command(), "pip", "install", "--quiet", "--target", str(site)]
+    command += ["--python-version", runtime.python, "--python-platform", IMAGE_PLATFORM]
+    command += ["--only-binary", ":all:", "--no-compile", "--constraint", str(constraints)]
+    run_tool([*command, runtime.server_package], f"installing {runtime.server_package} for the image")
+    shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts written for this machine's Python
 
 
 def _import_base(client: Any) -> None:

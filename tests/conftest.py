@@ -3,8 +3,10 @@ repository holding a model made by `packager new`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -122,6 +124,89 @@ def infer_doubler(server: Server) -> list[list[float]]:
         return result
     finally:
         client.close()  # before the server stops: Triton waits for open connections
+
+
+# What the probes try on the network: "tcp:<host>:<port>" connects, "dns:<name>" resolves. What answers
+# is reported: nothing may.
+NETWORK_PROBE = """
+import socket
+
+
+def _reached(target):
+    kind, _, rest = target.partition(":")
+    try:
+        if kind == "dns":
+            return bool(socket.getaddrinfo(rest, 443))
+        host, _, port = rest.rpartition(":")
+        socket.create_connection((host, int(port)), timeout=3).close()
+        return True
+    except OSError:
+        return False
+"""
+# A service of this machine (the S3 the tests publish to is one too), the metadata address clouds hand
+# credentials out on (it answers on this machine kind), and a public name.
+METADATA = "tcp:169.254.169.254:80"
+DNS = "dns:pypi.org"
+
+
+def network_targets(loopback_port: int) -> list[str]:
+    """What a probe tries: `loopback_port` on 127.0.0.1, the metadata address and DNS."""
+    return [f"tcp:127.0.0.1:{loopback_port}", METADATA, DNS]
+
+
+@pytest.fixture
+def loopback_service() -> Iterator[int]:
+    """A service of this machine on 127.0.0.1 (a listening socket: connecting to it succeeds); its port."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield int(listener.getsockname()[1])
+
+
+REACH = (
+    """
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+"""
+    + NETWORK_PROBE
+    + """
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            targets = [item.decode() for item in pb_utils.get_input_tensor_by_name(request, "TARGETS").as_numpy().reshape(-1)]
+            out = np.array([json.dumps([target for target in targets if _reached(target)]).encode()], dtype=np.object_)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("REACHED", out)]))
+        return responses
+"""
+)
+REACH_CONFIG = """backend: "python"
+input [ { name: "TARGETS", data_type: TYPE_STRING, dims: [ -1 ] } ]
+output [ { name: "REACHED", data_type: TYPE_STRING, dims: [ 1 ] } ]
+"""
+
+
+def reach_repository(parent: Path) -> Path:
+    """A Triton model repository under `parent` holding `reach`, a model that tries the network."""
+    (parent / "repo" / "reach" / "1").mkdir(parents=True)
+    (parent / "repo" / "reach" / "1" / "model.py").write_text(REACH)
+    (parent / "repo" / "reach" / "config.pbtxt").write_text(REACH_CONFIG)
+    return parent / "repo"
+
+
+def reached(server: Server, targets: list[str]) -> list[str]:
+    """The targets the loaded `reach` model got an answer from."""
+    client = httpclient.InferenceServerClient(server.endpoints.http)
+    try:
+        tensor = httpclient.InferInput("TARGETS", [len(targets)], "BYTES")
+        tensor.set_data_from_numpy(np.array([target.encode() for target in targets], dtype=np.object_))
+        found: list[str] = json.loads(client.infer("reach", [tensor]).as_numpy("REACHED")[0])
+        return found
+    finally:
+        client.close()
 
 
 S3_CREDENTIALS = {

@@ -48,7 +48,7 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
     (tmp_path / "packager.toml").write_text(
         '[packager]\nruntime = "prod"\n'
         '[runtime.prod]\ntriton_version = "2.62.0"\npython = "3.12"\nserver_package = "x==1"\n'
-        'launcher = "local"\nenv_builder = "conda"\ndescription = "an NGC image"\n'
+        'launcher = "local"\nenv_builder = "conda"\ndescription = "an NGC image"\nnetwork = true\n'
         'constraints = [{ requirement = "protobuf<6", reason = "demo" }]\n'
         '[stores]\nstaging = "s3://bucket/staging"\nproduction = "file:///srv/models"\n'
         'production_branches = ["release", "main"]\n'
@@ -70,6 +70,7 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
         "constraints": [{"requirement": "protobuf<6", "reason": "demo"}],
         "image": "",
         "shm_size": "256m",
+        "network": True,
         "platform": "x86_64-manylinux_2_28",
         "channels": ["conda-forge"],
     }
@@ -123,6 +124,11 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
             "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nshm_size = 'lots'\n",
             "4:1",
             "[runtime.x] shm_size is a size such as",
+        ),
+        (
+            "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nnetwork = 'yes'\n",
+            "4:1",
+            "[runtime.x] network must be true or false, not str 'yes'",
         ),
         (
             "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nlauncher = 'ssh'\n",

@@ -29,6 +29,9 @@ from tests.conftest import (
     copy_example,
     doubler_repository,
     infer_doubler,
+    network_targets,
+    reach_repository,
+    reached,
     start_packager,
 )
 
@@ -70,6 +73,21 @@ def test_start_load_infer_stop_leaves_no_container(
     assert (
         "successfully loaded 'doubler'" in (tmp_path / "triton.log").read_text()
     ), "the container's log is kept"
+
+
+def test_model_code_in_the_container_has_no_network(
+    launcher: ContainerLauncher, tmp_path: Path, loopback_service: int
+) -> None:
+    """The container has nothing but its own loopback: no service of this machine, no metadata address,
+    no DNS; the packager still reaches the server (through the relays)."""
+    with launcher.start(reach_repository(tmp_path), tmp_path / "triton.log") as server:
+        server.load("reach")
+        assert reached(server, network_targets(loopback_service)) == []
+    networked = ContainerLauncher(launcher.image, backends=launcher.backends, network=True)
+    with networked.start(reach_repository(tmp_path / "again"), tmp_path / "again.log") as server:
+        server.load("reach")
+        target = f"tcp:127.0.0.1:{loopback_service}"
+        assert reached(server, [target]) == [target], "network = true shares the host's network"
 
 
 def test_a_refused_load_quotes_the_log_and_leaves_the_server_ready(

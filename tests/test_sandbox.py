@@ -1,5 +1,6 @@
 """Model code is untrusted: a probe model inside a real Triton (local launcher, sandboxed) looks for the
-publishing credentials and the signing key everywhere it could, and finds nothing."""
+publishing credentials and the signing key everywhere it could, and tries the network (a service of this
+machine on loopback, the cloud's metadata address, DNS), and finds nothing."""
 
 from __future__ import annotations
 
@@ -17,15 +18,19 @@ from packager.settings import DEFAULT_RUNTIME
 from packager.triton import Server
 from packager.triton.local import LocalLauncher
 from packager.triton.sandbox import ALLOWED_VARIABLES, HOME, Sandbox, allowed_environment
-from tests.conftest import RunPackager, git
+from tests.conftest import NETWORK_PROBE, RunPackager, git, network_targets, reach_repository, reached
 
-PROBE = """
+PROBE = (
+    """
 import glob
 import json
 import os
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+"""
+    + NETWORK_PROBE
+    + """
 
 
 def _read(path):
@@ -43,7 +48,8 @@ class TritonPythonModel:
             paths = [item.decode() for item in pb_utils.get_input_tensor_by_name(request, "PATHS").as_numpy().reshape(-1)]
             report = {
                 "environment": dict(os.environ),
-                "readable": {path: text for path in paths if (text := _read(path)) is not None},
+                "readable": {path: text for path in paths if ":" not in path and (text := _read(path)) is not None},
+                "reached": [path for path in paths if ":" in path and _reached(path)],
                 "process_environments": [_read(path) for path in glob.glob("/proc/*/environ")],
                 "processes": sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit()),
                 "tmp": sorted(os.listdir("/tmp")),
@@ -52,6 +58,7 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("REPORT", out)]))
         return responses
 """
+)
 PROBE_CONFIG = """backend: "python"
 input [ { name: "PATHS", data_type: TYPE_STRING, dims: [ -1 ] } ]
 output [ { name: "REPORT", data_type: TYPE_STRING, dims: [ 1 ] } ]
@@ -98,6 +105,7 @@ def test_model_code_finds_no_credentials_keys_home_or_checkout(
     tmp_path: Path,
     secret_places: dict[str, Path],
     monkeypatch: pytest.MonkeyPatch,
+    loopback_service: int,
 ) -> None:
     secret = secret_places["home"].read_text().split()[1]
     credentials = {
@@ -116,10 +124,12 @@ def test_model_code_finds_no_credentials_keys_home_or_checkout(
     own_model = tmp_path / "repo" / "probe" / "1" / "model.py"
     looked_at = [str(path) for path in secret_places.values()]
     looked_at += [str(own_model), f"/proc/{os.getpid()}/environ", str(Path.home() / ".aws" / "credentials")]
+    looked_at += network_targets(loopback_service)
     with launcher.start(tmp_path / "repo", tmp_path / "triton.log") as server:
         server.load("probe")
         report = _probe(server, looked_at)
     assert list(report["readable"]) == [str(own_model)], "the probe reads what it may, and only that"
+    assert report["reached"] == [], "no service of this machine, no metadata address, no DNS"
     assert secret not in json.dumps(report), "no credential, key or secret file reached the model"
     assert set(report["environment"]) <= {
         *ALLOWED_VARIABLES,
@@ -134,6 +144,17 @@ def test_model_code_finds_no_credentials_keys_home_or_checkout(
     assert secret_places["host tmp"].name not in report["tmp"], "the host's /tmp is out of sight"
 
 
+def test_a_runtime_that_allows_the_network_shares_it(
+    tmp_path: Path, loopback_service: int, launcher: LocalLauncher
+) -> None:
+    """`network = true` is honoured: a model then reaches this machine's loopback service (which also
+    shows that the probe sees what the sandbox hides)."""
+    networked = LocalLauncher(launcher.install, network=True)
+    with networked.start(reach_repository(tmp_path), tmp_path / "triton.log") as server:
+        server.load("reach")
+        assert reached(server, [f"tcp:127.0.0.1:{loopback_service}"]) == [f"tcp:127.0.0.1:{loopback_service}"]
+
+
 def test_the_environment_allow_list() -> None:
     given = {"PATH": "/bin", "LC_ALL": "C.UTF-8", "AWS_SECRET_ACCESS_KEY": "x", "PACKAGER_SIGNING_KEY": "k"}
     assert allowed_environment(given) == {"PATH": "/bin", "LC_ALL": "C.UTF-8"}
@@ -143,13 +164,17 @@ def test_the_environment_allow_list() -> None:
     assert ["--ro-bind", "/srv/models", "/srv/models"] == command[command.index("/srv/models") - 1 :][:3]
 
 
-LEAK_PROBE = """
+LEAK_PROBE = (
+    """
 import glob
 import json
 import os
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+"""
+    + NETWORK_PROBE
+    + """
 
 SECRET_WORDS = ("AWS", "SECRET", "TOKEN", "KEY", "PASSWORD", "CREDENTIAL")
 
@@ -168,7 +193,8 @@ class TritonPythonModel:
         for request in requests:
             paths = [item.decode() for item in pb_utils.get_input_tensor_by_name(request, "PATHS").as_numpy().reshape(-1)]
             leaks = [name for name in os.environ if any(word in name.upper() for word in SECRET_WORDS)]
-            leaks += [path for path in paths if _readable(path)]
+            leaks += [path for path in paths if ":" not in path and _readable(path)]
+            leaks += [path for path in paths if ":" in path and _reached(path)]
             for environ in glob.glob("/proc/*/environ"):
                 try:
                     text = open(environ, "rb").read().decode(errors="replace")
@@ -180,6 +206,7 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("LEAKS", out)]))
         return responses
 """
+)
 LEAK_PROBE_CONFIG = """name: "probe"
 backend: "python"
 input [ { name: "PATHS", data_type: TYPE_STRING, dims: [ -1 ] } ]
@@ -190,8 +217,9 @@ output [ { name: "LEAKS", data_type: TYPE_STRING, dims: [ 1 ] } ]
 def test_a_branch_model_finds_nothing_during_a_push_with_credentials_and_a_signing_key(
     run_packager: RunPackager, model_repo: Path, s3: dict[str, str], tmp_path: Path
 ) -> None:
-    """The attack: a branch's model.py reading the publishing credentials and the signing key during a
-    `packager push`. The probe's case expects no leak, so the push passes only if it found none."""
+    """The attack: a branch's model.py reading the publishing credentials and the signing key, or reaching
+    the S3 service the push publishes to, the metadata address or DNS, during a `packager push`. The
+    probe's case expects no leak, so the push passes only if it found none."""
     keys = tmp_path / "keys"
     assert (
         run_packager(
@@ -214,6 +242,7 @@ def test_a_branch_model_finds_nothing_during_a_push_with_credentials_and_a_signi
         str(keys / "release.key"),
         str(Path.home() / ".aws" / "credentials"),
         str(model_repo / ".gitignore"),
+        *network_targets(int(s3["AWS_ENDPOINT_URL_S3"].rsplit(":", 1)[1])),
     ]
     case = {
         "inputs": [{"name": "PATHS", "datatype": "BYTES", "shape": [len(secrets)], "data": secrets}],

@@ -146,7 +146,7 @@ class _Reader:
                 raise self.error(at, f'[runtime.{name}] needs {key} (a string such as "2.51.0" or "3.11")')
         values = {
             key: self.string((*at, key), table, "")
-            for key in RUNTIME_KEYS - {"constraints", "channels"}
+            for key in RUNTIME_KEYS - {"constraints", "channels", "network"}
             if key in table
         }
         if not PYTHON_VERSION.fullmatch(values["python"]):
@@ -172,7 +172,10 @@ class _Reader:
                 (*at, "channels"),
                 f'[runtime.{name}] channels is a non-empty list of conda channels, such as ["conda-forge"]',
             )
-        return Runtime(name=name, constraints=constraints, channels=tuple(channels), **values)
+        network = self.boolean((*at, "network"), table, Runtime.network)
+        return Runtime(
+            name=name, constraints=constraints, channels=tuple(channels), network=network, **values
+        )
 
     def constraint(self, at: tuple[str | int, ...], item: object) -> Constraint:
         shape = 'constraints are { requirement = "numpy<2", reason = "why" } tables'
@@ -234,6 +237,12 @@ class _Reader:
         value = table.get(at[-1], default)
         if not isinstance(value, str):
             raise self._wrong_type(at, "a string", value)
+        return value
+
+    def boolean(self, at: tuple[str, ...], table: dict[str, Any], default: bool) -> bool:
+        value = table.get(at[-1], default)
+        if not isinstance(value, bool):
+            raise self._wrong_type(at, "true or false", value)
         return value
 
     def array(

@@ -46,6 +46,7 @@ class Runtime:
     constraints: tuple[Constraint, ...] = ()
     image: str = ""  # a container runtime's image ("": the one `packager image build` makes for it)
     shm_size: str = "256m"  # /dev/shm of a container runtime's server
+    network: bool = False  # whether model code may reach the network (off: only the packager reaches it)
     platform: str = DEFAULT_PLATFORM  # what requirements are locked for (uv's --python-platform)
     # Where the conda builder gets Python ("local": made from this machine's CPython).
     channels: tuple[str, ...] = ("conda-forge",)

@@ -325,9 +325,11 @@ def config_command(workspace: Workspace, as_json: bool) -> ExitCode:
             runtime.python,
             runtime.launcher,
             runtime.env_builder,
+            "yes" if runtime.network else "no",
             runtime.description,
         ]
         for name, runtime in sorted(config.runtimes.items())
     ]
-    click.echo("\n" + table(rows, ["runtime", "triton", "python", "launcher", "env builder", "description"]))
+    headers = ["runtime", "triton", "python", "launcher", "env builder", "network", "description"]
+    click.echo("\n" + table(rows, headers))
     return ExitCode.OK

@@ -312,6 +312,11 @@ def image_check(workspace: Workspace, reference: str | None, runtime: str, as_js
             ["Triton", facts.triton_version, target.triton_version],
             ["stub Python", facts.python, target.python],
             ["backends", ", ".join(facts.backends), "python"],
+            [
+                "socat",
+                "yes" if facts.relay else "no",
+                "not needed" if target.network else "needed (no network)",
+            ],
         ]
         click.echo(table(rows, ["", facts.image, f"runtime {target.name}"]))
         for difference in differences:

@@ -3,12 +3,22 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 
 STOP_GRACE = 10.0  # the longest wait for the group to be gone after SIGKILL
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: have Linux kill it if the packager dies, even by SIGKILL (no cleanup code
+    runs then; a server's python stubs notice their parent is gone and exit too)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:

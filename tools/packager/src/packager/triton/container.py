@@ -1,10 +1,11 @@
 """The container launcher: Triton in the runtime's image, through the Docker Engine API, so that what is
 tested is what the endpoint's container loads. Nothing of this machine's Python reaches it.
 
-The model repository (and the cached environments it links to) is mounted read-only at its own path;
-the server shares the host's network and listens on 127.0.0.1 ports of ours. It runs as nobody, with no
-capabilities, on a read-only root with a private /tmp, with `shm_size` of /dev/shm and the host's
-ulimits. Leaving the block removes the container on every path; containers of a packager that was
+The model repository (and the cached environments it links to) is mounted read-only at its own path.
+The container has no network (`network_mode="none"`: nothing but its loopback), and the packager reaches
+the server through relays (see `relay`); a runtime with `network = true` shares the host's network
+instead, the server listening on 127.0.0.1 ports of ours. It runs as nobody, with no capabilities, on a
+read-only root with a private /tmp, with `shm_size` of /dev/shm and the host's ulimits. Leaving the block removes the container on every path; containers of a packager that was
 killed (no code ran) are removed by the next launcher start on this machine.
 """
 
@@ -19,13 +20,15 @@ from typing import Any, Callable, Iterator
 from packager.errors import EnvironmentFailure
 from packager.settings import Runtime
 from packager.triton.engine import connect, missing_image
-from packager.triton.image import image_contents, image_for
+from packager.triton.image import NO_RELAY, image_contents, image_for
 from packager.triton.launcher import READY_TIMEOUT, Ports, Server, ServerStartError, server_arguments
+from packager.triton.relay import wired
 from packager.triton.sandbox import allowed_environment, linked_targets
 
 LABEL = "packager.launcher"
 OWNER_LABEL = "packager.owner"  # <boot id>:<pid> of the packager that started it
 STOP_GRACE = 10
+SERVER = "/opt/tritonserver/bin/tritonserver"  # where NVIDIA's images, and the packager's, have it
 
 
 class ContainerProcess:
@@ -56,11 +59,13 @@ class ContainerLauncher:
         shm_size: str = "256m",
         ready_timeout: float = READY_TIMEOUT,
         backends: frozenset[str] = frozenset({"python"}),
+        network: bool = False,
     ) -> None:
         self.image = image
         self.shm_size = shm_size
         self.ready_timeout = ready_timeout
         self.backends = backends
+        self.network = network
 
     @classmethod
     def for_runtime(cls, runtime: Runtime, progress: bool = True) -> ContainerLauncher:
@@ -77,63 +82,70 @@ class ContainerLauncher:
                 raise EnvironmentFailure(
                     f"runtime {runtime.name!r} serves with image {image}, which is not here: {how}"
                 )
-            backends, python = image_contents(client, image)
+            contents = image_contents(client, image)
         finally:
             client.close()
-        if python != runtime.python:
+        if contents.python != runtime.python:
             raise EnvironmentFailure(
-                f"image {image}'s python backend stub runs CPython {python}, but runtime {runtime.name!r} says "
-                f"{runtime.python}: environments built for it would not load; correct [runtime.{runtime.name}] python"
+                f"image {image}'s python backend stub runs CPython {contents.python}, but runtime "
+                f"{runtime.name!r} says {runtime.python}: environments built for it would not load; correct "
+                f"[runtime.{runtime.name}] python"
             )
-        return cls(image, runtime.shm_size, backends=frozenset(backends))
+        if not contents.relay and not runtime.network:
+            raise EnvironmentFailure(f"image {image} has {NO_RELAY}")
+        return cls(image, runtime.shm_size, backends=frozenset(contents.backends), network=runtime.network)
 
     @contextmanager
     def start(
         self, repository: Path, log_path: Path, lend_interpreter: bool = True, ports: Ports = Ports()
     ) -> Iterator[Server]:
-        arguments, endpoints = server_arguments(repository, ports)  # this host's ports: it shares its network
-        client = connect()
-        try:
-            remove_orphans(client)
-            mounts = {
-                str(path): {"bind": str(path), "mode": "ro"}
-                for path in (repository, *linked_targets(repository))
-            }
+        with wired(ports, self.network, log_path) as wiring:
             # A failed load must not make the server unready for the models after it.
-            command = [*arguments, "--strict-readiness=false"]
-            container = client.containers.run(
-                self.image,
-                command,
-                detach=True,
-                network_mode="host",
-                volumes=mounts,
-                environment=allowed_environment(
-                    {name: value for name, value in os.environ.items() if name != "PATH"}
-                ),
-                user="65534:65534",
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                read_only=True,
-                tmpfs={"/tmp": "rw,exec,size=50%"},
-                shm_size=self.shm_size,
-                ulimits=_ulimits(),
-                labels={LABEL: "container", OWNER_LABEL: owner()},
-            )
-        except EnvironmentFailure:
-            client.close()
-            raise
-        except Exception as error:  # the engine refused to create or start it
-            client.close()
-            raise ServerStartError(f"the container engine could not start {self.image}: {error}") from None
-        refresh_log = _log_writer(container, log_path)
-        try:
-            server = Server(ContainerProcess(container), endpoints, log_path, refresh_log)
-            server.wait_ready(self.ready_timeout)
-            yield server
-        finally:
-            refresh_log()
-            _remove(container)
-            client.close()
+            arguments = [*server_arguments(repository, wiring.listen), "--strict-readiness=false"]
+            readable = (repository, *linked_targets(repository))
+            mounts = {str(path): {"bind": str(path), "mode": "ro"} for path in readable}
+            if wiring.directory:
+                mounts[str(wiring.directory)] = {"bind": str(wiring.directory), "mode": "rw"}
+            client = connect()
+            try:
+                remove_orphans(client)
+                container = client.containers.run(
+                    self.image,
+                    entrypoint=wiring.command([SERVER, *arguments]),
+                    detach=True,
+                    network_mode="host" if self.network else "none",
+                    volumes=mounts,
+                    environment=allowed_environment(
+                        {name: value for name, value in os.environ.items() if name != "PATH"}
+                    ),
+                    user="65534:65534",
+                    cap_drop=["ALL"],
+                    security_opt=["no-new-privileges"],
+                    read_only=True,
+                    tmpfs={"/tmp": "rw,exec,size=50%"},
+                    shm_size=self.shm_size,
+                    ulimits=_ulimits(),
+                    labels={LABEL: "container", OWNER_LABEL: owner()},
+                )
+            except EnvironmentFailure:
+                client.close()
+                raise
+            except Exception as error:  # the engine refused to create or start it
+                client.close()
+                raise ServerStartError(
+                    f"the container engine could not start {self.image}: {error}"
+                ) from None
+            refresh_log = _log_writer(container, log_path)
+            try:
+                server = Server(
+                    wiring.process(ContainerProcess(container)), wiring.endpoints, log_path, refresh_log
+                )
+                server.wait_ready(self.ready_timeout)
+                yield server
+            finally:
+                refresh_log()
+                _remove(container)
+                client.close()
 
 
 def _ulimits() -> list[Any]:

@@ -32,6 +32,10 @@ from packager.triton.engine import connect, missing_image
 from packager.triton.launcher import free_ports
 
 BASE_IMAGE = "localhost/packager/debian:bookworm"
+NO_RELAY = (
+    "no socat, which serves a container that has no network: add it to the image (`apt-get install socat`), "
+    "or let model code reach the network with the runtime's network = true"
+)
 IMAGE_REPOSITORY = "packager/triton"
 LABEL = "packager.image"
 # Bump when the image's recipe changes shape, so that its tag (and so the image) changes.
@@ -42,7 +46,7 @@ IMAGE_PLATFORM = "x86_64-manylinux_2_36"
 DOCKERFILE = """\
 FROM {base}
 RUN apt-get update \\
- && apt-get install -y --no-install-recommends python{python} python{python}-venv libpython{python} ca-certificates \\
+ && apt-get install -y --no-install-recommends python{python} python{python}-venv libpython{python} ca-certificates socat \\
  && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=bind,source=site,target=/tmp/site \\
     python{python} -m venv --without-pip /opt/pytriton \\
@@ -174,6 +178,7 @@ class ImageFacts:
     triton_version: str
     python: str  # the stub's Python: what `python3` in the image says
     backends: list[str]
+    relay: bool  # whether it has socat, which serves a container that has no network
 
     def differences(self, runtime: Runtime) -> list[str]:
         """How the image differs from what the runtime's profile says."""
@@ -184,6 +189,8 @@ class ImageFacts:
             found.append(f"its stub's Python is {self.python}, not {runtime.python}")
         if "python" not in self.backends:
             found.append("no python backend")
+        if not self.relay and not runtime.network:
+            found.append(NO_RELAY)
         return found
 
 
@@ -195,7 +202,7 @@ def check_image(image: str) -> ImageFacts:
             raise EnvironmentFailure(
                 f"no image {image} here: build it with `packager image build`, or pull it"
             )
-        backends, python = image_contents(client, image)
+        contents = image_contents(client, image)
         (port,) = free_ports(1)
         command = ["--model-repository=/tmp", "--model-control-mode=explicit", "--allow-grpc=false"]
         command += ["--allow-metrics=false", "--http-address=127.0.0.1", f"--http-port={port}"]
@@ -206,24 +213,33 @@ def check_image(image: str) -> ImageFacts:
             container.remove(force=True)
     finally:
         client.close()
-    return ImageFacts(image, version, python, backends)
+    return ImageFacts(image, version, contents.python, contents.backends, contents.relay)
 
 
-def image_contents(client: Any, image: str) -> tuple[list[str], str]:
-    """The backends an image's Triton has, and the CPython minor of its `python3` (the stub's), read from a
-    shell in a container of it (half a second; no server starts)."""
+@dataclass(frozen=True)
+class ImageContents:
+    """What an image holds that serving depends on."""
+
+    backends: list[str]  # its Triton's backends
+    python: str  # the CPython minor of its `python3` (the stub's)
+    relay: bool  # whether it has socat (see `relay`)
+
+
+def image_contents(client: Any, image: str) -> ImageContents:
+    """What an image holds, read from a shell in a container of it (half a second; no server starts)."""
     listing = (
-        "ls /opt/tritonserver/backends; python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
+        "echo $(ls /opt/tritonserver/backends); command -v socat || echo -; "
+        "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
     )
     shell = client.containers.run(
-        image, [listing], entrypoint=["/bin/sh", "-c"], network_mode="host", detach=True
+        image, [listing], entrypoint=["/bin/sh", "-c"], network_mode="none", detach=True
     )
     try:
         shell.wait(timeout=60)  # read its output once it has all come: `run` may return before
-        output = shell.logs(stdout=True, stderr=False).decode().split()
+        lines = shell.logs(stdout=True, stderr=False).decode().splitlines() + ["", "-", "?"]
     finally:
         shell.remove(force=True)
-    return sorted(output[:-1]), output[-1] if output else "?"
+    return ImageContents(sorted(lines[0].split()), lines[2].strip() or "?", lines[1].strip() != "-")
 
 
 def _server_version(port: int, container: Any) -> str:

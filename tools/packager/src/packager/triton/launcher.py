@@ -186,7 +186,7 @@ class Launcher(Protocol):
     ) -> AbstractContextManager[Server]:
         """Start the server and wait until it is ready. `lend_interpreter`: python steps without an
         environment of their own run on the server's interpreter; with False, none is there to lean on.
-        `ports`: where it listens (see `server_arguments`)."""
+        `ports`: where it answers on this machine (see `relay.wired`)."""
 
 
 LAUNCHERS: Registry[Callable[[Runtime, bool], Launcher]] = Registry(
@@ -203,12 +203,11 @@ def launcher_for(runtime: Runtime, progress: bool = True) -> Launcher:
     return LAUNCHERS.factory(runtime.launcher)(runtime, progress)
 
 
-def server_arguments(repository: Path, ports: Ports = Ports()) -> tuple[list[str], Endpoints]:
-    """The tritonserver arguments every launcher passes (the repository, explicit model control, the three
-    endpoints on 127.0.0.1: the ports asked for, else free ones), and those endpoints. A port asked for
-    that cannot be listened on raises PortUnavailable before anything starts."""
-    http, grpc, metrics = listening_ports(ports)
-    arguments = [
+def server_arguments(repository: Path, listen: tuple[int, int, int]) -> list[str]:
+    """The tritonserver arguments every launcher passes: the repository, explicit model control, and the
+    HTTP, gRPC and metrics endpoints on 127.0.0.1 at `listen` (where the server runs: see `relay`)."""
+    http, grpc, metrics = listen
+    return [
         f"--model-repository={repository}",
         "--model-control-mode=explicit",
         "--http-address=127.0.0.1",
@@ -218,7 +217,6 @@ def server_arguments(repository: Path, ports: Ports = Ports()) -> tuple[list[str
         f"--grpc-port={grpc}",
         f"--metrics-port={metrics}",
     ]
-    return arguments, Endpoints(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}")
 
 
 PORT_OPTIONS = {"http": "--http-port", "grpc": "--grpc-port"}

@@ -2,33 +2,33 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from packager.settings import Runtime
-from packager.triton.cleanup import stop_process_group
+from packager.triton.cleanup import die_with_parent, stop_process_group
 from packager.triton.install import ServerInstall, install_server
 from packager.triton.launcher import READY_TIMEOUT, Ports, Server, server_arguments
+from packager.triton.relay import wired
 from packager.triton.sandbox import Sandbox, allowed_environment, linked_targets
-
-PR_SET_PDEATHSIG = 1
 
 
 class LocalLauncher:
-    """Runs the server binary of a ServerInstall as a local process group, in a sandbox."""
+    """Runs the server binary of a ServerInstall as a local process group, in a sandbox (with the
+    machine's network only when `network`)."""
 
     name = "local"
     unpacked_envs = True
 
-    def __init__(self, install: ServerInstall, ready_timeout: float = READY_TIMEOUT) -> None:
+    def __init__(
+        self, install: ServerInstall, ready_timeout: float = READY_TIMEOUT, network: bool = False
+    ) -> None:
         self.install = install
         self.ready_timeout = ready_timeout
+        self.network = network
         self.backends = frozenset(
             entry.name for entry in (install.directory / "backends").iterdir() if entry.is_dir()
         )
@@ -36,48 +36,43 @@ class LocalLauncher:
     @classmethod
     def for_runtime(cls, runtime: Runtime, progress: bool = True) -> LocalLauncher:
         """A launcher of the runtime's server, installed into the cache first if it is not there yet."""
-        return cls(install_server(runtime, progress))
+        return cls(install_server(runtime, progress), network=runtime.network)
 
     @contextmanager
     def start(
         self, repository: Path, log_path: Path, lend_interpreter: bool = True, ports: Ports = Ports()
     ) -> Iterator[Server]:
-        arguments, endpoints = server_arguments(repository, ports)
-        command = [
-            str(self.install.binary),
-            *arguments,
-            f"--backend-directory={self.install.directory / 'backends'}",
-            f"--cache-directory={self.install.directory / 'caches'}",
-        ]
-        interpreter = self.install.interpreter
-        lent = (interpreter.prefix, interpreter.libdir) if lend_interpreter else ()
-        environment = allowed_environment(dict(os.environ))
-        if lend_interpreter:
-            environment["PATH"] = f"{self.install.bin_dir}{os.pathsep}{environment.get('PATH', '')}"
-            environment["LD_LIBRARY_PATH"] = str(interpreter.libdir)
-        sandbox = Sandbox(
-            readable=(repository, *linked_targets(repository), self.install.root, *lent),
-            environment=environment,
-        )
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                sandbox.command(command),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={},
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
+        with wired(ports, self.network, log_path) as wiring:
+            command = [
+                str(self.install.binary),
+                *server_arguments(repository, wiring.listen),
+                f"--backend-directory={self.install.directory / 'backends'}",
+                f"--cache-directory={self.install.directory / 'caches'}",
+            ]
+            interpreter = self.install.interpreter
+            lent = (interpreter.prefix, interpreter.libdir) if lend_interpreter else ()
+            environment = allowed_environment(dict(os.environ))
+            if lend_interpreter:
+                environment["PATH"] = f"{self.install.bin_dir}{os.pathsep}{environment.get('PATH', '')}"
+                environment["LD_LIBRARY_PATH"] = str(interpreter.libdir)
+            sandbox = Sandbox(
+                readable=(repository, *linked_targets(repository), self.install.root, *lent),
+                environment=environment,
+                writable=(wiring.directory,) if wiring.directory else (),
+                network=self.network,
             )
-        try:
-            server = Server(process, endpoints, log_path)
-            server.wait_ready(self.ready_timeout)
-            yield server
-        finally:
-            stop_process_group(process)
-
-
-def _die_with_parent() -> None:
-    """In the server's process, before exec: have Linux kill it if the packager dies, even by SIGKILL
-    (no cleanup code runs then; its python stubs notice their parent is gone and exit too)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            with open(log_path, "wb") as log:
+                process = subprocess.Popen(
+                    sandbox.command(wiring.command(command)),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={},
+                    start_new_session=True,
+                    preexec_fn=die_with_parent,
+                )
+            try:
+                server = Server(wiring.process(process), wiring.endpoints, log_path)
+                server.wait_ready(self.ready_timeout)
+                yield server
+            finally:
+                stop_process_group(process)

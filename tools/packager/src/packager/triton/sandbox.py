@@ -1,12 +1,15 @@
 """The sandbox a local Triton runs in: model code is untrusted, so the server and everything it starts see
 only what serving needs.
 
-bubblewrap (`bwrap`, Debian's `bubblewrap`) runs the server in new user, PID and IPC namespaces with no
-capabilities: the system directories and the given paths read-only (the model repository and what it
-links to, the server and its interpreter), a private /tmp, /dev (so /dev/shm) and /proc, and an
-allow-listed environment. Credentials, signing keys, the home directory and the monorepo are simply not
-there, and whatever Triton unpacks under /tmp or maps in /dev/shm vanishes with the sandbox, however the
-server ends. The network is shared: the server listens on 127.0.0.1 for the packager.
+bubblewrap (`bwrap`, Debian's `bubblewrap`) runs the server in new user, PID, IPC, UTS and network
+namespaces with no capabilities: the system directories and the given paths read-only (the model
+repository and what it links to, the server and its interpreter), the relay directory writable, a private
+/tmp, /dev (so /dev/shm) and /proc, and an allow-listed environment. Credentials, signing keys, the home
+directory and the monorepo are simply not there, and whatever Triton unpacks under /tmp or maps in
+/dev/shm vanishes with the sandbox, however the server ends. The network namespace holds nothing but its
+own loopback: the packager reaches the server through the relays (see `relay`); model code reaches no
+service of this machine, no metadata address and no DNS. A runtime with `network = true` shares the
+machine's network instead.
 """
 
 from __future__ import annotations
@@ -36,11 +39,14 @@ def allowed_environment(environment: dict[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Sandbox:
-    """What a sandboxed command sees: `readable` paths (and the system directories) read-only, and
-    `environment` (already allow-listed) with HOME set to the private /tmp."""
+    """What a sandboxed command sees: `readable` paths (and the system directories) read-only, `writable`
+    ones, `environment` (already allow-listed) with HOME set to the private /tmp, and the machine's
+    network only with `network`."""
 
     readable: tuple[Path, ...]
     environment: dict[str, str] = field(default_factory=dict)
+    writable: tuple[Path, ...] = ()
+    network: bool = False
 
     def command(self, argv: list[str]) -> list[str]:
         """`argv` wrapped to run inside the sandbox."""
@@ -52,12 +58,15 @@ class Sandbox:
                 "the credentials and keys of the machine that tests it"
             )
         command = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+        command += [] if self.network else ["--unshare-net"]
         command += ["--die-with-parent", "--cap-drop", "ALL", "--clearenv"]
         for directory in SYSTEM_DIRECTORIES:
             command += ["--ro-bind-try", directory, directory]
         command += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
         for path in sorted(set(self.readable)):
             command += ["--ro-bind", str(path), str(path)]
+        for path in sorted(set(self.writable)):
+            command += ["--bind", str(path), str(path)]
         for name, value in sorted({**self.environment, "HOME": HOME}.items()):
             command += ["--setenv", name, value]
         return [*command, "--chdir", HOME, "--", *argv]

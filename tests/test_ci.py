@@ -244,6 +244,14 @@ def test_matrices_for_github_and_gitlab() -> None:
     assert child == {
         "include": [{"local": ".gitlab/packager-model.yml"}],
         "model:churn": {"extends": ".packager-model", "variables": {"PACKAGER_MODEL": "churn"}},
+        "publish:churn": {
+            "extends": ".packager-publish",
+            "needs": [
+                {"pipeline": "$PARENT_PIPELINE_ID", "job": "affected"},
+                {"job": "model:churn", "artifacts": False},
+            ],
+            "variables": {"PACKAGER_MODEL": "churn"},
+        },
     }
     assert list(json.loads(matrix([], "gitlab"))) == ["nothing-affected"], "a child pipeline needs a job"
 

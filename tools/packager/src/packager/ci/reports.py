@@ -12,10 +12,14 @@ from packager.ci.pipeline import FAILED, PASSED, SKIPPED, STEPS, CiRun
 from packager.tables import markdown_table, plural, table
 
 MATRIX_SYSTEMS = ("github", "gitlab")
-# The GitLab child pipeline `--matrix gitlab` writes: one job per model, each extending this hidden job of
-# this file in the repository (.gitlab-ci.yml's example ships it).
+# The GitLab child pipeline `--matrix gitlab` writes: two jobs per model, extending these hidden jobs of this
+# file in the repository (.gitlab-ci.yml's example ships it): one tests the model with no publishing
+# credentials, the other, once that one passed, publishes it in its environment.
 GITLAB_TEMPLATE = ".gitlab/packager-model.yml"
 GITLAB_JOB = ".packager-model"
+GITLAB_PUBLISH_JOB = ".packager-publish"
+# Where both get the packager and DVC PEXes: the parent pipeline's job that wrote the child pipeline.
+GITLAB_PEXES = {"pipeline": "$PARENT_PIPELINE_ID", "job": "affected"}
 SYMBOLS = {PASSED: "ok", FAILED: "FAILED", SKIPPED: "-"}
 
 
@@ -105,13 +109,18 @@ def write_ci_junit(run: CiRun, path: Path) -> None:
 
 
 def matrix(models: Sequence[str], system: str) -> str:
-    """The models as one CI job each: GitHub's `strategy.matrix` (`{"include": [{"model": ...}]}`), or a
-    GitLab child pipeline (JSON, which is YAML) with a job per model extending GITLAB_JOB."""
+    """The models as CI jobs: GitHub's `strategy.matrix` (`{"include": [{"model": ...}]}`), or a GitLab
+    child pipeline (JSON, which is YAML) with, per model, `model:<name>` extending GITLAB_JOB and
+    `publish:<name>` extending GITLAB_PUBLISH_JOB, which needs it (and, as the template's jobs do, the
+    PEXes of GITLAB_PEXES)."""
     if system == "github":
         return json.dumps({"include": [{"model": name} for name in models]}, separators=(",", ":"))
-    jobs: dict[str, object] = {
-        f"model:{name}": {"extends": GITLAB_JOB, "variables": {"PACKAGER_MODEL": name}} for name in models
-    }
+    jobs: dict[str, object] = {}
+    for name in models:
+        variables = {"PACKAGER_MODEL": name}
+        jobs[f"model:{name}"] = {"extends": GITLAB_JOB, "variables": variables}
+        needs = [GITLAB_PEXES, {"job": f"model:{name}", "artifacts": False}]
+        jobs[f"publish:{name}"] = {"extends": GITLAB_PUBLISH_JOB, "needs": needs, "variables": variables}
     if not jobs:  # a child pipeline needs a job: say that nothing is to be done
         jobs["nothing-affected"] = {"script": ["echo 'no model changed: nothing to build or publish'"]}
     else:

@@ -6,9 +6,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from packager.artifacts import Artifact, verify_artifact
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+from packager.artifacts import Artifact, KeyUnusable, read_private_key, read_public_key, verify_artifact
 from packager.release import Destination, new_entry, publish, record, route
 from packager.release.stores import open_store
 from tests.conftest import RunPackager, git, s3_client
@@ -40,6 +51,43 @@ def _refused(result: Any, *expected: str) -> str:
     for text in expected:
         assert text in output, output
     return str(output)
+
+
+def _pem(key: Any, private: bool, password: bytes | None = None) -> bytes:
+    if not private:
+        return bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    encryption = BestAvailableEncryption(password) if password else NoEncryption()
+    return bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, encryption))
+
+
+@pytest.mark.parametrize(
+    "contents, reader, reason",
+    [
+        (lambda: _pem(Ed25519PrivateKey.generate(), private=False), read_private_key, "it is a public key"),
+        (lambda: _pem(Ed25519PrivateKey.generate(), True, b"pw"), read_private_key, "it is encrypted"),
+        (lambda: _pem(Ed25519PrivateKey.generate(), True, b"pw"), read_public_key, "it is a private key"),
+        (lambda: _pem(Ed25519PrivateKey.generate(), private=True), read_public_key, "it is a private key"),
+        (
+            lambda: _pem(rsa.generate_private_key(65537, 2048), True),
+            read_private_key,
+            "it is RSA, not Ed25519",
+        ),
+        (
+            lambda: _pem(rsa.generate_private_key(65537, 2048), False),
+            read_public_key,
+            "it is RSA, not Ed25519",
+        ),
+        (lambda: GARBAGE_PEM.encode(), read_private_key, "no PEM key in it"),
+        (lambda: bytes(range(256)), read_public_key, "no PEM public key in it"),
+    ],
+)
+def test_a_key_file_that_is_not_the_key_asked_for_says_what_it_is(
+    tmp_path: Path, contents: Callable[[], bytes], reader: Callable[[Path], object], reason: str
+) -> None:
+    path = tmp_path / "key.pem"
+    path.write_bytes(contents())
+    with pytest.raises(KeyUnusable, match=rf"^{path}: not an Ed25519 (private|public) key \({reason}"):
+        reader(path)
 
 
 def test_key_files_that_are_not_the_key_asked_for_are_refused(

@@ -93,7 +93,9 @@ def _loads(load: Callable[[bytes], object], data: bytes) -> bool:
     """Whether `load` reads a key from `data` (to say what a refused key file is instead)."""
     try:
         load(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
+    except TypeError:  # only an encrypted private key wants a password: a key all the same
+        return True
+    except (ValueError, UnsupportedAlgorithm):
         return False
     return True
 

@@ -15,8 +15,8 @@ and reads are strongly consistent after a write (since December 2020), so the HE
 it. Sources: the Amazon S3 User Guide's "How to prevent object overwrites with conditional writes", "How
 to perform conditional deletes" and "Amazon S3 data consistency model"; the S3 API Reference's
 PutObject and CompleteMultipartUpload (`IfNoneMatch`: 412, and 409 "re-initiate the multipart upload");
-the AWS What's New posts of 2024-08-20 and 2024-11-25 ("Amazon S3 adds new functionality for conditional
-writes").
+AWS What's New, "Amazon S3 adds support for conditional writes" (August 2024) and "Amazon S3 adds new
+functionality for conditional writes" (2024-11-25).
 
 A store that does not honour the condition (moto's threaded server; an S3-compatible server without
 conditional writes) lets a second create replace the first, even after the first was read back. So a

@@ -17,8 +17,16 @@ import pytest
 
 from packager.archives import file_digest
 from packager.artifacts import Artifact
-from packager.release import ImmutableKey, Published, Route, history, publish, route
-from packager.release.publishing import publish_release, record_release
+from packager.release import (
+    ImmutableKey,
+    Published,
+    Route,
+    history,
+    publish,
+    publish_release,
+    record_release,
+    route,
+)
 from packager.release.stores import Store, open_store
 from packager.release.stores import s3 as s3_backend
 from tests.conftest import s3_client

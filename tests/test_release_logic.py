@@ -14,6 +14,7 @@ from packager.modeldir import ModelDir
 from packager.release import (
     Destination,
     ImmutableKey,
+    OtherBytes,
     ReleaseError,
     current,
     history,
@@ -25,7 +26,6 @@ from packager.release import (
     rollback,
     route,
 )
-from packager.release.history import OtherBytes
 from packager.release.stores import MemoryStore
 from packager.settings import DEFAULT_RUNTIME, Runtime
 from packager.validation import validate_model

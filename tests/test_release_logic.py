@@ -14,6 +14,7 @@ from packager.modeldir import ModelDir
 from packager.release import (
     Destination,
     ImmutableKey,
+    OtherBytes,
     ReleaseError,
     current,
     history,
@@ -142,6 +143,55 @@ def test_history_appends_and_current_follows_it_under_concurrent_writers() -> No
     assert released_models(store) == ["m"] and history(store, "never") == []
 
 
+ENTRY = {"action": "publish", "version": 1, "key": "m_1.tar.gz", "sha256": "a" * 64, "commit": COMMIT}
+ENTRY.update(time="2026-01-01T00:00:00+00:00", actor="ci", pipeline="1")
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b'{"model": "m", "entries": [{"action": "publish",, }]}',  # invalid JSON
+        json.dumps({"model": "m", "entries": [ENTRY]}).encode()[:70],  # truncated
+        b"\xff\xfe{}",  # not UTF-8
+        b"[]",
+        b'{"model": "m", "entries": {"version": 1}}',
+        b'{"model": "m", "entries": [1]}',
+        json.dumps({"model": "m", "entries": [{**ENTRY, "version": "1"}]}).encode(),
+        json.dumps({"model": "m", "entries": [{**ENTRY, "version": True}]}).encode(),
+        json.dumps({"model": "m", "entries": [{**ENTRY, "extra": ""}]}).encode(),
+        json.dumps({"model": "m", "entries": [{k: v for k, v in ENTRY.items() if k != "sha256"}]}).encode(),
+    ],
+)
+def test_a_history_the_packager_did_not_write_is_refused_and_left_as_it_is(document: bytes) -> None:
+    store = MemoryStore()
+    store.write("_releases/m/history.json", document, None)
+    unreadable = (
+        r"^memory://store/_releases/m/history.json(:\d+:\d+)?: .+: not a release history the packager"
+    )
+    with pytest.raises(ReleaseError, match=unreadable):
+        history(store, "m")
+    with pytest.raises(ReleaseError, match=unreadable):
+        record(store, "m", new_entry("publish", 2, "m_2.tar.gz", "b" * 64, COMMIT))
+    assert store.read("_releases/m/history.json")[0] == document  # type: ignore[index]
+
+
+def test_a_history_binds_each_key_to_one_sha256_and_rebuilds_an_unreadable_current() -> None:
+    store = MemoryStore()
+    store.write("_releases/m/current.json", b'{"vers', None)
+    assert record(store, "m", new_entry("publish", 1, "m_1.tar.gz", "a" * 64, COMMIT)) is True
+    pointer = store.read("_releases/m/current.json")
+    assert (
+        pointer is not None and json.loads(pointer[0])["version"] == 1
+    ), "current.json is derived: rewritten"
+    with pytest.raises(OtherBytes, match=r"records m_1.tar.gz as sha256 aaaaaaaaaaaa \(commit aaaaaaaaaaaa"):
+        record(store, "m", new_entry("rollback", 1, "m_1.tar.gz", "b" * 64, OTHER_COMMIT))
+    assert (
+        record(store, "m", new_entry("publish", 1, "m_1.tar.gz", "a" * 64, COMMIT), unless_known=True)
+        is False
+    )
+    assert len(history(store, "m")) == 1
+
+
 def test_promote_copies_the_tested_bytes_and_records_them(tmp_path: Path, scaffold_lock: str) -> None:
     staging, production = MemoryStore("memory://staging"), MemoryStore("memory://production")
     artifact = _artifact(tmp_path, scaffold_lock)
@@ -232,6 +282,17 @@ def test_rollback_moves_current_back_and_grows_history(tmp_path: Path, scaffold_
         rollback(production, "fraud", 7)
     forward = rollback(production, "fraud", 2)
     assert forward.version == 2 and current(production, "fraud") == forward
+
+    stored = production.head("fraud_1.tar.gz")
+    assert stored is not None
+    production.remove(stored)  # version 1's object now holds other bytes than the history records
+    other = _artifact(tmp_path, scaffold_lock, tag="other")
+    publish(other, Destination(production, "fraud_1.tar.gz", production=True), COMMIT)
+    with pytest.raises(
+        ReleaseError, match=rf"does not verify; not rolled back:\n.*{stored.metadata['sha256']} was rec"
+    ):
+        rollback(production, "fraud", 1)
+    assert current(production, "fraud") == forward
 
 
 def test_a_publish_whose_record_was_lost_is_repaired_and_promote_makes_a_published_version_current(

@@ -75,6 +75,18 @@ def test_concurrent_creators_exactly_one_wins(store: Store, tmp_path: Path) -> N
     assert (tmp_path / "winner").read_bytes() == f"candidate {head.metadata['sha256'][1:]}".encode()
 
 
+def test_remove_deletes_exactly_the_object_read(store: Store, tmp_path: Path) -> None:
+    store.put_new("k.tar.gz", _file(tmp_path, "one", b"first"), {"sha256": "s1"})
+    first = store.head("k.tar.gz")
+    assert first is not None
+    store.remove(first)
+    assert store.head("k.tar.gz") is None and list(store.keys()) == []
+    store.put_new("k.tar.gz", _file(tmp_path, "two", b"second"), {"sha256": "s2"})
+    store.remove(first)  # a stale read: the key holds another object now, which is not removed
+    second = store.head("k.tar.gz")
+    assert second is not None and second.metadata["sha256"] == "s2"
+
+
 def test_documents_update_only_from_the_version_read(store: Store) -> None:
     store.write("_releases/m/history.json", b'{"n": 1}', None)
     with pytest.raises(Conflict):
@@ -231,6 +243,37 @@ def test_s3_conflict_409_is_retried_and_never_taken_for_exists(
     answers = iter([409] * s3_backend.IN_FLIGHT_RETRIES)
     with pytest.raises(EnvironmentFailure, match="ConditionalRequestConflict"):
         store.put_new("m_2.tar.gz", _file(tmp_path, "b", b"bytes"), {"sha256": "b"})
+
+
+def test_s3_conflict_409_on_completing_a_multipart_upload_starts_it_again(
+    s3: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3's answer to a 409 on CompleteMultipartUpload is to create the upload again and resend its parts."""
+    monkeypatch.setattr(s3_backend, "PART_SIZE", 5 * 1024 * 1024)
+    store = S3Store.from_uri(s3["PACKAGER_STAGING_URI"])
+    real_complete, real_create = store.client.complete_multipart_upload, store.client.create_multipart_upload
+    answers, uploads = iter([409]), []
+
+    def in_flight(**kwargs: Any) -> Any:
+        if next(answers, None) == 409:
+            error = {"Code": "ConditionalRequestConflict", "Message": "A conflicting operation is in flight"}
+            raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": 409}}, "Complete")
+        return real_complete(**kwargs)
+
+    def counted(**kwargs: Any) -> Any:
+        uploads.append(kwargs["Key"])
+        return real_create(**kwargs)
+
+    monkeypatch.setattr(store.client, "complete_multipart_upload", in_flight)
+    monkeypatch.setattr(store.client, "create_multipart_upload", counted)
+    data = os.urandom(5 * 1024 * 1024 + 1)
+    store.put_new("m_3.tar.gz", _file(tmp_path, "c", data), {"sha256": "c"})
+    store.download("m_3.tar.gz", tmp_path / "back")
+    assert (tmp_path / "back").read_bytes() == data and len(uploads) == 2, uploads
+    bucket = s3["PACKAGER_STAGING_URI"].split("/")[2]
+    assert (
+        store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    ), "the first was aborted"
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from packager.artifacts import read_private_key, read_public_key
 from packager.config import load_config
 from packager.modeldir import ModelDir, discover_models, find_repo_root
 from packager.errors import UsageError
@@ -80,8 +81,20 @@ class Workspace:
         return route(revision.branch, revision.commit, store, to_production)
 
     def public_key(self, given: Path | None) -> Path | None:
-        """The key signatures are verified with: --public-key / PACKAGER_VERIFY_KEY, else packager.toml."""
-        return given if given is not None else self.config.public_key
+        """The key signatures are verified with: --public-key / PACKAGER_VERIFY_KEY, else packager.toml;
+        refused before any work unless it is an Ed25519 public key."""
+        key = given if given is not None else self.config.public_key
+        if key is not None:
+            read_public_key(key)
+        return key
+
+    @staticmethod
+    def signing_key(given: Path | None) -> Path | None:
+        """The key manifests are signed with (--sign-key / PACKAGER_SIGNING_KEY), refused before any work
+        unless it is an Ed25519 private key."""
+        if given is not None:
+            read_private_key(given)
+        return given
 
     def dist(self) -> Path:
         return (self.root or Path.cwd()) / "dist"

@@ -7,6 +7,7 @@ pipeline (`provenance`). Publishing artifacts is the release stage's job.
 
 Public: Artifact, ArtifactError, artifact_name, content_digest, MANIFEST, SIGNATURE, build_artifact,
 read_manifest, verify_artifact, verified, triton_models_in, generate_keys, sign, verify,
+read_private_key, read_public_key, KeyUnusable,
 Source, model_source, current_branch, ci_revision, full_commit, branch_ref,
 is_ancestor, merge_base, matches_commit, branch_slug, actor, pipeline.
 """
@@ -34,7 +35,14 @@ from packager.artifacts.provenance import (
     model_source,
     pipeline,
 )
-from packager.artifacts.signing import generate_keys, sign, verify
+from packager.artifacts.signing import (
+    KeyUnusable,
+    generate_keys,
+    read_private_key,
+    read_public_key,
+    sign,
+    verify,
+)
 from packager.artifacts.verify import (
     read_manifest,
     triton_models_in,
@@ -65,6 +73,9 @@ __all__ = [
     "generate_keys",
     "sign",
     "verify",
+    "read_private_key",
+    "read_public_key",
+    "KeyUnusable",
     "read_manifest",
     "triton_models_in",
     "verified",

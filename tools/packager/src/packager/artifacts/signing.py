@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from packager.errors import UsageError
+from packager.errors import PackagerError, UsageError
+
+
+class KeyUnusable(PackagerError):
+    """A key file that is not the Ed25519 key its use needs (garbage, the other half of a pair, RSA...)."""
 
 
 def generate_keys(private_path: Path, public_path: Path) -> None:
@@ -32,18 +37,70 @@ def generate_keys(private_path: Path, public_path: Path) -> None:
 
 def sign(data: bytes, private_path: Path) -> bytes:
     """The signature of `data` (Ed25519 is deterministic: same key and data, same bytes)."""
-    key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise UsageError(f"{private_path} is not an Ed25519 private key (make one with `packager keygen`)")
-    return key.sign(data)
+    return read_private_key(private_path).sign(data)
 
 
 def verify(data: bytes, signature: bytes, public_path: Path) -> bool:
-    key = serialization.load_pem_public_key(public_path.read_bytes())
-    if not isinstance(key, Ed25519PublicKey):
-        raise UsageError(f"{public_path} is not an Ed25519 public key")
     try:
-        key.verify(signature, data)
+        read_public_key(public_path).verify(signature, data)
     except InvalidSignature:
         return False
     return True
+
+
+def read_private_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 private key in a PEM file; KeyUnusable for anything else (a public key included)."""
+    data = path.read_bytes()
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:  # encrypted: the packager signs unattended, with no passphrase to give
+        reason = "it is encrypted; export it without a passphrase"
+    except (ValueError, UnsupportedAlgorithm):
+        reason = (
+            "it is a public key" if _loads(serialization.load_pem_public_key, data) else "no PEM key in it"
+        )
+    else:
+        if isinstance(key, Ed25519PrivateKey):
+            return key
+        reason = f"it is {_kind(key)}"
+    raise KeyUnusable(
+        f"{path}: not an Ed25519 private key ({reason}); sign with the private key `packager keygen` wrote "
+        "(--sign-key or PACKAGER_SIGNING_KEY)"
+    )
+
+
+def read_public_key(path: Path) -> Ed25519PublicKey:
+    """The Ed25519 public key in a PEM file; KeyUnusable for anything else (a private key included)."""
+    data = path.read_bytes()
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        private = _loads(lambda pem: serialization.load_pem_private_key(pem, password=None), data)
+        reason = (
+            "it is a private key, which never leaves the signer" if private else "no PEM public key in it"
+        )
+    else:
+        if isinstance(key, Ed25519PublicKey):
+            return key
+        reason = f"it is {_kind(key)}"
+    raise KeyUnusable(
+        f"{path}: not an Ed25519 public key ({reason}); verify with the .pub file `packager keygen` wrote "
+        "(--public-key, PACKAGER_VERIFY_KEY or packager.toml [signing] public_key)"
+    )
+
+
+def _loads(load: Callable[[bytes], object], data: bytes) -> bool:
+    """Whether `load` reads a key from `data` (to say what a refused key file is instead)."""
+    try:
+        load(data)
+    except TypeError:  # only an encrypted private key wants a password: a key all the same
+        return True
+    except (ValueError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _kind(key: object) -> str:
+    """What a PEM key of another algorithm is, for the refusal: "RSA, not Ed25519", say."""
+    algorithm = type(key).__name__.lstrip("_").removesuffix("PrivateKey").removesuffix("PublicKey")
+    return f"{algorithm}, not Ed25519"

@@ -57,6 +57,7 @@ def build(
     environment in every python step, the weights, and a manifest with the sha256 of every file.
     Byte-reproducible: the same sources, weights and environment give the same sha256."""
     target = workspace.runtime(runtime)
+    signing_key = workspace.signing_key(sign_key)
     builder = env_builder_for(target)
     check = (  # the manifest is checked; a signature is push's and verify's to check
         cold_start_check(
@@ -69,7 +70,7 @@ def build(
     for model in workspace.models(models):
         started = time.monotonic()
         report, environment = prepare(model, target, builder)
-        artifact = build_artifact(report, target, environment, out or workspace.dist(), sign_key)
+        artifact = build_artifact(report, target, environment, out or workspace.dist(), signing_key)
         seconds = time.monotonic() - started
         size = artifact.path.stat().st_size
         record: dict[str, object] = {

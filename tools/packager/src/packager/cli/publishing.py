@@ -140,7 +140,7 @@ def _push_plan(
         out_dir=out or workspace.dist(),
         log_dir=workspace.log_dir(),
         repository=workspace.root,
-        signing_key=sign_key,
+        signing_key=workspace.signing_key(sign_key),
         public_key=key,
         progress=not as_json,
         load_timeout=load_timeout,
@@ -346,14 +346,23 @@ def promote_command(
     "--to", "to_version", type=int, help="The version to go back to (default: the one before the current)."
 )
 @PRODUCTION_OPTION
+@PUBLIC_KEY_OPTION
 @JSON_OPTION
 @pass_workspace
 def rollback_command(
-    workspace: Workspace, model: str, to_version: int | None, production: str | None, as_json: bool
+    workspace: Workspace,
+    model: str,
+    to_version: int | None,
+    production: str | None,
+    public_key: Path | None,
+    as_json: bool,
 ) -> ExitCode:
-    """Move a model's "current" pointer back to an earlier published version; the history grows by one entry."""
+    """Move a model's "current" pointer back to an earlier published version, after verifying it as promote
+    does (its recorded digest, its manifest, its signature when a public key is configured); the history
+    grows by one entry."""
+    key = workspace.public_key(public_key)
     with closing(workspace.production_store(production)) as store:
-        entry = rollback(store, model, to_version)
+        entry = rollback(store, model, to_version, key)
     if as_json:
         echo_json({"model": model, "current": entry.version, "entry": asdict(entry)})
     else:

@@ -6,14 +6,15 @@ history and "current" pointer (`history`), promote and rollback (`promotion`), v
 its store URI (`verification`), what may be published where (`gates`), and the push pipeline that
 composes every stage (`push`).
 
-Public: publish, Published, Destination, Route, route, ImmutableKey, PublishError, Entry, history,
-current, record, new_entry, released_models, ReleaseError, promote, rollback, verify_target,
-Verification, Revision, resolve_revision, check_publishable, SourceRefused, push_model, PushPlan,
-PushResult; and `packager.release.stores`' names.
+Public: publish, publish_release, record_release, Published, Destination, Route, route, ImmutableKey,
+PublishError, Entry, history, current, record, new_entry, released_models, ReleaseError, OtherBytes,
+promote, rollback, verify_target, Verification, Revision, resolve_revision, check_publishable,
+SourceRefused, push_model, PushPlan, PushResult; and `packager.release.stores`' names.
 """
 
 from packager.release.history import (
     Entry,
+    OtherBytes,
     ReleaseError,
     current,
     history,
@@ -29,6 +30,8 @@ from packager.release.publishing import (
     Published,
     Route,
     publish,
+    publish_release,
+    record_release,
     route,
 )
 from packager.release.gates import Revision, SourceRefused, check_publishable, resolve_revision
@@ -37,6 +40,7 @@ from packager.release.verification import Verification, verify_target
 
 __all__ = [
     "Entry",
+    "OtherBytes",
     "ReleaseError",
     "current",
     "history",
@@ -51,6 +55,8 @@ __all__ = [
     "Published",
     "Route",
     "publish",
+    "publish_release",
+    "record_release",
     "route",
     "Revision",
     "SourceRefused",

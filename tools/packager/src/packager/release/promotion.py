@@ -7,7 +7,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from packager.artifacts import ArtifactError, artifact_name, branch_slug, verify_artifact
+from packager.artifacts import Artifact, ArtifactError, artifact_name, branch_slug, verify_artifact
 from packager.errors import UsageError
 from packager.release.history import Entry, ReleaseError, current, history, new_entry, record
 from packager.release.publishing import Destination, same_or_refuse
@@ -32,23 +32,13 @@ def promote(
     Returns the history entry written (None when production already held this exact artifact and it was
     current) and the staging key promoted.
     """
+    history(production, model)  # a history it could not record in refuses the promotion before any copy
     source_key = _staged_key(staging, artifact_name(model, version), from_commit.lower(), branch)
     staged = staging.head(source_key)
     if staged is None:
         raise ReleaseError(f"{staging.uri}/{source_key} vanished while promoting; try again")
-    with tempfile.TemporaryDirectory(prefix="packager-promote-") as scratch:
-        local = Path(scratch) / "artifact.tar.gz"
-        staging.download(source_key, local)
-        try:
-            artifact, problems = verify_artifact(local, public_key, staged.metadata.get("sha256"))
-        except ArtifactError as error:  # not even a readable archive (a flipped bit in its compressed bytes)
-            artifact, problems = None, [str(error).removeprefix(f"{local}: ")]
-    if artifact is None or problems:
-        raise ReleaseError(
-            f"{staging.uri}/{source_key} does not verify; not promoted:\n  " + "\n  ".join(problems)
-        )
-    if (artifact.name, artifact.version) != (model, version):
-        raise ReleaseError(f"{source_key} holds {artifact.name} {artifact.version}, not {model} {version}")
+    recorded = staged.metadata.get("sha256")
+    artifact = _verified(staging, source_key, (model, version), public_key, recorded, "not promoted")
     if artifact.manifest.get("source_dirty", True):
         raise ReleaseError(
             f"{source_key} was built from uncommitted sources (or from outside the repository); "
@@ -110,8 +100,10 @@ def _staged_key(staging: ArtifactStore, filename: str, prefix: str, branch: str 
     return "/".join(matches[0])
 
 
-def rollback(production: Store, model: str, to_version: int | None) -> Entry:
-    """Point "current" back (to `to_version`, or to the version before the current one); history grows."""
+def rollback(production: Store, model: str, to_version: int | None, public_key: Path | None = None) -> Entry:
+    """Point "current" back (to `to_version`, or to the version before the current one) after verifying that
+    version as promote does (its recorded sha256, its files, its signature with a public key); history
+    grows."""
     entries = history(production, model)
     if not entries:
         raise ReleaseError(f"{model} has no release history in {production.uri}")
@@ -134,9 +126,34 @@ def rollback(production: Store, model: str, to_version: int | None) -> Entry:
     if stored is None:
         raise ReleaseError(f"{production.uri}/{key} does not exist: {model} {to_version} was never published")
     known = next((entry for entry in reversed(entries) if entry.version == to_version), None)
+    recorded = known.sha256 if known else stored.metadata.get("sha256")  # the history's, where it has one
+    artifact = _verified(production, key, (model, to_version), public_key, recorded, "not rolled back")
     commit = known.commit if known else stored.metadata.get("commit", "")
-    entry = new_entry(
-        "rollback", to_version, key, stored.metadata.get("sha256", ""), commit, f"from version {now.version}"
-    )
+    entry = new_entry("rollback", to_version, key, artifact.sha256, commit, f"from version {now.version}")
     record(production, model, entry)
     return entry
+
+
+def _verified(
+    store: ArtifactStore,
+    key: str,
+    identity: tuple[str, int],
+    public_key: Path | None,
+    recorded: str | None,
+    consequence: str,
+) -> Artifact:
+    """The artifact at `key`, downloaded and verified like every release move: the sha256 `recorded` for
+    it, every file against the manifest, the signature with a public key, and that it is `identity`'s
+    model and version; ReleaseError (saying the `consequence`) if it is not."""
+    with tempfile.TemporaryDirectory(prefix="packager-release-") as scratch:
+        local = Path(scratch) / "artifact.tar.gz"
+        store.download(key, local)
+        try:
+            artifact, problems = verify_artifact(local, public_key, recorded)
+        except ArtifactError as error:  # not even a readable archive (a flipped bit in its compressed bytes)
+            artifact, problems = None, [str(error).removeprefix(f"{local}: ")]
+    if artifact is None or problems:
+        raise ReleaseError(f"{store.uri}/{key} does not verify; {consequence}:\n  " + "\n  ".join(problems))
+    if (artifact.name, artifact.version) != identity:
+        raise ReleaseError(f"{key} holds {artifact.name} {artifact.version}, not {identity[0]} {identity[1]}")
+    return artifact

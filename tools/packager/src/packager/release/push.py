@@ -16,8 +16,8 @@ from packager.errors import ExitCode, PackagerError
 from packager.modeldir import ModelDir, libraries_dir, model_libraries
 from packager.preflight import prepare
 from packager.release.gates import Revision, check_publishable
-from packager.release.history import new_entry, record
-from packager.release.publishing import Published, Route, publish, same_or_refuse
+from packager.release.history import history
+from packager.release.publishing import Published, Route, publish_release, same_or_refuse
 from packager.replay import ModelReplay, replay_artifact
 from packager.settings import Runtime
 from packager.triton import LOAD_TIMEOUT, Launcher
@@ -106,6 +106,8 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
         existing = target.store.head(target.key)
         if existing is not None:  # refuse other bytes under a published key before replaying them
             same_or_refuse(existing, artifact, target)
+        if target.production:  # and a release history it could not record in
+            history(plan.route.store, model.name)
         _say(plan, f"{model.name}: built {artifact.path.name} ({artifact.sha256[:12]}); replaying it")
         log = plan.log_dir / f"{model.name}-push.log"
         result.replay = replay_artifact(
@@ -119,12 +121,7 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
         if plan.check is not None:
             result.checked = plan.check(artifact, report)
             started = result.timed("check", started)
-        result.published = publish(artifact, target, plan.revision.commit)
-        if target.production:
-            stored = target.store.head(target.key)
-            sha256 = stored.metadata.get("sha256", artifact.sha256) if stored else artifact.sha256
-            entry = new_entry("publish", artifact.version, target.key, sha256, plan.revision.commit)
-            record(plan.route.store, model.name, entry, unless_known=True)
+        result.published = publish_release(artifact, plan.route)
     except PackagerError as error:
         result.error, result.error_code = str(error), error.exit_code
     result.timed("build" if result.artifact is None else "publish", started)

@@ -65,6 +65,14 @@ class FileStore:
                 raise AlreadyExists(key) from None
             os.replace(meta_partial, meta)
 
+    def remove(self, stored: StoredObject) -> None:
+        """Never needed in a race (a hard link is an atomic create), but part of the contract."""
+        path = self._path(stored.key)
+        found = self.head(stored.key)
+        if found is not None and found.etag == stored.etag:
+            path.unlink()
+            path.with_name(path.name + ".meta.json").unlink(missing_ok=True)
+
     def locate(self, key: str) -> Location:
         return Location("file", "", str(self._path(key)))
 

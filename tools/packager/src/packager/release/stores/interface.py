@@ -35,6 +35,7 @@ class StoredObject:
     size: int
     etag: str
     metadata: dict[str, str]
+    version: str = ""  # the store's id of this exact object, where it keeps versions of a key
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ class ArtifactStore(Protocol):
 
     def copy_new(self, source: ArtifactStore, source_key: str, key: str, metadata: dict[str, str]) -> None:
         """Create `key` from another store's object (server-side where `source.locate` allows it)."""
+
+    def remove(self, stored: StoredObject) -> None:
+        """Delete exactly the object `head` returned (its version, where the store keeps versions; else
+        only while the key still holds it): never another writer's object."""
 
     def locate(self, key: str) -> Location:
         """Where the object at `key` is, for a server-side copy by a store of the same kind."""

@@ -57,6 +57,12 @@ class MemoryStore:
                 raise AlreadyExists(key)
             self._objects[key] = stored
 
+    def remove(self, stored: StoredObject) -> None:
+        with self._lock:
+            found = self._objects.get(stored.key)
+            if found is not None and found.etag == stored.etag:
+                del self._objects[stored.key]
+
     def locate(self, key: str) -> Location:
         return Location("memory", self.uri, key)
 

@@ -116,7 +116,11 @@ class S3Store:
         if response is None:
             return None
         return StoredObject(
-            key, int(response["ContentLength"]), str(response["ETag"]), dict(response.get("Metadata", {}))
+            key,
+            int(response["ContentLength"]),
+            str(response["ETag"]),
+            dict(response.get("Metadata", {})),
+            str(response.get("VersionId") or ""),
         )
 
     def put_new(self, key: str, source: Path, metadata: dict[str, str]) -> None:
@@ -135,8 +139,8 @@ class S3Store:
                         Metadata=metadata,
                     )
                 )
-            else:
-                self._multipart(key, source, size, metadata)
+            else:  # a 409 on completing: S3 says to start the upload again
+                self._retried_while_in_flight(lambda: self._multipart(key, source, size, metadata))
 
     def _multipart(self, key: str, source: Path, size: int, metadata: dict[str, str]) -> None:
         """Parts with SHA-256 checksums, uploaded in parallel; the object appears only on completion."""
@@ -175,14 +179,12 @@ class S3Store:
             raise
 
     def _complete(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
-        self._retried_while_in_flight(
-            lambda: self.client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=self._key(key),
-                UploadId=upload_id,
-                IfNoneMatch="*",
-                MultipartUpload={"Parts": parts},
-            )
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=self._key(key),
+            UploadId=upload_id,
+            IfNoneMatch="*",
+            MultipartUpload={"Parts": parts},
         )
 
     def copy_new(self, source: ArtifactStore, source_key: str, key: str, metadata: dict[str, str]) -> None:
@@ -197,23 +199,41 @@ class S3Store:
         # against concurrent promoters.
         copy_source = {"Bucket": where.container, "Key": where.path}
         with self._create(key):
-            upload_id = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=self._key(key), Metadata=metadata
-            )["UploadId"]
-            with self._aborted_unless_completed(key, upload_id):
-                parts = []
-                for number, offset in enumerate(range(0, max(head.size, 1), COPY_PART_SIZE), start=1):
-                    last = max(min(offset + COPY_PART_SIZE, head.size) - 1, 0)
-                    part = self.client.upload_part_copy(
-                        Bucket=self.bucket,
-                        Key=self._key(key),
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        CopySource=copy_source,
-                        CopySourceRange=f"bytes={offset}-{last}",
-                    )
-                    parts.append({"PartNumber": number, "ETag": part["CopyPartResult"]["ETag"]})
-                self._complete(key, upload_id, parts)
+            self._retried_while_in_flight(lambda: self._copy_parts(key, copy_source, head.size, metadata))
+
+    def _copy_parts(self, key: str, copy_source: dict[str, str], size: int, metadata: dict[str, str]) -> None:
+        """One multipart upload of `copy_source`'s bytes, server-side, completed `If-None-Match: *`."""
+        upload_id = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=self._key(key), Metadata=metadata
+        )["UploadId"]
+        with self._aborted_unless_completed(key, upload_id):
+            parts = []
+            for number, offset in enumerate(range(0, max(size, 1), COPY_PART_SIZE), start=1):
+                last = max(min(offset + COPY_PART_SIZE, size) - 1, 0)
+                part = self.client.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=copy_source,
+                    CopySourceRange=f"bytes={offset}-{last}",
+                )
+                parts.append({"PartNumber": number, "ETag": part["CopyPartResult"]["ETag"]})
+            self._complete(key, upload_id, parts)
+
+    def remove(self, stored: StoredObject) -> None:
+        """Its version where the bucket keeps versions (the one before it is current again), else a delete
+        `If-Match: <etag>` (S3 honours it since September 2025)."""
+        exact = (
+            {"VersionId": stored.version} if stored.version not in ("", "null") else {"IfMatch": stored.etag}
+        )
+        try:
+            with self._call(f"delete {stored.key}"):
+                self._retried_while_in_flight(
+                    lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(stored.key), **exact)
+                )
+        except ClientError:
+            pass  # only a failed precondition or a missing key reach here: it changed or went; not ours
 
     def locate(self, key: str) -> Location:
         return Location("s3", self.bucket, self._key(key))

@@ -4,7 +4,6 @@ and roll a model back to an earlier published version. Both add to the release h
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 
 from packager.artifacts import ArtifactError, artifact_name, branch_slug, verify_artifact
@@ -12,6 +11,7 @@ from packager.errors import UsageError
 from packager.release.history import Entry, ReleaseError, current, history, new_entry, record
 from packager.release.publishing import Destination, same_or_refuse
 from packager.release.stores import AlreadyExists, ArtifactStore, Store
+from packager.scratch import scratch_dir
 
 COMMIT_PREFIX = re.compile(r"[0-9a-f]{7,40}")
 CLEAN = re.compile(r"[0-9a-f]{12}")  # a staged commit; uncommitted builds carry a -dirty-<content> suffix
@@ -36,7 +36,7 @@ def promote(
     staged = staging.head(source_key)
     if staged is None:
         raise ReleaseError(f"{staging.uri}/{source_key} vanished while promoting; try again")
-    with tempfile.TemporaryDirectory(prefix="packager-promote-") as scratch:
+    with scratch_dir("promote") as scratch:
         local = Path(scratch) / "artifact.tar.gz"
         staging.download(source_key, local)
         try:

@@ -10,7 +10,6 @@ registry `STORES`; a new backend is one module with a `from_uri` constructor and
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -18,6 +17,7 @@ from urllib.parse import urlparse
 
 from packager.errors import UsageError
 from packager.registry import Registry
+from packager.scratch import scratch_dir
 
 # Any bucket S3 has ever allowed (legacy us-east-1 names included): 3 to 255 of these characters.
 S3_BUCKET = re.compile(r"[A-Za-z0-9._-]{3,255}")
@@ -138,7 +138,7 @@ def copy_by_download(
     source: ArtifactStore, source_key: str, target: ArtifactStore, key: str, metadata: dict[str, str]
 ) -> None:
     """Create `key` in `target` from a local copy of `source`'s object (when no server-side copy applies)."""
-    with tempfile.TemporaryDirectory(prefix="packager-copy-") as scratch:
+    with scratch_dir("copy") as scratch:
         local = Path(scratch) / "object"
         source.download(source_key, local)
         target.put_new(key, local, metadata)

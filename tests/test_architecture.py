@@ -29,6 +29,7 @@ STAGES = [
             "archives",
             "tables",
             "partials",
+            "scratch",
             "toml_positions",
         },
     ),

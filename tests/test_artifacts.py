@@ -229,6 +229,44 @@ def test_shared_libraries_a_step_imports_are_packed_beside_it(
         build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "again")
 
 
+def test_a_shipped_file_git_ignores_makes_the_sources_dirty_unless_its_dvc_pointer_vouches_for_it(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    model = ModelDir(model_repo / "models" / "fraud")
+    step = model.path / "preprocess" / "1"
+    weights = step / "weights.bin"
+    weights.write_bytes(b"\x01" * 1000)
+    (step / "weights.bin.dvc").write_text(
+        f"outs:\n- md5: {file_digest(weights, 'md5')}\n  path: weights.bin\n"
+    )
+    (step / ".gitignore").write_text("/weights.bin\n")  # what `dvc add` writes
+    (model_repo / ".gitignore").write_text((model_repo / ".gitignore").read_text() + "*.local\n")
+    (step / "defaults.txt").symlink_to("../../defaults.local")  # a committed link to a file git ignores
+    git(model_repo, "add", "-A")
+    git(model_repo, "commit", "-q", "-m", "weights and a link")
+    environment = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+
+    def provenance() -> tuple[object, object]:
+        manifest = build_artifact(
+            validate_model(model), DEFAULT_RUNTIME, environment, tmp_path, None, model_repo
+        ).manifest
+        return manifest["source_dirty"], manifest["source_ignored"]
+
+    (model.path / "defaults.local").write_text("threshold = 0.5\n")
+    assert provenance() == (True, ["preprocess/1/defaults.txt"]), "the bytes behind a committed link"
+    (step / "defaults.txt").unlink()
+    assert provenance() == (True, []), "(a deleted file is an uncommitted change)"
+    git(model_repo, "commit", "-q", "-am", "no link")
+    assert provenance() == (False, []), "weights that match their committed pointer ship clean"
+    (step / "settings.local").write_text("token = 'dev'\n")
+    (model.path / "postprocess" / "1" / "__pycache__").mkdir()
+    (model.path / "postprocess" / "1" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"")
+    assert provenance() == (True, ["preprocess/1/settings.local"]), "what ships, not what is left out"
+    (step / "settings.local").unlink()
+    weights.write_bytes(b"\x02" * 1000)
+    assert provenance() == (True, ["preprocess/1/weights.bin"]), "a weight that is not what its pointer says"
+
+
 def test_shared_code_counts_in_the_artifacts_provenance(model_repo: Path, tmp_path: Path) -> None:
     (model_repo / "libs" / "fraudkit").mkdir(parents=True)
     (model_repo / "libs" / "fraudkit" / "__init__.py").write_text("SCALE = 1\n")

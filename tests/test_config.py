@@ -4,15 +4,17 @@ mistake refused at its line and column with what is allowed."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from packager.config import load_config
+from packager.errors import UsageError
 from packager.release import new_entry, record
 from packager.release.stores import open_store
-from packager.settings import DEFAULT_RUNTIME
+from packager.settings import DEFAULT_RUNTIME, ConfigError
 from tests.conftest import RunPackager, git
 
 REPO = Path(__file__).parent.parent
@@ -96,18 +98,18 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
             "the top level has unknown key 'packagr' (allowed: endpoint, packager, runtime, signing, stores)",
         ),
         ("[packager]\nruntmie = 'x'\n", "2:1", "[packager] has unknown key 'runtmie' (allowed: runtime)"),
-        ("[packager]\nruntime = 'nope'\n", "2:1", "[packager] runtime 'nope' is not defined (known: local)"),
-        ("[packager]\nruntime = 3\n", "2:1", "[packager] runtime must be a string, not int 3"),
-        ("packager = 1\n", "1:1", "[packager] must be a table"),
+        ("[packager]\nruntime = 'nope'\n", "2:11", "[packager] runtime 'nope' is not defined (known: local)"),
+        ("[packager]\nruntime = 3\n", "2:11", "[packager] runtime must be a string, not int 3"),
+        ("packager = 1\n", "1:12", "[packager] must be a table"),
         ("[runtime.x]\npython = '3.11'\n", "1:1", "[runtime.x] needs triton_version"),
         (
             "[runtime.x]\npython = '3.11'\ntriton_version = 2.51\n",
-            "3:1",
+            "3:18",
             "[runtime.x] triton_version must be a string",
         ),
         (
             "[runtime.x]\npython = 'py3'\ntriton_version = '2.51.0'\n",
-            "2:1",
+            "2:10",
             "[runtime.x] python is a CPython minor",
         ),
         (
@@ -117,12 +119,12 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
         ),
         (
             "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nlauncher = 'container'\n",
-            "4:1",
+            "4:12",
             "[runtime.x] a container runtime names its image, or a server_package to build one from",
         ),
         (
             "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nshm_size = 'lots'\n",
-            "4:1",
+            "4:12",
             "[runtime.x] shm_size is a size such as",
         ),
         (
@@ -132,12 +134,12 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
         ),
         (
             "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nlauncher = 'ssh'\n",
-            "4:1",
+            "4:12",
             "launcher must be one of container, local, not 'ssh'",
         ),
         (
             "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nenv_builder = 'pip'\n",
-            "4:1",
+            "4:15",
             "env_builder must be one of conda, venv",
         ),
         (
@@ -148,7 +150,7 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
         (
             "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nconstraints = [\n"
             "  { requirement = 'numpy<2', reason = 'ok' },\n  { requirement = 'numpy<<2', reason = 'typo' },\n]\n",
-            "6:3",
+            "6:19",
             "constraint 'numpy<<2' is not a requirement",
         ),
         (
@@ -156,20 +158,24 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
             "2:1",
             "[stores] has unknown key 'stagign' (allowed: production, production_branches, staging)",
         ),
-        ("[stores]\nstaging = 'ftp://host/x'\n", "2:1", "[stores] staging 'ftp://host/x' is not a store URI"),
+        (
+            "[stores]\nstaging = 'ftp://host/x'\n",
+            "2:11",
+            "[stores] staging 'ftp://host/x' is not a store URI (unknown scheme 'ftp')",
+        ),
         (
             "[stores]\nproduction_branches = 'release'\n",
-            "2:1",
+            "2:23",
             "[stores] production_branches must be a list, not str 'release'",
         ),
         (
             "[stores]\nproduction_branches = []\n",
-            "2:1",
+            "2:23",
             "[stores] production_branches is a non-empty list of branch names",
         ),
         (
             "[signing]\npublic_key = 'keys/none.pub'\n",
-            "2:1",
+            "2:14",
             "[signing] public_key keys/none.pub: no such file",
         ),
         (
@@ -177,9 +183,9 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
             "2:1",
             "[signing] has unknown key 'private_key' (allowed: public_key)",
         ),
-        ("[endpoint]\ncold_start_budget = '30s'\n", "2:1", "[endpoint] cold_start_budget is seconds"),
-        ("[endpoint]\ncold_start_budget = 0\n", "2:1", "[endpoint] cold_start_budget is seconds"),
-        ("[endpoint]\nover_budget = 'ignore'\n", "2:1", '[endpoint] over_budget is "refuse" or "warn"'),
+        ("[endpoint]\ncold_start_budget = '30s'\n", "2:21", "[endpoint] cold_start_budget is seconds"),
+        ("[endpoint]\ncold_start_budget = 0\n", "2:21", "[endpoint] cold_start_budget is seconds"),
+        ("[endpoint]\nover_budget = 'ignore'\n", "2:15", '[endpoint] over_budget is "refuse" or "warn"'),
         (
             "[endpoint]\nbudget = 30\n",
             "2:1",
@@ -195,6 +201,114 @@ def test_a_wrong_key_is_refused_at_its_line_and_column(
     assert result.returncode == 1, result.stderr
     assert f"packager.toml:{where}: {message}" in result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+
+
+RUNTIME_X = '[runtime.x]\ntriton_version = "2.51.0"\npython = "3.11"\n'
+
+
+@pytest.mark.parametrize(
+    "text, culprit, message",
+    [
+        (RUNTIME_X + 'channels = ["conda-forge", ""]\n', '""', "[runtime.x] channels is a non-empty list"),
+        (
+            'runtime = { x = { triton_version = "2.51.0", python = 3.11 } }\n',
+            "3.11",
+            "[runtime.x] python must be a string, not float 3.11",
+        ),
+        (
+            'runtime = { x = { triton_version = "2.51.0", python = "3.11", imgae = "y" } }\n',
+            "imgae",
+            "[runtime.x] has unknown key 'imgae'",
+        ),
+        (
+            '[stores]\n"production_branches"         =     "release"  # a comment\n',
+            '"release"',
+            "[stores] production_branches must be a list, not str 'release'",
+        ),
+        (
+            '[stores]\nproduction_branches = [\n  "main",\n  # "release", "x",\n  42,\n]\n',
+            "42",
+            "[stores] production_branches is a non-empty list of branch names",
+        ),
+        (
+            '[runtime.x]\ndescription = """\npython = "3.11"\n"""\ntriton_version = "2"\npython = "py3"\n',
+            '"py3"',
+            "[runtime.x] python is a CPython minor",
+        ),
+        ('endpoint.over_budget = "never"\n', '"never"', '[endpoint] over_budget is "refuse" or "warn"'),
+        ("[[stores]]\nstaging = 'file:x'\n", "[[stores]]", "[stores] must be a table"),
+        (
+            RUNTIME_X + "constraints = [{ reason = 'typo', requirement = 'numpy<<2' }]\n",
+            "'numpy<<2'",
+            "constraint 'numpy<<2' is not a requirement",
+        ),
+    ],
+    ids=[
+        "nested-table-array-item",
+        "inline-table-value",
+        "inline-table-key",
+        "after-a-long-key",
+        "multi-line-array",
+        "after-a-multi-line-string",
+        "dotted-key",
+        "array-of-tables",
+        "key-in-an-inline-table-in-an-array",
+    ],
+)
+def test_an_error_names_the_line_and_column_of_the_value_at_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, culprit: str, message: str
+) -> None:
+    assert text.count(culprit) == 1, "the culprit says where the error must point"
+    offset = text.index(culprit)
+    line, column = text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
+    (tmp_path / "packager.toml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        load_config(tmp_path)
+    assert str(refused.value).startswith(f"packager.toml:{line}:{column}: {message}")
+
+
+@pytest.mark.parametrize(
+    "uri, problem",
+    [
+        ("s3://", "no bucket"),
+        ("s3:///models", "no bucket"),
+        ("s3:bucket/models", "no bucket"),
+        ("s3://user@bucket/models", "'user@bucket' is not an S3 bucket name"),
+        ("s3://bucket/models?versionId=1", "a ? or # has no place in it"),
+        ("file:", "no directory"),
+        ("file://", "no directory"),
+        ("gs://bucket/models", "unknown scheme 'gs'"),
+        ("models", "no scheme"),
+    ],
+)
+def test_a_store_uri_that_names_no_store_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uri: str, problem: str
+) -> None:
+    (tmp_path / "packager.toml").write_text(f'[stores]\nproduction = "{uri}"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        load_config(tmp_path)
+    assert str(refused.value) == (
+        f"packager.toml:2:14: [stores] production {uri!r} is not a store URI ({problem}): "
+        "give s3://bucket/prefix, file:///dir or file:dir"
+    )
+    with pytest.raises(UsageError, match=re.escape(f"({problem})")):
+        open_store(uri, tmp_path)
+
+
+def test_config_refuses_a_bucketless_s3_uri(run_packager: RunPackager, tmp_path: Path) -> None:
+    (tmp_path / "packager.toml").write_text('[stores]\nstaging = "s3://"\n')
+    shown = run_packager("config", cwd=tmp_path, env={"PACKAGER_STAGING_URI": ""})
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr
+    assert "packager.toml:2:11: [stores] staging 's3://' is not a store URI (no bucket)" in shown.stderr
+
+
+def test_a_byte_that_is_not_utf8_is_located(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "packager.toml").write_bytes(b'[stores]\nstaging = "caf\xc3\xa9 \xff"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^packager.toml:2:17: not UTF-8 text \(byte 26\)"):
+        load_config(tmp_path)
 
 
 def test_stores_and_production_branches_are_used(

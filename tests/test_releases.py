@@ -259,6 +259,17 @@ def test_uncommitted_work_is_staged_under_its_own_keys_and_never_reaches_product
     assert _keys(s3, "PRODUCTION") == []
 
 
+def test_a_file_git_ignores_never_reaches_production(
+    run_packager: RunPackager, model_repo: Path, s3: dict[str, str]
+) -> None:
+    _commit_change(model_repo, ".gitignore", (model_repo / ".gitignore").read_text() + "*.local\n")
+    (model_repo / "models" / "fraud" / "postprocess" / "1" / "settings.local").write_text("token = 'dev'\n")
+    refused = run_packager("push", "fraud", "--branch", "main", cwd=model_repo, env=s3)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "its artifact would ship postprocess/1/settings.local, which git ignores" in refused.stdout
+    assert _keys(s3, "PRODUCTION") == []
+
+
 def test_push_checks_branch_and_commit_against_the_repository(
     run_packager: RunPackager, model_repo: Path, s3: dict[str, str]
 ) -> None:

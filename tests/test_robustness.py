@@ -42,6 +42,7 @@ from packager.modeldir import (
 from packager.modeldir.cases import DATATYPES
 from packager.modeldir.model_config import ModelConfig
 from packager.settings import Config, ConfigError
+from packager.toml_positions import TomlPositions
 from packager.triton import LAUNCHERS
 from packager.validation import ModelReport, validate_model
 
@@ -551,7 +552,9 @@ def load_packager_toml(root: Path, data: bytes) -> Config | None:
     if _toml_parses(data):
         located = TOML_LOCATION.match(message)
         assert located and located["column"], message
-        assert int(located["line"]) <= data.count(b"\n") + 1, message
+        lines = data.decode("utf-8").replace("\r\n", "\n").split("\n")
+        assert int(located["line"]) <= len(lines), message
+        assert int(located["column"]) <= len(lines[int(located["line"]) - 1]) + 1, message
     return None
 
 
@@ -721,6 +724,20 @@ def test_config_loader_locates_every_problem_in_a_generated_packager_toml(
         load_packager_toml(config_root, toml_document(data.draw(toml_mutated(document))).encode())
     else:
         assert load_packager_toml(config_root, toml_document(document).encode()), "a valid file loads"
+
+
+@FUZZ
+@given(document=st.dictionaries(st.text(max_size=4), TOML_VALUES, max_size=4))
+def test_toml_positions_find_every_value_where_it_is_written(document: dict[str, Any]) -> None:
+    text = toml_document(document)
+    positions = TomlPositions(text)
+    lines = text.split("\n")
+    for path in list(_json_paths(document))[1:]:
+        value = _at(document, path)
+        line, column = positions.value_at(*path) or (0, 0)
+        written = lines[line - 1][column - 1 :] if line else ""
+        if not isinstance(value, (dict, list)):
+            assert written.startswith(toml_value(value)), (path, line, column)
 
 
 # --- Regressions: each crash the fuzzing found, by its exact input. --------------------------------------
@@ -993,7 +1010,7 @@ def test_regression_model_file(
 
 
 UNKNOWN = "the top level has unknown key {!r} (allowed: endpoint, packager, runtime, signing, stores)"
-NOT_A_STORE = "[stores] staging 's3://[b' is not a store URI (s3://bucket/prefix, file:///dir or file:dir)"
+NOT_A_STORE = "[stores] staging 's3://[b' is not a store URI (Invalid IPv6 URL): give s3://bucket/prefix, file:///dir or file:dir"
 
 
 @pytest.mark.parametrize(
@@ -1008,7 +1025,7 @@ NOT_A_STORE = "[stores] staging 's3://[b' is not a store URI (s3://bucket/prefix
         # TomlPositions raised RuntimeError (a StopIteration) reading the empty quoted key "".
         ('"" = 1\n', "1:1: " + UNKNOWN.format("")),
         # urlparse raised ValueError on a bracketed host that is not an IPv6 address.
-        ('[stores]\nstaging = "s3://[b"\n', "2:1: " + NOT_A_STORE),
+        ('[stores]\nstaging = "s3://[b"\n', "2:11: " + NOT_A_STORE),
         # TomlPositions read \" as the end of a string, so the next key was never found: `packager.toml:1:`.
         ('packager = [{ "\\"" = "" }]\nunknown = []\n', "2:1: " + UNKNOWN.format("unknown")),
     ],

@@ -12,14 +12,13 @@ import tomllib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from packaging.requirements import InvalidRequirement, Requirement
 
 from packager.environments import ENV_BUILDERS
 from packager.modeldir import display_path
 from packager.registry import Registry
-from packager.release.stores import STORES
+from packager.release.stores import store_uri_problem
 from packager.settings import (
     AUTO,
     DEFAULT_RUNTIME,
@@ -47,11 +46,14 @@ def load_config(root: Path | None) -> Config:
     path = root / PACKAGER_TOML if root is not None else None
     if path is None or not path.is_file():
         return Config(path=None)
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as universal newlines read it
     except UnicodeDecodeError as error:
+        before = raw[: error.start].decode("utf-8")
         raise ConfigError(
-            f"{display_path(path)}: not UTF-8 text (byte {error.start}); save it as UTF-8"
+            f"{display_path(path)}:{_where(before, len(before))}: not UTF-8 text (byte {error.start}); "
+            "save it as UTF-8"
         ) from None
     try:
         document = tomllib.loads(text)
@@ -69,21 +71,15 @@ def load_config(root: Path | None) -> Config:
     return _Reader(path, TomlPositions(text)).config(document)
 
 
-def _scheme(uri: str) -> str | None:
-    """The scheme of a URI, or None when it does not parse (a bracketed host that is not an IPv6 address)."""
-    try:
-        return urlparse(uri).scheme
-    except ValueError:
-        return None
-
-
 def _long_integer(text: str) -> str:
     """`line:col` of the first integer in `text` too long for Python to convert ("1" if none is)."""
     found = LONG_INTEGER.search(text)
-    if found is None:
-        return "1"
-    start = found.start()
-    line, column = text.count("\n", 0, start) + 1, start - text.rfind("\n", 0, start)
+    return "1" if found is None else _where(text, found.start())
+
+
+def _where(text: str, offset: int) -> str:
+    """`line:col` of `offset` in `text`."""
+    line, column = text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
     return f"{line}:{column}"
 
 
@@ -95,7 +91,10 @@ class _Reader:
         self.positions = positions
 
     def error(self, at: tuple[str | int, ...], message: str) -> ConfigError:
-        position = self.positions.at(*at)
+        """`message` located at the value of `at` (or the table it is missing from)."""
+        return self._located(self.positions.value_at(*at), message)
+
+    def _located(self, position: tuple[int, int] | None, message: str) -> ConfigError:
         where = f"{position[0]}:{position[1]}" if position else "1"
         return ConfigError(f"{display_path(self.path)}:{where}: {message}")
 
@@ -166,12 +165,12 @@ class _Reader:
             self.constraint((*at, "constraints", index), item)
             for index, item in enumerate(self.array((*at, "constraints"), table))
         )
-        channels = self.array((*at, "channels"), table, ["conda-forge"])
-        if not channels or not all(isinstance(channel, str) and channel for channel in channels):
-            raise self.error(
-                (*at, "channels"),
-                f'[runtime.{name}] channels is a non-empty list of conda channels, such as ["conda-forge"]',
-            )
+        channels = self.names(
+            (*at, "channels"),
+            table,
+            ["conda-forge"],
+            f'[runtime.{name}] channels is a non-empty list of conda channels, such as ["conda-forge"]',
+        )
         network = self.boolean((*at, "network"), table, Runtime.network)
         return Runtime(
             name=name, constraints=constraints, channels=tuple(channels), network=network, **values
@@ -187,7 +186,9 @@ class _Reader:
         try:
             Requirement(requirement)
         except InvalidRequirement as error:
-            raise self.error(at, f"constraint {requirement!r} is not a requirement ({error})") from None
+            raise self.error(
+                (*at, "requirement"), f"constraint {requirement!r} is not a requirement ({error})"
+            ) from None
         return Constraint(requirement, reason)
 
     def stores(self, table: dict[str, Any]) -> Stores:
@@ -197,17 +198,19 @@ class _Reader:
             for key in ("staging", "production")
         }
         for key, uri in uris.items():
-            if _scheme(uri) not in STORES.names():
+            problem = store_uri_problem(uri)
+            if problem is not None:
                 raise self.error(
                     ("stores", key),
-                    f"[stores] {key} {uri!r} is not a store URI (s3://bucket/prefix, file:///dir or file:dir)",
+                    f"[stores] {key} {uri!r} is not a store URI ({problem}): "
+                    "give s3://bucket/prefix, file:///dir or file:dir",
                 )
-        branches = self.array(("stores", "production_branches"), table, list(Stores().production_branches))
-        if not branches or not all(isinstance(branch, str) and branch for branch in branches):
-            raise self.error(
-                ("stores", "production_branches"),
-                '[stores] production_branches is a non-empty list of branch names, such as ["main"]',
-            )
+        branches = self.names(
+            ("stores", "production_branches"),
+            table,
+            list(Stores().production_branches),
+            '[stores] production_branches is a non-empty list of branch names, such as ["main"]',
+        )
         return Stores(uris["staging"], uris["production"], tuple(branches))
 
     def public_key(self, table: dict[str, Any]) -> Path | None:
@@ -253,6 +256,16 @@ class _Reader:
             raise self._wrong_type(at, "a list", value)
         return value
 
+    def names(self, at: tuple[str, ...], table: dict[str, Any], default: list[str], shape: str) -> list[str]:
+        """A non-empty list of non-empty strings, refused at the first item that is not one."""
+        value = self.array(at, table, default)
+        wrong = next(
+            (index for index, item in enumerate(value) if not (isinstance(item, str) and item)), None
+        )
+        if not value or wrong is not None:
+            raise self.error(at if wrong is None else (*at, wrong), shape)
+        return value
+
     def _wrong_type(self, at: tuple[str, ...], what: str, value: object) -> ConfigError:
         key = f"[{'.'.join(at[:-1])}] {at[-1]}"
         return self.error(at, f"{key} must be {what}, not {type(value).__name__} {value!r}")
@@ -261,7 +274,7 @@ class _Reader:
         unknown = sorted(set(table) - allowed)
         if unknown:
             where = f"[{'.'.join(at)}]" if at else "the top level"
-            raise self.error(
-                (*at, unknown[0]),
+            raise self._located(
+                self.positions.at(*at, unknown[0]),
                 f"{where} has unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})",
             )

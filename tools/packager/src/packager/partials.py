@@ -11,10 +11,10 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 PUBLISHED_MODE = 0o644  # artifacts and store objects are world-readable
-# A partial younger than this may belong to a writer between creating and locking it.
+# A lock file younger than this may belong to a process between creating and locking it.
 STALE_AFTER_SECONDS = 5.0
 
 
@@ -35,20 +35,26 @@ def partial_file(final: Path) -> Iterator[Path]:
 
 def remove_stale_partials(directory: Path) -> list[Path]:
     """Remove the partial files in `directory` that no live writer holds; the ones removed."""
+    return remove_unheld(directory.glob(".*.partial"), lambda path: path.unlink(missing_ok=True))
+
+
+def remove_unheld(locks: Iterable[Path], remove: Callable[[Path], None]) -> list[Path]:
+    """Call `remove` on each lock file that no live process holds (and that is old enough for its maker to
+    have locked it), holding it meanwhile so that no other sweeper does too; the ones removed."""
     removed = []
-    for path in directory.glob(".*.partial"):
+    for path in locks:
         try:
             handle = os.open(path, os.O_RDONLY)
         except OSError:
-            continue
+            continue  # gone already, or another user's
         try:
             if time.time() - os.fstat(handle).st_mtime < STALE_AFTER_SECONDS:
                 continue
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            continue  # a live writer holds it
+            continue  # a live process holds it
         else:
-            path.unlink(missing_ok=True)
+            remove(path)
             removed.append(path)
         finally:
             os.close(handle)

@@ -14,7 +14,7 @@ from packager.errors import PackagerError
 MANIFEST = "packager-manifest.json"
 SIGNATURE = "packager-manifest.sig"
 # Bump when the manifest's shape changes.
-MANIFEST_FORMAT = 2
+MANIFEST_FORMAT = 3
 
 
 class ArtifactError(PackagerError):

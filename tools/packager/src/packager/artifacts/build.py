@@ -25,10 +25,17 @@ from packager.artifacts.artifact import (
     artifact_name,
     content_digest,
 )
-from packager.artifacts.provenance import model_source
+from packager.artifacts.provenance import ignored_files, model_source
 from packager.artifacts.signing import sign
 from packager.environments import Environment
-from packager.modeldir import env_path, libraries_dir, library_files, model_libraries, top_model
+from packager.modeldir import (
+    env_path,
+    libraries_dir,
+    library_files,
+    model_libraries,
+    top_model,
+    vouched_by_dvc,
+)
 from packager.settings import Runtime
 from packager.validation import ModelReport
 
@@ -78,23 +85,53 @@ def _followed(link: Member, parent: Path) -> Member:
     return Member(link.name, "file", source=target, executable=os.access(target, os.X_OK))
 
 
+def _provenance(
+    report: ModelReport, members: list[Member], environment: Environment | None, repository: Path | None
+) -> dict[str, Any]:
+    """The manifest's source fields: the last commit of the sources, whether they are dirty, and the
+    shipped files (by archive name) that git ignores and no DVC pointer vouches for, which make them so
+    (as does a git that cannot tell)."""
+    shared = model_libraries(report.triton_models.values(), libraries_dir(report.model.path))
+    source = model_source(report.model.path, repository, [library.path for library in shared])
+    built = environment.tarball if environment is not None else None
+    origins = {member.name: _origins(report.model.path, member, built) for member in members}
+    ignored = ignored_files(report.model.path, sorted({path for paths in origins.values() for path in paths}))
+    vouched = vouched_by_dvc(report.model)
+    unvouched = sorted(
+        name
+        for name, paths in origins.items()
+        if not set(paths).isdisjoint(ignored or ()) and not any(vouched(path) for path in paths)
+    )
+    return {
+        "source_commit": source.commit,
+        "source_dirty": source.dirty or ignored is None or bool(unvouched),
+        "source_ignored": unvouched,
+    }
+
+
+def _origins(model_path: Path, member: Member, built: Path | None) -> list[Path]:
+    """Where a shipped file's bytes come from in the sources (absolute): the file, and the link to it where
+    one led there (none for the environment, which is `built`)."""
+    if member.kind != "file" or member.source is None or member.source == built:
+        return []
+    link = model_path / member.name
+    return [member.source.absolute(), *([link.absolute()] if link.is_symlink() else [])]
+
+
 def _manifest(
     report: ModelReport,
     runtime: Runtime,
     environment: Environment | None,
     files: dict[str, dict[str, Any]],
-    repository: Path | None,
+    provenance: dict[str, Any],
 ) -> dict[str, Any]:
-    shared = model_libraries(report.triton_models.values(), libraries_dir(report.model.path))
-    source = model_source(report.model.path, repository, [library.path for library in shared])
     return {
         "format": MANIFEST_FORMAT,
         "model": report.model.name,
         "version": report.version,
         "top_model": top_model(report.triton_models),
         "content_digest": content_digest(files),
-        "source_commit": source.commit,
-        "source_dirty": source.dirty,
+        **provenance,
         "toolkit": f"packager {__version__}",
         "runtime": {"name": runtime.name, "triton_version": runtime.triton_version, "python": runtime.python},
         "env_key": environment.key if environment is not None else None,
@@ -132,7 +169,9 @@ def build_artifact(
         else:
             first_by_digest[digest] = member.name
             archived.append(member)
-    manifest = _manifest(report, runtime, environment, files, repository)
+    manifest = _manifest(
+        report, runtime, environment, files, _provenance(report, members, environment, repository)
+    )
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     head = [Member(MANIFEST, "file", data=manifest_bytes)]
     if signing_key is not None:

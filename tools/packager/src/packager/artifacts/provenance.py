@@ -27,9 +27,19 @@ class Source:
     repository: Path | None  # the git work tree it belongs to
 
 
-def _git_run(directory: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
+def _git_run(
+    directory: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str] | None:
     try:
-        return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            ["git", *args],
+            cwd=directory,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            errors="surrogateescape",
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
 
@@ -50,6 +60,19 @@ def model_source(directory: Path, repository: Path | None = None, also: Sequence
     outside = repository is not None and top != _git(repository, "rev-parse", "--show-toplevel")
     dirty = status is None or bool(status) or not commit or outside
     return Source(commit, dirty, Path(top) if top else None)
+
+
+def ignored_files(directory: Path, paths: Sequence[Path]) -> list[Path] | None:
+    """Those of `paths` (absolute, in the work tree of `directory`) that git ignores and does not track;
+    None when git cannot tell (outside a work tree)."""
+    if not paths:
+        return []
+    result = _git_run(
+        directory, "check-ignore", "-z", "--stdin", stdin="".join(f"{path}\0" for path in paths)
+    )
+    if result is None or result.returncode not in (0, 1):  # 1: none is ignored
+        return None
+    return [Path(name) for name in result.stdout.split("\0") if name]
 
 
 def current_branch(directory: Path) -> str | None:

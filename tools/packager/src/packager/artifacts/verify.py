@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import tarfile
-import tempfile
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from packager.archives import UnsafeArchive, check_member
 from packager.artifacts.artifact import MANIFEST, SIGNATURE, Artifact, ArtifactError, content_digest
 from packager.artifacts.signing import verify
 from packager.modeldir import TRITON_CONFIG, ConfigUnreadable, TritonModel, read_config
+from packager.scratch import scratch_dir
 
 
 def read_manifest(archive: Path) -> tuple[dict[str, Any], bytes, bytes | None]:
@@ -168,7 +168,7 @@ def verify_artifact(
 ) -> tuple[Artifact, list[str]]:
     """The artifact, and every way it differs from its manifest, signature and recorded digest (none: it
     verifies). The archive is read once."""
-    with tempfile.TemporaryDirectory(prefix="packager-verify-") as scratch:
+    with scratch_dir("verify") as scratch:
         return _check(archive, Path(scratch), public_key, expected_sha256)
 
 
@@ -178,7 +178,7 @@ def verified(
 ) -> Iterator[tuple[Artifact, Path]]:
     """The artifact unpacked into a temporary directory, yielded only once every file matched its manifest
     (and the manifest its signature, with a public key): nothing unverified is ever served."""
-    with tempfile.TemporaryDirectory(prefix="packager-artifact-") as scratch:
+    with scratch_dir("artifact") as scratch:
         os.chmod(scratch, 0o755)  # a server in a container reads it as another user
         try:
             artifact, problems = _check(archive, Path(scratch), public_key, expected_sha256)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -31,6 +30,7 @@ from packager.endpoint.staging import SEPARATOR, namespace, stage_models, staged
 from packager.errors import EnvironmentFailure
 from packager.modeldir import TritonModel
 from packager.release.stores import ArtifactStore
+from packager.scratch import scratch_dir
 from packager.triton import (
     LOAD_TIMEOUT,
     Launcher,
@@ -327,9 +327,9 @@ def emulating(
     control, the server's interpreter lent since targets are not known yet); on exit everything is
     unloaded, the server stopped, and the repository and downloads deleted."""
     with ExitStack() as stack:
-        repository = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="packager-mme-repo-")))
+        repository = stack.enter_context(scratch_dir("mme-repo"))
         repository.chmod(0o755)  # a server in a container reads it as another user
-        downloads = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="packager-mme-downloads-")))
+        downloads = stack.enter_context(scratch_dir("mme-downloads"))
         server = stack.enter_context(launcher.start(repository, log_path, True, ports))
         emulator = Emulator(store, server, launcher, (repository, downloads), settings, listener)
         stack.callback(emulator.close)

@@ -25,6 +25,7 @@ from packager.environments.channel import LOCAL_CHANNEL, local_channel
 from packager.environments.interpreters import find_interpreter
 from packager.environments.lock import install_from_lock
 from packager.errors import EnvironmentFailure
+from packager.scratch import scratch_dir
 from packager.settings import Runtime
 
 CHANNELS_VARIABLE = "PACKAGER_CONDA_CHANNELS"
@@ -76,7 +77,7 @@ class CondaBuilder:
         # depends only on what is built keeps two builds in two caches byte-identical.
         pins = hashlib.sha256(f"{python}\n{lock.read_text()}".encode()).hexdigest()[:16]
         prefix = Path(tempfile.gettempdir()) / f"packager-conda-{pins}"
-        with locked(prefix), tempfile.TemporaryDirectory(prefix="packager-conda-pack-") as scratch:
+        with locked(prefix), scratch_dir("conda-pack") as scratch:
             shutil.rmtree(prefix, ignore_errors=True)
             try:
                 records = _run(

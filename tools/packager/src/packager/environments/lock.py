@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from packager.modeldir import (
     read_lock_header,
 )
 from packager.partials import partial_file
+from packager.scratch import scratch_dir
 from packager.settings import Runtime
 
 UV_VARIABLE = "PACKAGER_UV"
@@ -62,7 +62,7 @@ def lock_model(model: ModelDir, runtime: Runtime, write: bool = True) -> Locked:
     """Resolve requirements.txt plus the runtime's constraints into requirements.lock (written only when
     its content changes, and never with `write=False`: then it only says whether it would)."""
     requirements = read_requirements(model.path / REQUIREMENTS_FILE, runtime)  # refusals, with the line
-    with tempfile.TemporaryDirectory(prefix="packager-lock-") as scratch:
+    with scratch_dir("lock") as scratch:
         given, constraints, out = (
             Path(scratch) / "requirements.txt",
             Path(scratch) / "constraints.txt",

@@ -11,7 +11,7 @@ Public: ModelDir, discover_models, find_repo_root, models_under, version_dirs, n
 MODEL_VERSION_FILE, MODELS_DIR, TRITON_CONFIG; Diagnostic, display_path; TritonModel, ParsedConfig,
 ConfigUnreadable, read_config, read_text, env_path, top_model, enum_name, ENSEMBLE, PYTHON, PLATFORM_BACKENDS,
 ENV_PATH_PARAMETER, ENV_PATH_VALUE, MODEL_DIRECTORY_VARIABLE; Case, Tensor, Tolerance, CaseError,
-load_cases, case_files, CASES_DIR; Weight, pointers, weights, check_weights, pull; REQUIREMENTS_FILE, LOCK_FILE, RequirementLine,
+load_cases, case_files, CASES_DIR; Weight, pointers, weights, check_weights, vouched_by_dvc, pull; REQUIREMENTS_FILE, LOCK_FILE, RequirementLine,
 RequirementsError, parse_requirements, digest, LockHeader, read_lock_header, lock_problems; LIBS_DIR,
 Library, LibraryError, libraries_dir, library_files, model_libraries, shared_libraries; scaffold;
 adopt, Adoption, AdoptionError, case_template, kserve_datatype, example_inputs, example_tensor.
@@ -79,7 +79,7 @@ from packager.modeldir.requirements import (
     read_lock_header,
 )
 from packager.modeldir.scaffold import scaffold
-from packager.modeldir.weights import Weight, check_weights, pointers, pull, weights
+from packager.modeldir.weights import Weight, check_weights, pointers, pull, vouched_by_dvc, weights
 
 __all__ = [
     "Adoption",
@@ -142,5 +142,6 @@ __all__ = [
     "check_weights",
     "pointers",
     "pull",
+    "vouched_by_dvc",
     "weights",
 ]

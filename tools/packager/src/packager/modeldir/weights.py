@@ -10,6 +10,7 @@ import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -79,6 +80,29 @@ def check_weights(model: ModelDir) -> list[Diagnostic]:
             )
             problems.append(Diagnostic(weight.path, None, None, message, "weights"))
     return problems
+
+
+def vouched_by_dvc(model: ModelDir) -> Callable[[Path], bool]:
+    """Whether a file (absolute; where a link is, or where it leads) is one the model's DVC pointers stand
+    for as they recorded it: a file output whose md5 is its pointer's, or a file under a directory output
+    (whose listing is in DVC's cache, not the pointer)."""
+    outputs = [(_placed(weight.path), weight.path.resolve(), weight.md5) for weight in weights(model)]
+
+    def vouched(path: Path) -> bool:
+        for placed, resolved, md5 in outputs:
+            if md5.endswith(".dir"):
+                if _placed(path).is_relative_to(placed):
+                    return True
+            elif _placed(path) in (placed, resolved):
+                return file_digest(path, "md5") == md5
+        return False
+
+    return vouched
+
+
+def _placed(path: Path) -> Path:
+    """`path` with its directories resolved but not itself: where a link is, not where it leads."""
+    return path.parent.resolve() / path.name
 
 
 def dvc_command() -> list[str]:

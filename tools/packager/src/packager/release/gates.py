@@ -76,6 +76,13 @@ def check_publishable(
             f"{model_path}: its environment is a venv, which leans on this machine's Python; a production "
             'endpoint runs its own: build it with env_builder = "conda" (a self-contained environment)'
         )
+    ignored = artifact.manifest.get("source_ignored") or []
+    if production and ignored:
+        raise SourceRefused(
+            f"{model_path}: its artifact would ship {', '.join(ignored)}, which git ignores and no DVC pointer "
+            "stands for; production publishes committed sources only: commit it (`git add -f`), track it "
+            "with DVC (`dvc add`), or remove it, then push"
+        )
     if production and dirty:
         raise SourceRefused(
             f"{model_path} (or the shared code it packs from libs/) has uncommitted or untracked changes, "

@@ -4,7 +4,6 @@ and roll a model back to an earlier published version. Both add to the release h
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 
 from packager.artifacts import Artifact, ArtifactError, artifact_name, branch_slug, verify_artifact
@@ -12,6 +11,7 @@ from packager.errors import UsageError
 from packager.release.history import Entry, ReleaseError, current, history, new_entry, record
 from packager.release.publishing import Destination, same_or_refuse
 from packager.release.stores import AlreadyExists, ArtifactStore, Store
+from packager.scratch import scratch_dir
 
 COMMIT_PREFIX = re.compile(r"[0-9a-f]{7,40}")
 CLEAN = re.compile(r"[0-9a-f]{12}")  # a staged commit; uncommitted builds carry a -dirty-<content> suffix
@@ -145,7 +145,7 @@ def _verified(
     """The artifact at `key`, downloaded and verified like every release move: the sha256 `recorded` for
     it, every file against the manifest, the signature with a public key, and that it is `identity`'s
     model and version; ReleaseError (saying the `consequence`) if it is not."""
-    with tempfile.TemporaryDirectory(prefix="packager-release-") as scratch:
+    with scratch_dir("release") as scratch:
         local = Path(scratch) / "artifact.tar.gz"
         store.download(key, local)
         try:

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from packager.artifacts import ArtifactError, verify_artifact
 from packager.release.stores import STORES, open_store
+from packager.scratch import scratch_dir
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Verification:
 def verify_target(target: str, root: Path | None, public_key: Path | None) -> Verification:
     """Check an artifact against its manifest, the sha256 recorded when it was published (for a store
     object), and its signature when a public key is given."""
-    with tempfile.TemporaryDirectory(prefix="packager-verify-") as scratch:
+    with scratch_dir("verify") as scratch:
         path, recorded = _fetch(target, Path(scratch), root)
         artifact, problems = verify_artifact(path, public_key, expected_sha256=recorded)
     files = len(artifact.manifest.get("files", {}))

@@ -17,7 +17,6 @@ import re
 import shutil
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 
 from packager.environments.lock import uv_command
 from packager.errors import EnvironmentFailure
+from packager.scratch import scratch_dir
 from packager.settings import Runtime
 from packager.subprocesses import run_tool
 from packager.triton.engine import connect, missing_image
@@ -108,7 +108,7 @@ def build_image(runtime: Runtime, progress: bool = True) -> Built:
             _say(progress, f"making the Debian base image {BASE_IMAGE} (debootstrap, once)")
             _import_base(client)
         _say(progress, f"building {tag} from {runtime.server_package}")
-        with tempfile.TemporaryDirectory(prefix="packager-image-") as scratch:
+        with scratch_dir("image") as scratch:
             context = Path(scratch)
             _install_server(runtime, context / "site")
             (context / "Dockerfile").write_text(_recipe(runtime, tag))
@@ -141,7 +141,7 @@ def _import_base(client: Any) -> None:
     debootstrap = shutil.which("debootstrap")
     if debootstrap is None:
         raise EnvironmentFailure("building an image needs debootstrap: `apt-get install debootstrap`")
-    with tempfile.TemporaryDirectory(prefix="packager-rootfs-") as scratch:
+    with scratch_dir("rootfs") as scratch:
         rootfs, archive = Path(scratch) / "rootfs", Path(scratch) / "rootfs.tar"
         run_tool([debootstrap, "--variant=minbase", "bookworm", str(rootfs), debian_mirror()], "debootstrap")
         with tarfile.open(archive, "w") as tar:

@@ -4,8 +4,6 @@ is never sent to Triton, and a model Triton refuses to load keeps its last good 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from packager.modeldir import (
     libraries_dir,
     library_files,
 )
+from packager.scratch import scratch_dir
 from packager.triton.launcher import ServerError
 from packager.triton.serving import Served, load_all, stage_model
 from packager.validation import validate_model
@@ -135,10 +134,8 @@ class Watcher:
         """Stage each model's new files beside the served repository, swap them in, and load them."""
         repository = self.served.repository
         for name in names:
-            fresh = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=repository.parent))
-            stage_model(fresh / name, models[name], self.libs, self.environment, self.served.env_mode)
-            retired = fresh / "retired"
-            (repository / name).rename(retired)
-            (fresh / name).rename(repository / name)
-            shutil.rmtree(fresh, ignore_errors=True)
+            with scratch_dir(f"restage-{name}", repository.parent) as fresh:
+                stage_model(fresh / name, models[name], self.libs, self.environment, self.served.env_mode)
+                (repository / name).rename(fresh / "retired")
+                (fresh / name).rename(repository / name)
         load_all(self.served.server, {name: models[name] for name in names}, self.served.load_timeout)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Iterator, Mapping
 from packager.artifacts import Artifact, triton_models_in, verified
 from packager.environments import Environment
 from packager.modeldir import TritonModel, env_path, libraries_dir, library_files, top_model
+from packager.scratch import scratch_dir
 from packager.triton.launcher import LOAD_TIMEOUT, Launcher, Ports, Server, UnservableModel
 from packager.validation import ModelReport
 
@@ -50,14 +50,11 @@ def staged_repository(report: ModelReport, environment: Environment | None, env_
     EXECUTION_ENV_PATH points (what ships); `unpacked` puts a link to the cached unpacked tree there,
     which Triton uses as is instead of unpacking it on every load.
     """
-    repository = Path(tempfile.mkdtemp(prefix=f"packager-repo-{report.model.name}-"))
-    repository.chmod(0o755)  # a server in a container reads it as another user
-    try:
+    with scratch_dir(f"repo-{report.model.name}") as repository:
+        repository.chmod(0o755)  # a server in a container reads it as another user
         for name, triton in report.triton_models.items():
             stage_model(repository / name, triton, libraries_dir(report.model.path), environment, env_mode)
         yield repository
-    finally:
-        shutil.rmtree(repository, ignore_errors=True)
 
 
 def stage_model(

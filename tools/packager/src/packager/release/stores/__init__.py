@@ -5,7 +5,7 @@ replaced documents, `Store` for both) and their registry `STORES` by URI scheme 
 per backend (`file`, `s3`), and the in-memory fake for fast tests (`memory`).
 
 Public: ArtifactStore, DocumentStore, Store, StoredObject, Location, AlreadyExists, Conflict, STORES,
-open_store, copy_by_download, MemoryStore. Backends are reached through `open_store` (or
+open_store, store_uri_problem, copy_by_download, MemoryStore. Backends are reached through `open_store` (or
 `packager.release.stores.file.FileStore` / `packager.release.stores.s3.S3Store` for direct use).
 """
 
@@ -20,6 +20,7 @@ from packager.release.stores.interface import (
     StoredObject,
     copy_by_download,
     open_store,
+    store_uri_problem,
 )
 from packager.release.stores.memory import MemoryStore
 
@@ -34,5 +35,6 @@ __all__ = [
     "StoredObject",
     "copy_by_download",
     "open_store",
+    "store_uri_problem",
     "MemoryStore",
 ]

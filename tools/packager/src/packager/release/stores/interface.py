@@ -9,7 +9,7 @@ registry `STORES`; a new backend is one module with a `from_uri` constructor and
 
 from __future__ import annotations
 
-import tempfile
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -17,6 +17,10 @@ from urllib.parse import urlparse
 
 from packager.errors import UsageError
 from packager.registry import Registry
+from packager.scratch import scratch_dir
+
+# Any bucket S3 has ever allowed (legacy us-east-1 names included): 3 to 255 of these characters.
+S3_BUCKET = re.compile(r"[A-Za-z0-9._-]{3,255}")
 
 
 class AlreadyExists(Exception):
@@ -110,19 +114,36 @@ STORES: Registry[Callable[[str, Path | None], Store]] = Registry(
 )
 
 
+def store_uri_problem(uri: str) -> str | None:
+    """Why `uri` names no store (None when it names one): checked without opening it."""
+    try:
+        parsed = urlparse(uri)
+    except ValueError as error:  # a bracketed host that is not an IPv6 address
+        return str(error)
+    if parsed.scheme not in STORES.names():
+        return f"unknown scheme {parsed.scheme!r}" if parsed.scheme else "no scheme"
+    if parsed.query or parsed.fragment or uri.endswith(("?", "#")):
+        return "a ? or # has no place in it"
+    if parsed.scheme == "s3" and not S3_BUCKET.fullmatch(parsed.netloc):
+        return f"{parsed.netloc!r} is not an S3 bucket name" if parsed.netloc else "no bucket"
+    if parsed.scheme == "file" and not (parsed.netloc or parsed.path):
+        return "no directory"
+    return None
+
+
 def open_store(uri: str, root: Path | None) -> Store:
     """The store a URI names: s3://bucket/prefix, file:///absolute/dir, or file:dir (relative to `root`)."""
-    scheme = urlparse(uri).scheme
-    if scheme not in STORES.names():
-        raise UsageError(f"{uri}: a store URI is s3://bucket/prefix or file:///dir")
-    return STORES.factory(scheme)(uri, root)
+    problem = store_uri_problem(uri)
+    if problem is not None:
+        raise UsageError(f"{uri}: a store URI is s3://bucket/prefix or file:///dir ({problem})")
+    return STORES.factory(urlparse(uri).scheme)(uri, root)
 
 
 def copy_by_download(
     source: ArtifactStore, source_key: str, target: ArtifactStore, key: str, metadata: dict[str, str]
 ) -> None:
     """Create `key` in `target` from a local copy of `source`'s object (when no server-side copy applies)."""
-    with tempfile.TemporaryDirectory(prefix="packager-copy-") as scratch:
+    with scratch_dir("copy") as scratch:
         local = Path(scratch) / "object"
         source.download(source_key, local)
         target.put_new(key, local, metadata)

@@ -66,6 +66,24 @@ def test_layout_manifest_and_hard_links(fraud: tuple[ModelReport, Environment], 
     assert verify_artifact(artifact.path)[1] == []
 
 
+def test_directories_without_files_are_left_out(
+    fraud: tuple[ModelReport, Environment], tmp_path: Path
+) -> None:
+    """Verification admits only directories that hold a listed file, so the build writes no other."""
+    report, environment = fraud
+    (report.model.path / "preprocess" / "1" / "empty").mkdir()
+    (report.model.path / "preprocess" / "1" / "cache_only" / "__pycache__").mkdir(parents=True)
+    (report.model.path / "preprocess" / "1" / "cache_only" / "__pycache__" / "x.cpython-311.pyc").write_bytes(
+        b""
+    )
+    artifact = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "dist")
+    with tarfile.open(artifact.path) as tar:
+        names = tar.getnames()
+    assert "preprocess/1" in names
+    assert not [name for name in names if name.startswith(("preprocess/1/empty", "preprocess/1/cache_only"))]
+    assert verify_artifact(artifact.path)[1] == []
+
+
 def test_two_builds_are_byte_identical(fraud: tuple[ModelReport, Environment], tmp_path: Path) -> None:
     report, environment = fraud
     one = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "one")
@@ -180,11 +198,15 @@ def test_signed_manifest_verifies_only_with_its_key(
 )
 def test_unsafe_tarballs_are_refused(tmp_path: Path, name: str, kind: bytes, linkname: str) -> None:
     archive = tmp_path / "evil.tar.gz"
+    manifest = json.dumps({"files": {name: {"sha256": "0" * 64, "size": 0}}}).encode()
     with tarfile.open(archive, "w:gz") as tar:
+        head = tarfile.TarInfo(MANIFEST)
+        head.size = len(manifest)
+        tar.addfile(head, io.BytesIO(manifest))
         info = tarfile.TarInfo(name)
         info.type, info.linkname, info.size = kind, linkname, 0
         tar.addfile(info, io.BytesIO(b""))
-    with pytest.raises(ArtifactError, match="unsafe archive"):
+    with pytest.raises(ArtifactError, match="unsafe archive: member .* (would be written outside|links to)"):
         with verified(archive):
             pass
     assert not (tmp_path / "escape.txt").exists()
@@ -196,7 +218,8 @@ def test_an_archive_without_a_manifest_is_not_an_artifact(tmp_path: Path) -> Non
         info = tarfile.TarInfo("model/config.pbtxt")
         tar.addfile(info, io.BytesIO(b""))
     with pytest.raises(
-        ArtifactError, match="no packager-manifest.json; not an artifact built by the packager"
+        ArtifactError,
+        match="the first member is 'model/config.pbtxt', not packager-manifest.json; not an artifact built by",
     ):
         verify_artifact(archive)
 

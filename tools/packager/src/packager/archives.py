@@ -12,14 +12,16 @@ CPU family not tried cannot change what counts as the same artifact.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import posixpath
 import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from isal import igzip_threaded
+from isal import igzip, igzip_threaded, isal_zlib
 
 from packager.partials import partial_file
 
@@ -223,20 +225,52 @@ def _pad(sink: _FixedBlocks, offset: int, unit: int) -> int:
 
 
 class UnsafeArchive(Exception):
-    """An archive member would land outside the extraction directory, or is not a plain entry."""
+    """An archive member would land outside the extraction directory, is not a plain entry, or would make
+    the extracted tree differ from the member list."""
 
 
 def extract(archive: Path, destination: Path, absolute_symlinks: bool = False) -> None:
-    """Extract `archive` into `destination`, refusing absolute or `..` paths and links that leave it.
+    """Extract `archive` into `destination`, refusing absolute or `..` paths, links that leave it, and
+    what `Members` refuses.
 
     `absolute_symlinks` admits symlinks to absolute paths (a virtualenv's bin/python points at its base
     interpreter); everything else must stay inside `destination`.
     """
-    root = destination.resolve()
+    members = Members(destination.resolve(), absolute_symlinks)
     with tarfile.open(archive, "r:*") as tar:
         for member in tar.getmembers():
-            check_member(member, root, absolute_symlinks)
+            members.admit(member)
         tar.extractall(destination, filter="tar" if absolute_symlinks else "data")
+
+
+class Members:
+    """The members of one archive so far, each admitted only if the tree extracted from them holds exactly
+    what they say: every name once and in normal form, and hard links only to earlier regular files (so
+    that no file is ever written twice, or through another name's inode)."""
+
+    def __init__(self, root: Path, absolute_symlinks: bool) -> None:
+        self.root = root
+        self.absolute_symlinks = absolute_symlinks
+        self.seen: set[str] = set()
+        self.files: set[str] = set()
+
+    def admit(self, member: tarfile.TarInfo) -> None:
+        """Raise UnsafeArchive for a member that must not be extracted after the earlier ones."""
+        check_member(member, self.root, self.absolute_symlinks)
+        name = member.name
+        if posixpath.normpath(name) != name:
+            raise UnsafeArchive(
+                f"member {name!r} is not written in normal form ({posixpath.normpath(name)!r})"
+            )
+        if name in self.seen:
+            raise UnsafeArchive(f"member {name!r} appears twice")
+        if member.islnk() and member.linkname not in self.files:
+            raise UnsafeArchive(
+                f"member {name!r} is a hard link to {member.linkname!r}, not to an earlier file"
+            )
+        self.seen.add(name)
+        if member.isreg():
+            self.files.add(name)
 
 
 def check_member(member: tarfile.TarInfo, root: Path, absolute_symlinks: bool) -> None:
@@ -254,3 +288,42 @@ def check_member(member: tarfile.TarInfo, root: Path, absolute_symlinks: bool) -
         resolved = (base / target).resolve() if not target.startswith("/") else Path(target)
         if not resolved.is_relative_to(root):
             raise UnsafeArchive(f"member {name!r} links to {target!r}, outside the extraction directory")
+
+
+# The most bytes one member's headers may take (its PAX or GNU long-name records included): a path of
+# PATH_MAX bytes fits many times over; a PAX record of a gigabyte, which tarfile would read whole, does not.
+MAX_HEADER_BYTES = 64 << 10
+# What ISA-L raises for a corrupt deflate stream (its stub calls it an instance, not a class).
+GzipError: type[Exception] = isal_zlib.error  # type: ignore[assignment]
+
+
+class TarStream:
+    """A tar.gz read once, front to back, that never decompresses past what its reader let through: each
+    member's headers up to MAX_HEADER_BYTES, then the data of the member just yielded, up to the size its
+    header gives; whoever iterates must refuse a member before reading data it should not write."""
+
+    def __init__(self, compressed: io.IOBase) -> None:
+        self._gunzip = igzip.IGzipFile(fileobj=compressed, mode="rb")  # type: ignore[no-untyped-call]
+        self._position = 0
+        self._end = MAX_HEADER_BYTES
+        self._where = "at the start"
+        self.tar: tarfile.TarFile = tarfile.open(  # type: ignore[call-overload]
+            fileobj=self, mode="r|", bufsize=BLOCK_SIZE
+        )
+
+    def __iter__(self) -> Iterator[tarfile.TarInfo]:
+        for member in self.tar:
+            self._end = self.tar.offset + MAX_HEADER_BYTES  # its data, then the next member's headers
+            self._where = f"after member {member.name!r}"
+            yield member
+
+    def read(self, size: int) -> bytes:
+        """Decompressed bytes for tarfile, which asks for more only when it needs them."""
+        if self._position >= self._end:
+            raise UnsafeArchive(f"a member header {self._where} is longer than {MAX_HEADER_BYTES >> 10} KiB")
+        try:
+            data: bytes = self._gunzip.read(min(size, self._end - self._position))
+        except GzipError as error:
+            raise tarfile.ReadError(f"corrupt gzip data: {error}") from None
+        self._position += len(data)
+        return data

@@ -50,3 +50,9 @@ def content_digest(files: dict[str, dict[str, Any]]) -> str:
     """One digest over every file's path and sha256: equal for equal contents, whatever built them."""
     canonical = json.dumps({path: entry["sha256"] for path, entry in sorted(files.items())}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parents(relative: str) -> list[str]:
+    """The directories a file of an artifact lies in: `a/b/c.py` -> [`a`, `a/b`]."""
+    parts = relative.split("/")[:-1]
+    return ["/".join(parts[: end + 1]) for end in range(len(parts))]

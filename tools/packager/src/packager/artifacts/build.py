@@ -24,6 +24,7 @@ from packager.artifacts.artifact import (
     ArtifactError,
     artifact_name,
     content_digest,
+    parents,
 )
 from packager.artifacts.provenance import ignored_files, model_source
 from packager.artifacts.signing import sign
@@ -49,7 +50,8 @@ def _keep(name: str) -> bool:
 
 
 def _members(report: ModelReport, environment: Environment | None) -> list[Member]:
-    """Every Triton model's files, sorted, with each step's environment where EXECUTION_ENV_PATH points."""
+    """Every Triton model's files, sorted, with each step's environment where EXECUTION_ENV_PATH points, and
+    the directories that hold them (not an empty one: verification admits only what the manifest lists)."""
     members: list[Member] = []
     libs = libraries_dir(report.model.path)
     for name, triton in sorted(report.triton_models.items()):
@@ -61,18 +63,14 @@ def _members(report: ModelReport, environment: Environment | None) -> list[Membe
         if placed is not None and environment is not None:
             members.append(Member(f"{name}/{placed}", "file", source=environment.tarball))
         shared = [(f"{name}/{relative}", path) for relative, path in library_files(triton, libs)]
-        directories = {parent for relative, _ in shared for parent in _parents(relative)} - {
+        directories = {parent for relative, _ in shared for parent in parents(relative)} - {
             m.name for m in members
         }
         members += [Member(directory, "dir") for directory in directories]
         members += [Member(relative, "file", source=path) for relative, path in shared]
-    return sorted(members, key=lambda member: member.name)
-
-
-def _parents(relative: str) -> list[str]:
-    """`a/b/c.py` -> [`a`, `a/b`]."""
-    parts = relative.split("/")[:-1]
-    return ["/".join(parts[: end + 1]) for end in range(len(parts))]
+    holding = {parent for member in members if member.kind != "dir" for parent in parents(member.name)}
+    kept = [member for member in members if member.kind != "dir" or member.name in holding]
+    return sorted(kept, key=lambda member: member.name)
 
 
 def _followed(link: Member, parent: Path) -> Member:

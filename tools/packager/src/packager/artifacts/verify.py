@@ -1,23 +1,38 @@
 """Reading built archives: the manifest without decompressing the rest, and verified extraction, which
 checks every file against the manifest (and the manifest against its signature) in the one read that
-also unpacks it."""
+also unpacks it.
+
+What is written is bounded by the manifest, which comes first: every other member must be a file it lists
+(at most its listed size) or a directory holding one, each once, and a hard link only to an earlier file.
+So extraction writes at most the sum of the listed sizes, and every file's bytes are the ones hashed as it
+was written: no file is written twice, or through another name's inode. With a public key, the signature is
+checked before anything is extracted.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tarfile
-import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from itertools import chain
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from packager.archives import UnsafeArchive, check_member
-from packager.artifacts.artifact import MANIFEST, SIGNATURE, Artifact, ArtifactError, content_digest
+from packager.archives import Members, TarStream, UnsafeArchive
+from packager.artifacts.artifact import MANIFEST, SIGNATURE, Artifact, ArtifactError, content_digest, parents
 from packager.artifacts.signing import verify
 from packager.modeldir import TRITON_CONFIG, ConfigUnreadable, TritonModel, read_config
 from packager.scratch import scratch_dir
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+# What the builder writes is far smaller: about 150 bytes a file, and an Ed25519 signature is 64 bytes.
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_SIGNATURE_BYTES = 1 << 10
 
 
 def read_manifest(archive: Path) -> tuple[dict[str, Any], bytes, bytes | None]:
@@ -25,21 +40,11 @@ def read_manifest(archive: Path) -> tuple[dict[str, Any], bytes, bytes | None]:
 
     The packager writes both first, so reading stops there instead of decompressing the whole archive.
     """
-    raw: bytes | None = None
     _must_exist(archive)
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:
-                if member.name == MANIFEST:
-                    raw = _member_bytes(tar, member)
-                elif raw is not None:
-                    signature = _member_bytes(tar, member) if member.name == SIGNATURE else None
-                    return json.loads(raw), raw, signature
-    except (tarfile.TarError, OSError, EOFError) as error:
-        raise ArtifactError(f"{archive}: not a readable tar.gz ({error})") from None
-    if raw is None:
-        raise ArtifactError(f"{archive}: no {MANIFEST}; not an artifact built by the packager")
-    return json.loads(raw), raw, None
+    with open(archive, "rb") as handle, _safely(archive):
+        stream = TarStream(handle)
+        raw, signature, _ = _head(archive, stream, iter(stream))
+    return _parse(archive, raw), raw, signature
 
 
 def _must_exist(archive: Path) -> None:
@@ -47,22 +52,22 @@ def _must_exist(archive: Path) -> None:
         raise ArtifactError(f"{archive}: no such artifact file")
 
 
-def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes | None:
-    handle = tar.extractfile(member)
-    return handle.read() if handle is not None else None
-
-
-class _HashingReader:
+class _HashingReader(io.RawIOBase):
     """A binary file read through, with the sha256 of every byte read so far."""
 
-    def __init__(self, handle: BinaryIO) -> None:
+    def __init__(self, handle: io.BufferedReader) -> None:
+        super().__init__()
         self.handle = handle
         self.digest = hashlib.sha256()
 
-    def read(self, size: int = -1) -> bytes:
-        data = self.handle.read(size)
-        self.digest.update(data)
-        return data
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        with memoryview(buffer) as view:
+            count = self.handle.readinto(view)
+            self.digest.update(view[:count])
+        return count
 
     def finish(self) -> str:
         """Read what is left (the gzip trailer) and return the digest of the whole file."""
@@ -71,74 +76,133 @@ class _HashingReader:
         return self.digest.hexdigest()
 
 
-def _extract_checked(archive: Path, destination: Path) -> tuple[Artifact, bytes, bytes | None, list[str]]:
-    """Extract an archive in one pass: every member checked before it is written, every file hashed as it
-    is written, and the archive's own sha256 taken from the same read. Returns the artifact, the raw
-    manifest, the signature and how the files differ from the manifest."""
-    raw: bytes | None = None
-    signature: bytes | None = None
-    digests: dict[str, str] = {}
-    problems: list[str] = []
-    root = destination.resolve()
-    _must_exist(archive)
+@contextmanager
+def _safely(archive: Path) -> Iterator[None]:
+    """What cannot be read safely from `archive` becomes an ArtifactError naming it."""
     try:
-        with open(archive, "rb") as handle:
-            reader = _HashingReader(handle)
-            with tarfile.open(fileobj=reader, mode="r|gz") as tar:  # type: ignore[call-overload]
-                for member in tar:
-                    if member.name in (MANIFEST, SIGNATURE):
-                        data = _member_bytes(tar, member)
-                        raw, signature = (data, signature) if member.name == MANIFEST else (raw, data)
-                        continue
-                    check_member(member, root, absolute_symlinks=False)
-                    problems.extend(_write(tar, member, destination, digests))
-            sha256 = reader.finish()
+        yield
     except UnsafeArchive as error:
         raise ArtifactError(f"{archive}: unsafe archive: {error}") from None
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+    except (tarfile.TarError, OSError, EOFError) as error:
         raise ArtifactError(f"{archive}: not a readable tar.gz ({error})") from None
-    if raw is None:
-        raise ArtifactError(f"{archive}: no {MANIFEST}; not an artifact built by the packager")
-    manifest = json.loads(raw)
-    listed = manifest.get("files", {})
-    problems += [f"{name}: listed in the manifest but missing" for name in sorted(set(listed) - set(digests))]
-    problems += [f"{name}: present but not in the manifest" for name in sorted(set(digests) - set(listed))]
-    problems += [
-        f"{name}: sha256 differs from the manifest"
-        for name in sorted(set(listed) & set(digests))
-        if digests[name] != listed[name]["sha256"]
-    ]
-    if content_digest(listed) != manifest.get("content_digest"):
-        problems.append("the manifest's content_digest does not match its file list")
-    return Artifact(archive, sha256, manifest), raw, signature, problems
 
 
-def _write(
-    tar: tarfile.TarFile, member: tarfile.TarInfo, destination: Path, digests: dict[str, str]
-) -> list[str]:
-    """Write one (already checked) member under `destination`, noting each file's sha256."""
+def _head(
+    archive: Path, stream: TarStream, members: Iterator[tarfile.TarInfo]
+) -> tuple[bytes, bytes | None, tarfile.TarInfo | None]:
+    """The raw manifest and the signature, the members the builder writes first, each read within its
+    bound; and the member after them, if any."""
+    first = next(members, None)
+    if first is None or first.name != MANIFEST:
+        found = f"the first member is {first.name!r}" if first is not None else "it holds nothing"
+        raise ArtifactError(f"{archive}: {found}, not {MANIFEST}; not an artifact built by the packager")
+    raw = _small(stream, first, MAX_MANIFEST_BYTES, "a manifest")
+    second = next(members, None)
+    if second is None or second.name != SIGNATURE:
+        return raw, None, second
+    return raw, _small(stream, second, MAX_SIGNATURE_BYTES, "a signature"), None
+
+
+def _small(stream: TarStream, member: tarfile.TarInfo, limit: int, what: str) -> bytes:
+    """The bytes of a regular member of at most `limit` bytes."""
+    if not member.isreg():
+        raise UnsafeArchive(f"{member.name} is not a regular file")
+    if member.size > limit:
+        raise UnsafeArchive(f"{member.name} holds {member.size} bytes; {what} holds at most {_size(limit)}")
+    data = stream.tar.extractfile(member)
+    assert data is not None
+    return data.read()
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
+
+
+def _parse(archive: Path, raw: bytes) -> dict[str, Any]:
+    """The manifest, refused unless it is an object whose files each have a sha256 and a size, and no file
+    is another's directory."""
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _malformed(archive, "not JSON") from None
+    if not isinstance(manifest, dict):
+        raise _malformed(archive, "not a JSON object")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise _malformed(archive, "its files are not a JSON object")
+    for name, entry in files.items():
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("sha256"), str)
+            and type(entry.get("size")) is int
+            and entry["size"] >= 0
+        ):
+            raise _malformed(archive, f"its entry for {name!r} is not a sha256 and a size")
+    for name in files:
+        for parent in parents(name):
+            if parent in files:
+                raise _malformed(archive, f"it lists {parent!r} as a file and as the directory of {name!r}")
+    return manifest
+
+
+def _malformed(archive: Path, reason: str) -> ArtifactError:
+    return ArtifactError(f"{archive}: {MANIFEST} is not a packager manifest: {reason}")
+
+
+def _extract(
+    stream: TarStream, members: Iterator[tarfile.TarInfo], destination: Path, listed: dict[str, Any]
+) -> dict[str, str]:
+    """Write every member under `destination`, each admitted first (see the module docstring); the sha256
+    of each listed file as extracted: of the bytes last written to the inode its name ends at."""
+    admitted = Members(destination.resolve(), absolute_symlinks=False)
+    directories = {parent for name in listed for parent in parents(name)}
+    written: dict[int, str] = {}
+    for member in members:
+        admitted.admit(member)
+        _within_manifest(member, listed, directories)
+        _write(stream.tar, member, destination, written)
+    digests = {}
+    for name in listed:
+        with suppress(FileNotFoundError):
+            digests[name] = written[os.lstat(destination / name).st_ino]
+    return digests
+
+
+def _within_manifest(member: tarfile.TarInfo, listed: dict[str, Any], directories: set[str]) -> None:
+    """Raise UnsafeArchive for a member the manifest does not account for, before any of it is written."""
+    name = member.name
+    if member.issym():
+        raise UnsafeArchive(f"member {name!r} is a symlink; artifacts hold only files and directories")
+    if member.isdir():
+        if name not in directories:
+            raise UnsafeArchive(f"member {name!r} is a directory that holds no file of the manifest")
+    elif name not in listed:
+        raise UnsafeArchive(f"member {name!r} is not in the manifest")
+    elif member.isreg() and member.size > listed[name]["size"]:
+        raise UnsafeArchive(
+            f"member {name!r} holds {member.size} bytes; the manifest lists {listed[name]['size']}"
+        )
+
+
+def _write(tar: tarfile.TarFile, member: tarfile.TarInfo, destination: Path, written: dict[int, str]) -> None:
+    """Write one admitted member under `destination`: a file to a new inode (never an existing path), its
+    sha256 noted by inode; a hard link to an earlier file's."""
     target = destination / member.name
     target.parent.mkdir(parents=True, exist_ok=True)
     if member.isdir():
         target.mkdir(exist_ok=True)
-    elif member.issym():
-        return [f"{member.name}: a symlink; artifacts hold only files and directories"]
     elif member.islnk():
-        if member.linkname not in digests:
-            return [f"{member.name}: a hard link to {member.linkname!r}, which is not an earlier file"]
         os.link(destination / member.linkname, target)
-        digests[member.name] = digests[member.linkname]
     else:
         source = tar.extractfile(member)
         assert source is not None
         digest = hashlib.sha256()
-        with open(target, "wb") as out:
+        with open(target, "xb") as out:
             for block in iter(lambda: source.read(1 << 20), b""):
                 digest.update(block)
                 out.write(block)
-        target.chmod(0o755 if member.mode & 0o111 else 0o644)
-        digests[member.name] = digest.hexdigest()
-    return []
+            os.fchmod(out.fileno(), 0o755 if member.mode & 0o111 else 0o644)
+            written[os.fstat(out.fileno()).st_ino] = digest.hexdigest()
 
 
 def _signature_problems(raw: bytes, signature: bytes | None, public_key: Path | None) -> list[str]:
@@ -154,13 +218,40 @@ def _signature_problems(raw: bytes, signature: bytes | None, public_key: Path | 
 def _check(
     archive: Path, destination: Path, public_key: Path | None, expected_sha256: str | None
 ) -> tuple[Artifact, list[str]]:
-    artifact, raw, signature, problems = _extract_checked(archive, destination)
-    if expected_sha256 is not None and artifact.sha256 != expected_sha256:
+    """Read the manifest and signature, check the signature, then extract and compare in the same read."""
+    _must_exist(archive)
+    with open(archive, "rb") as handle:
+        reader = _HashingReader(handle)
+        with _safely(archive):
+            stream = TarStream(reader)
+            members = iter(stream)
+            raw, signature, following = _head(archive, stream, members)
+        manifest = _parse(archive, raw)
+        problems = _signature_problems(raw, signature, public_key)
+        with _safely(archive):
+            if not problems:
+                rest = chain([following] if following is not None else [], members)
+                problems = _differences(manifest, _extract(stream, rest, destination, manifest["files"]))
+            sha256 = reader.finish()
+    if expected_sha256 is not None and sha256 != expected_sha256:
         problems.insert(
-            0,
-            f"archive sha256 is {artifact.sha256}, but {expected_sha256} was recorded when it was published",
+            0, f"archive sha256 is {sha256}, but {expected_sha256} was recorded when it was published"
         )
-    return artifact, problems + _signature_problems(raw, signature, public_key)
+    return Artifact(archive, sha256, manifest), problems
+
+
+def _differences(manifest: dict[str, Any], digests: dict[str, str]) -> list[str]:
+    """How the extracted files differ from the manifest."""
+    listed = manifest["files"]
+    problems = [f"{name}: listed in the manifest but missing" for name in sorted(set(listed) - set(digests))]
+    problems += [
+        f"{name}: sha256 differs from the manifest"
+        for name in sorted(digests)
+        if digests[name] != listed[name]["sha256"]
+    ]
+    if content_digest(listed) != manifest.get("content_digest"):
+        problems.append("the manifest's content_digest does not match its file list")
+    return problems
 
 
 def verify_artifact(

@@ -30,10 +30,14 @@ class Verification:
 
 def verify_target(target: str, root: Path | None, public_key: Path | None) -> Verification:
     """Check an artifact against its manifest, the sha256 recorded when it was published (for a store
-    object), and its signature when a public key is given."""
+    object), and its signature when a public key is given. One that cannot even be read safely (ArtifactError)
+    is named as `target`, not as the scratch copy of a store object."""
     with scratch_dir("verify") as scratch:
         path, recorded = _fetch(target, Path(scratch), root)
-        artifact, problems = verify_artifact(path, public_key, expected_sha256=recorded)
+        try:
+            artifact, problems = verify_artifact(path, public_key, expected_sha256=recorded)
+        except ArtifactError as error:
+            raise ArtifactError(f"{target} does NOT verify: {str(error).removeprefix(f'{path}: ')}") from None
     files = len(artifact.manifest.get("files", {}))
     return Verification(target, artifact.name, artifact.version, artifact.sha256, files, problems)
 

@@ -142,7 +142,7 @@ def test_a_failing_pants_is_a_tool_failure_with_its_output(model_repo: Path, tmp
     assert raised.value.exit_code == ExitCode.ENVIRONMENT_ERROR
 
 
-def test_pants_never_sees_credentials_and_runs_concurrently_under_pants_run(
+def test_pants_environment_has_no_credentials_and_runs_concurrently_under_pants_run(
     model_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secrets = {
@@ -154,27 +154,121 @@ def test_pants_never_sees_credentials_and_runs_concurrently_under_pants_run(
         "PACKAGER_SIGNING_KEY": "/keys/release.pem",
         "PYTHONPATH": "/ours",
     }
-    kept = {"PANTS_PANTSD": "false", "DOCKER_HOST": "unix:///run/podman.sock", "PACKAGER_CACHE": "/cache"}
+    kept = {"PANTS_PANTSD": "false", "PACKAGER_CACHE": "/cache"}
     for name, value in {**secrets, **kept}.items():
         monkeypatch.setenv(name, value)
     environment = pants_environment(dict(os.environ))
     assert not set(secrets) & set(environment)
     assert {name: environment[name] for name in kept} == kept and environment["PATH"] == os.environ["PATH"]
 
-    pants = fake_pants(tmp_path, "", status=1)
-    model = discover_models((), model_repo)[0]
-    gate = run_gate(model_repo, model, [str(pants)], tmp_path / "logs" / "fraud-gate.log")
-    assert not gate.passed and gate.tail() == "pants says why"
-    assert (tmp_path / "pants-args").read_text().split() == ["lint", "check", "test", "models/fraud::"]
-    seen = dict(
-        line.split("=", 1) for line in (tmp_path / "pants-env").read_text().splitlines() if "=" in line
-    )
-    assert not set(secrets) & set(seen), "the models' tests run under this Pants"
-
     monkeypatch.setenv("PACKAGER_PANTS", "pants --no-local-cache")
     assert pants_command(model_repo) == ["pants", "--no-local-cache"]
     monkeypatch.setenv("__PANTS_BIN_NAME", "./pants")  # what a process `pants run` started inherits
     assert pants_command(model_repo) == ["pants", "--no-local-cache", "--concurrent"]
+
+
+# Stands in for Pants inside the gate: what a model's test could do there, reported on stdout (the log).
+GATE_PROBE = """#!/usr/bin/env python3
+import glob, json, os, socket, sys
+
+def reached(target):
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+def tunnel(host):
+    proxy = os.environ["HTTPS_PROXY"].rsplit(":", 1)
+    with socket.create_connection((proxy[0].removeprefix("http://"), int(proxy[1])), timeout=10) as conn:
+        conn.sendall(f"CONNECT {host}:443 HTTP/1.1\\r\\nHost: {host}:443\\r\\n\\r\\n".encode())
+        return conn.recv(64).decode().split(" ")[1]
+
+def readable(path):
+    try:
+        return bool(open(path, "rb").read(1))
+    except OSError:
+        return False
+
+def writable(path):
+    try:
+        open(path, "a").close()
+        return True
+    except OSError:
+        return False
+
+environs = []
+for path in glob.glob("/proc/*/environ"):
+    try:
+        environs.append(open(path, "rb").read().decode(errors="replace"))
+    except OSError:
+        pass
+looked = json.loads(sys.argv[1])
+try:
+    socket.getaddrinfo("pypi.org", 443)
+    dns = True
+except OSError:
+    dns = False
+print(json.dumps({
+    "args": sys.argv[2:],
+    "environment": dict(os.environ),
+    "processes": sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit()),
+    "secret_in_a_process": [text for text in environs if "AWS_SECRET_ACCESS_KEY" in text],
+    "readable": [path for path in looked["files"] if readable(path)],
+    "writable": [path for path in looked["writable"] if writable(path)],
+    "reached": [target for target in looked["tcp"] if reached(target)],
+    "dns": dns,
+    "tunnels": {host: tunnel(host) for host in ("pypi.org", "example.com", "169.254.169.254")},
+}))
+"""
+
+
+def test_the_gate_runs_where_the_packager_its_secrets_and_the_network_are_out_of_reach(
+    model_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loopback_service: int
+) -> None:
+    """A model's test in the gate (here, a stand-in for Pants that probes as one would): no credential in
+    any process it can see, not the packager's process, not the signing key (even inside the repository)
+    nor the home directory's credentials, no write to the sources, no container engine, no service of
+    this machine, no metadata address, no DNS; only the package index, through the proxy."""
+    key = model_repo / "keys" / "release.key"
+    key.parent.mkdir()
+    key.write_text("PRIVATE KEY\n")
+    aws = Path.home() / ".aws-probe-credentials"
+    aws.write_text("[default]\naws_secret_access_key = secret\n")
+    for name, value in {
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_SHARED_CREDENTIALS_FILE": str(aws),
+        "PACKAGER_SIGNING_KEY": str(key),
+        "DOCKER_HOST": "unix:///run/podman.sock",
+    }.items():
+        monkeypatch.setenv(name, value)
+    probe = model_repo / "probe-pants"
+    probe.write_text(GATE_PROBE)
+    probe.chmod(0o755)
+    looked = {
+        "files": [str(key), str(aws), f"/proc/{os.getpid()}/environ"],
+        "writable": [
+            str(model_repo / "models" / "fraud" / "model_version.txt"),
+            str(model_repo / "dist" / "x"),
+        ],
+        "tcp": [f"127.0.0.1:{loopback_service}", "169.254.169.254:80"],
+    }
+    try:
+        model = discover_models((), model_repo)[0]
+        gate = run_gate(model_repo, model, [str(probe), json.dumps(looked)], tmp_path / "fraud-gate.log")
+    finally:
+        aws.unlink()
+    report = json.loads(next(line for line in gate.log.read_text().splitlines() if line.startswith("{")))
+    assert gate.passed and report["args"] == ["--no-pantsd", "lint", "check", "test", "models/fraud::"]
+    assert report["secret_in_a_process"] == [] and os.getpid() not in report["processes"]
+    assert "AWS_SECRET_ACCESS_KEY" not in report["environment"]
+    assert "DOCKER_HOST" not in report["environment"], "the container engine is root on its machine"
+    assert report["readable"] == [], "the signing key, the credentials file and our environment are hidden"
+    assert report["writable"] == [str(model_repo / "dist" / "x")], "Pants' outputs only, never the sources"
+    assert report["reached"] == [] and report["dns"] is False
+    assert report["tunnels"] == {"pypi.org": "200", "example.com": "403", "169.254.169.254": "403"}
+    assert "refused 'CONNECT example.com:443 HTTP/1.1'" in gate.log.read_text()
 
 
 def _run() -> CiRun:
@@ -293,7 +387,7 @@ def test_a_model_that_fails_its_gate_publishes_nothing(
     pants = fake_pants(tmp_path, "models/fraud/fraud/config.pbtxt:../model", status=0)
     failing_gate = tmp_path / "gate-fails"
     failing_gate.write_text(
-        f'#!/bin/sh\ncase "$1" in lint) echo "would reformat model.py"; exit 1;; esac\nexec {pants} "$@"\n'
+        f'#!/bin/sh\ncase " $* " in *" lint "*) echo "would reformat model.py"; exit 1;; esac\nexec {pants} "$@"\n'
     )
     failing_gate.chmod(0o755)
     stores = tmp_path / "stores"

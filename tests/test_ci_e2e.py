@@ -90,11 +90,76 @@ def outcomes(report: dict[str, Any]) -> dict[str, dict[str, str]]:
     }
 
 
+# A model's own test that looks, during the gate, for what the job holds: the credentials in any process's
+# environment, the signing key, the S3 service the job publishes to, the metadata address, DNS.
+HOSTILE_TEST = '''"""Looks for what the CI job holds; passes only if it finds nothing."""
+
+from __future__ import annotations
+
+import glob
+import socket
+
+import pytest
+
+KEY = "{key}"
+TARGETS = [("127.0.0.1", {port}), ("169.254.169.254", 80)]
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
+
+
+def _connects(target: tuple[str, int]) -> bool:
+    try:
+        socket.create_connection(target, timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_the_job_is_out_of_reach() -> None:
+    assert [path for path in glob.glob("/proc/*/environ") if b"AWS_SECRET_ACCESS_KEY" in _read(path)] == []
+    assert _read(KEY) == b""
+    assert [target for target in TARGETS if _connects(target)] == []
+    with pytest.raises(OSError):
+        socket.getaddrinfo("pypi.org", 443)
+'''
+
+
 def test_a_branch_stages_what_it_changed_main_publishes_it_and_refuses_new_weights_without_a_bump(
-    clone: Path, s3: dict[str, str]
+    clone: Path, s3: dict[str, str], tmp_path: Path
 ) -> None:
-    step = "models/churn/churn/1/model.py"
-    commit = commit_change(clone, "feature/churn", {step: "\n\n# Scored in one batch.\n"}, "churn: a comment")
+    """The story of a change, with the model's own tests hostile: they look for the job's secrets and
+    network during the gate, and pass only if they find nothing there."""
+    key = tmp_path / "release.key"
+    keygen = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "packager",
+            "keygen",
+            "--private",
+            str(key),
+            "--public",
+            str(tmp_path / "pub"),
+        ],
+        env=child_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert keygen.returncode == 0, keygen.stderr
+    s3 = {**s3, "PACKAGER_SIGNING_KEY": str(key)}
+    port = int(s3["AWS_ENDPOINT_URL_S3"].rsplit(":", 1)[1])
+    edits = {
+        "models/churn/churn/1/model.py": "\n\n# Scored in one batch.\n",
+        "models/churn/tests/test_isolation.py": HOSTILE_TEST.format(key=key, port=port),
+    }
+    commit = commit_change(clone, "feature/churn", edits, "churn: a comment, and a test that looks around")
 
     status, report, stderr = ci(clone, s3)
     assert status == 0, stderr

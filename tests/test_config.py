@@ -129,7 +129,7 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
         ),
         (
             "[runtime.x]\npython = '3.11'\ntriton_version = '2'\nnetwork = 'yes'\n",
-            "4:1",
+            "4:11",
             "[runtime.x] network must be true or false, not str 'yes'",
         ),
         (

@@ -36,14 +36,15 @@ class Workspace:
     def models(self, args: tuple[str, ...]) -> list[ModelDir]:
         return discover_models(args, self.root)
 
-    def runtime(self, name: str | None) -> Runtime:
+    def runtime(self, name: str | None, engine: bool = True) -> Runtime:
         """The named runtime, or the configured one; `auto` is the runtime named "container" where an
-        engine answers and holds its image, else the one named "local"."""
+        engine answers and holds its image, else the one named "local" (always, without an `engine`: what
+        the quality gate's tests resolve, which never see one)."""
         chosen = name or self.config.default_runtime
         if chosen != AUTO:
             return self.config.runtime(chosen)
         container = self.config.runtimes.get("container")
-        if container is not None and container_ready(container):
+        if engine and container is not None and container_ready(container):
             return container
         return self.config.runtime("local")
 

@@ -1,8 +1,9 @@
 """The pipeline `packager ci` runs for each model a push affects, one model at a time and each on its own:
 pull its weights (DVC, its pointers only) → the quality gate (Black, mypy and its tests through Pants:
-the tests replay its cases, so the weights come first) → the push pipeline (environment, build, replay of
-the built artifact, publish by branch). A model that fails a step stops there and publishes nothing; the
-others go on."""
+the tests replay its cases, so the weights come first, and the server and environment those replays use
+are prepared first, outside the gate's sandbox, which sees the cache read-only) → the push pipeline
+(environment, build, replay of the built artifact, publish by branch). A model that fails a step stops
+there and publishes nothing; the others go on."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from pathlib import Path
 
 from packager.ci.affected import Base
 from packager.ci.gate import run_gate
+from packager.environments import env_builder_for
 from packager.errors import ExitCode, PackagerError
 from packager.modeldir import ModelDir, check_weights, pull
-from packager.preflight import NotServable
+from packager.preflight import NotServable, prepare
 from packager.release import PushPlan, PushResult, Revision, push_model
+from packager.settings import Runtime
+from packager.triton import install_server
 
 STEPS = ("weights", "gate", "build", "replay", "publish")
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
@@ -111,12 +115,14 @@ class CiRun:
 
 @dataclass(frozen=True)
 class CiPlan:
-    """What every model's run shares: the repository, how to run Pants, the DVC remote, and the push."""
+    """What every model's run shares: the repository, how to run Pants, the DVC remote, the push, and the
+    runtime the gate's tests replay on (see `Workspace.runtime`; None: nothing to prepare for them)."""
 
     root: Path
     pants: list[str]
     push: PushPlan
     remote: str | None = None
+    gate_runtime: Runtime | None = None
 
 
 def run_model(model: ModelDir, plan: CiPlan, position: str = "") -> ModelRun:
@@ -133,6 +139,11 @@ def run_model(model: ModelDir, plan: CiPlan, position: str = "") -> ModelRun:
         return run.fail("weights", time.monotonic() - started, str(error), error.exit_code)
     run.steps.append(Step("weights", PASSED, time.monotonic() - started))
     log = plan.push.log_dir / f"{model.name}-gate.log"
+    started = time.monotonic()
+    try:
+        _prepare_gate(model, plan)
+    except PackagerError as error:
+        return run.fail("gate", time.monotonic() - started, str(error), error.exit_code)
     _say(plan, f"{position}{model.name}: quality gate (Black, mypy and its tests, through Pants) ...")
     gate = run_gate(plan.root, model, plan.pants, log)
     if not gate.passed:
@@ -144,6 +155,16 @@ def run_model(model: ModelDir, plan: CiPlan, position: str = "") -> ModelRun:
     run.steps.extend(_push_steps(run.push))
     run.error_code = run.push.error_code if not run.push.ok else ExitCode.OK
     return run
+
+
+def _prepare_gate(model: ModelDir, plan: CiPlan) -> None:
+    """What the gate's replays take from the cache, which they see read-only: the server of the runtime
+    they replay on and the model's environment for it (validated first, as every replay is)."""
+    runtime = plan.gate_runtime
+    if runtime is None or runtime.launcher != "local":
+        return
+    install_server(runtime, plan.push.progress)
+    prepare(model, runtime, env_builder_for(runtime), plan.push.progress)
 
 
 def _push_steps(result: PushResult) -> list[Step]:

@@ -225,7 +225,8 @@ def ci_command(
             workspace, revision, target, staging, production, out, sign_key, public_key, load_timeout, as_json
         )
         with closing(push_plan.route.store):
-            run_ci(chosen, CiPlan(root, pants, push_plan, remote), run)
+            gate_runtime = workspace.runtime(None, engine=False)  # what the models' tests resolve
+            run_ci(chosen, CiPlan(root, pants, push_plan, remote, gate_runtime), run)
     write_ci_junit(run, junit_xml or workspace.dist() / "ci" / "junit.xml")
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_file:

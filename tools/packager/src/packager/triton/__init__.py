@@ -11,7 +11,8 @@ Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, Ports, ServerError
 UnservableModel, PortUnavailable, free_ports, shm_hint, READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall,
 install_server, Served, staged_repository, loaded, load_all, check_backends, launched, artifact_launched,
 ENV_MODES, container_ready, build_image, check_image, image_for, ImageFacts, Watcher, Reload,
-example_request, curl_command. Backends are reached through the registry
+example_request, curl_command, Sandbox (the bubblewrap sandbox, which the quality gate uses too),
+socat_binary. Backends are reached through the registry
 (`packager.triton.local.LocalLauncher` and `packager.triton.container.ContainerLauncher` for direct use).
 """
 
@@ -35,7 +36,9 @@ from packager.triton.launcher import (
     launcher_for,
     shm_hint,
 )
+from packager.triton.relay import socat_binary
 from packager.triton.reload import Reload, Watcher
+from packager.triton.sandbox import Sandbox
 from packager.triton.serving import (
     ENV_MODES,
     Served,
@@ -48,6 +51,8 @@ from packager.triton.serving import (
 )
 
 __all__ = [
+    "Sandbox",
+    "socat_binary",
     "container_ready",
     "curl_command",
     "example_request",

@@ -29,7 +29,7 @@ from packager.scratch import scratch_dir
 from packager.settings import Runtime
 from packager.subprocesses import run_tool
 from packager.triton.engine import connect, missing_image
-from packager.triton.launcher import free_ports
+from packager.triton.launcher import DIRECT, free_ports
 
 BASE_IMAGE = "localhost/packager/debian:bookworm"
 NO_RELAY = (
@@ -246,7 +246,7 @@ def _server_version(port: int, container: Any) -> str:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2", timeout=2) as answer:
+            with DIRECT.open(f"http://127.0.0.1:{port}/v2", timeout=2) as answer:
                 return str(json.load(answer)["version"])
         except OSError:
             container.reload()

@@ -26,6 +26,8 @@ from packager.settings import Runtime
 
 READY_TIMEOUT = 30.0
 LOAD_TIMEOUT = 120.0
+# The server is on this machine's loopback: never through a proxy the environment names (HTTP_PROXY).
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 SHM_TROUBLE = (
@@ -118,7 +120,7 @@ class Server:
             f"http://{self.endpoints.http}{path}", method=method, data=b"" if method == "POST" else None
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with DIRECT.open(request, timeout=timeout) as response:
                 return response.status, response.read().decode(errors="replace")
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode(errors="replace")

@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from packager.errors import EnvironmentFailure
+from packager.scratch import scratch_dir
 from packager.triton.cleanup import die_with_parent, stop_process_group
 from packager.triton.launcher import Endpoints, Ports, Process, listening_ports
 
@@ -37,7 +37,7 @@ INSIDE_SCRIPT = (
 )
 
 
-def socat() -> str:
+def socat_binary() -> str:
     """The socat binary, or a clear error saying how to get it."""
     found = shutil.which("socat")
     if found is None:
@@ -72,7 +72,7 @@ class HostRelays:
 @contextmanager
 def host_relays(directory: Path, ports: tuple[int, ...], log_path: Path) -> Iterator[HostRelays]:
     """One relay per endpoint from 127.0.0.1:<port> to `<directory>/<endpoint>.sock`, stopped on exit."""
-    binary = socat()
+    binary = socat_binary()
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with open(log_path, "ab") as log:
@@ -141,9 +141,9 @@ def wired(ports: Ports, network: bool, log_path: Path) -> Iterator[Wiring]:
     if network:
         yield Wiring(endpoints, (http, grpc, metrics))
         return
-    socat()  # refused before anything starts
-    with tempfile.TemporaryDirectory(prefix="packager-relay-") as scratch:
-        directory = Path(scratch) / "sockets"
+    socat_binary()  # refused before anything starts
+    with scratch_dir("relay") as scratch:
+        directory = scratch / "sockets"
         directory.mkdir()
         os.chmod(directory, 0o777)
         relay_log = log_path.with_name(f"{log_path.name}.relays")

@@ -4,7 +4,8 @@ Owns the store interfaces (`ArtifactStore` for immutable artifacts, `DocumentSto
 replaced documents, `Store` for both) and their registry `STORES` by URI scheme (`interface`), one module
 per backend (`file`, `s3`), and the in-memory fake for fast tests (`memory`).
 
-Public: ArtifactStore, DocumentStore, Store, StoredObject, Location, AlreadyExists, Conflict, STORES,
+Public: ArtifactStore, DocumentStore, Store, StoredObject, Location, AlreadyExists, Conflict,
+KeyOutsideStore, STORES,
 open_store, copy_by_download, MemoryStore. Backends are reached through `open_store` (or
 `packager.release.stores.file.FileStore` / `packager.release.stores.s3.S3Store` for direct use).
 """
@@ -15,6 +16,7 @@ from packager.release.stores.interface import (
     ArtifactStore,
     Conflict,
     DocumentStore,
+    KeyOutsideStore,
     Location,
     Store,
     StoredObject,
@@ -28,6 +30,7 @@ __all__ = [
     "AlreadyExists",
     "ArtifactStore",
     "Conflict",
+    "KeyOutsideStore",
     "DocumentStore",
     "Location",
     "Store",

@@ -280,6 +280,8 @@ def test_a_target_model_is_a_key_inside_the_file_store(store: Store, tmp_path: P
         shutil.copyfile(directory / "churn_1.tar.gz", outside / "churn_1.tar.gz")
         assert [_refusal(client, target) for target in targets] == absent, "no existence oracle"
         assert not emulator.cold_starts, "nothing was fetched"
+        too_long = "n" * 300 + ".tar.gz"  # a key SageMaker allows, a name no file can have
+        assert _refusal(client, too_long)["Message"] == f"no model {too_long} in file://{directory}"
     assert all(error["status"] == 400 and "is not a key in the store" in error["Message"] for error in absent)
     assert "it resolves outside the store" in absent[-1]["Message"]
 

@@ -26,7 +26,8 @@ TARGET = "X-Amzn-SageMaker-Target-Model"
 
 class Recorder:
     """A backend that answers every request with what it was given (after `delay` seconds, or once `gate`
-    is open), and refuses a target under missing/ as the emulator refuses a key with nothing there."""
+    is open); it refuses a target under missing/ as the emulator refuses a key with nothing there, and
+    fails under crash/."""
 
     def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
         self.delay = delay
@@ -39,6 +40,8 @@ class Recorder:
             self.calls.append((target, len(body)))
         if target.startswith("missing/"):
             raise TargetInvalid(f"no model {target} in memory://")
+        if target.startswith("crash/"):
+            raise RuntimeError("the backend broke")
         if self.gate is not None:
             self.gate.wait()
         time.sleep(self.delay)
@@ -140,6 +143,12 @@ def test_no_target_model_is_a_validation_error(port: int) -> None:
     assert "needs a TargetModel" in body["message"]
     status, headers, body = _exchange(port, _request(None, extra=f"{TARGET}: a\r\n{TARGET}: b\r\n".encode()))
     assert status == 400 and f"more than one {TARGET} header" in body["message"]
+
+
+def test_a_backend_failure_is_an_internal_failure_not_a_reset(port: int) -> None:
+    status, headers, body = _exchange(port, _request("crash/x.tar.gz"))
+    assert (status, headers["x-amzn-errortype"]) == (500, "InternalFailure")
+    assert body == {"message": "the endpoint failed: the backend broke"}
 
 
 def test_boto3_raises_the_modeled_errors(port: int) -> None:

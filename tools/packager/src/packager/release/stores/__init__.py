@@ -5,9 +5,9 @@ replaced documents, `Store` for both) and their registry `STORES` by URI scheme 
 per backend (`file`, `s3`), and the in-memory fake for fast tests (`memory`).
 
 Public: ArtifactStore, DocumentStore, Store, StoredObject, Location, AlreadyExists, Conflict,
-KeyOutsideStore, STORES,
-open_store, copy_by_download, MemoryStore. Backends are reached through `open_store` (or
-`packager.release.stores.file.FileStore` / `packager.release.stores.s3.S3Store` for direct use).
+KeyOutsideStore, STORES, open_store, copy_by_download, MemoryStore. Backends are reached through
+`open_store` (or `packager.release.stores.file.FileStore` / `packager.release.stores.s3.S3Store` for
+direct use).
 """
 
 from packager.release.stores.interface import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -23,6 +24,7 @@ from botocore.config import Config
 from packager.artifacts import MANIFEST, read_manifest, verify_artifact
 from packager.endpoint import BINARY_JSON, ColdStart, Emulator, emulating, fronted, namespace, parse_size
 from packager.release.stores import Store
+from packager.release.stores.file import FileStore
 from packager.release.stores.s3 import S3Store
 from packager.settings import DEFAULT_RUNTIME, Runtime
 from packager.triton.container import ContainerLauncher
@@ -227,6 +229,61 @@ def test_a_target_that_does_not_exist_is_a_validation_error(client: Any) -> None
         _churn(client, "nope_1.tar.gz")
     with pytest.raises(client.exceptions.ValidationError, match="needs a TargetModel"):
         client.invoke_endpoint(EndpointName="mme", ContentType="application/json", Body=_churn_request())
+
+
+def _refusal(client: Any, target: str) -> dict[str, Any]:
+    """The error boto3 raised for a request naming `target`: its code, message and HTTP status."""
+    with pytest.raises(client.exceptions.ValidationError) as raised:
+        _churn(client, target)
+    response = raised.value.response
+    return {**response["Error"], "status": response["ResponseMetadata"]["HTTPStatusCode"]}
+
+
+def test_a_target_model_is_a_key_inside_the_s3_store(
+    client: Any, emulator: Emulator, moto_endpoint: str
+) -> None:
+    """`..` never leaves the store's prefix for the rest of its bucket, and the answer is the same
+    whether or not an object is there."""
+    s3 = s3_client(moto_endpoint)
+    target, outside = "../outside/churn_1.tar.gz", "outside/churn_1.tar.gz"
+    absent = _refusal(client, target)
+    source = {"Bucket": "mme-production", "Key": "models/churn_1.tar.gz"}
+    s3.copy_object(Bucket="mme-production", Key=outside, CopySource=source)
+    try:
+        assert _refusal(client, target) == absent, "no existence oracle"
+    finally:
+        s3.delete_object(Bucket="mme-production", Key=outside)
+    assert absent["status"] == 400 and "is not a key in the store" in absent["Message"]
+    assert target not in emulator.loaded_targets() and not _cold_starts(emulator, target)
+
+
+def test_a_target_model_is_a_key_inside_the_file_store(store: Store, tmp_path: Path) -> None:
+    """An absolute path (even to an artifact in the store), `..`, and a link that leads out of the store
+    are refused, with the same answer whether or not an artifact is where they lead."""
+    directory, outside = tmp_path / "store", tmp_path / "outside"
+    directory.mkdir()
+    outside.mkdir()
+    store.download("churn_1.tar.gz", directory / "churn_1.tar.gz")
+    (directory / "escape").symlink_to(outside)
+    file_store = FileStore(f"file://{directory}", directory)
+    assert file_store.head("churn_1.tar.gz") is not None, "a key inside the store is found"
+    targets = [
+        str(directory / "churn_1.tar.gz"),
+        str(outside / "churn_1.tar.gz"),
+        "../outside/churn_1.tar.gz",
+        "escape/churn_1.tar.gz",
+    ]
+    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+    with emulating(file_store, launcher, tmp_path / "mme.log") as emulator, fronted(emulator) as url:
+        client = _runtime_client(url)
+        absent = [_refusal(client, target) for target in targets]
+        shutil.copyfile(directory / "churn_1.tar.gz", outside / "churn_1.tar.gz")
+        assert [_refusal(client, target) for target in targets] == absent, "no existence oracle"
+        assert not emulator.cold_starts, "nothing was fetched"
+        too_long = "n" * 300 + ".tar.gz"  # a key SageMaker allows, a name no file can have
+        assert _refusal(client, too_long)["Message"] == f"no model {too_long} in file://{directory}"
+    assert all(error["status"] == 400 and "is not a key in the store" in error["Message"] for error in absent)
+    assert "it resolves outside the store" in absent[-1]["Message"]
 
 
 def test_a_body_triton_refuses_is_a_model_error(client: Any) -> None:

@@ -5,12 +5,14 @@ loaded; least-recently-used targets unloaded under a memory limit; ModelNotReady
 deadline; per-target cold-start timings), staging a target's Triton models under names of their own
 (`staging`), forwarding a request body to Triton (`forward`), the HTTP front that answers boto3's
 `sagemaker-runtime` InvokeEndpoint (`front`), the errors as the service answers them (`errors`), memory
-sizes as people write them (`sizes`), and an artifact's cold start against its budget (`cold_start`).
+sizes as people write them (`sizes`), an artifact's cold start against its budget (`cold_start`), and
+InvokeEndpoint's limits and what makes a TargetModel a key in the store (`limits`).
 
 Public: measure_cold_start, ColdStartCheck, ColdStartOverBudget, Emulator, emulating, Settings, ColdStart,
-Eviction, Event, Loaded, NOT_READY_AFTER, fronted, TARGET_HEADER, EndpointError, TargetInvalid,
-ModelNotReady, ModelError, StoreUnavailable, Answer, infer, triton_headers, BINARY_JSON, namespace,
-staged_name, stage_models, staged_bytes, parse_size, shown_size, SizeError.
+Eviction, Event, Loaded, NOT_READY_AFTER, fronted, Backend, Connections, TARGET_HEADER, EndpointError,
+TargetInvalid, RequestInvalid, PayloadTooLarge, UnknownOperation, ModelNotReady, ModelError,
+StoreUnavailable, Answer, infer, triton_headers, BINARY_JSON, namespace, staged_name, stage_models,
+staged_bytes, parse_size, shown_size, SizeError, MAX_BODY, MAX_TARGET, check_target.
 """
 
 from packager.endpoint.cold_start import ColdStartCheck, ColdStartOverBudget, measure_cold_start
@@ -28,11 +30,15 @@ from packager.endpoint.errors import (
     EndpointError,
     ModelError,
     ModelNotReady,
+    PayloadTooLarge,
+    RequestInvalid,
     StoreUnavailable,
     TargetInvalid,
+    UnknownOperation,
 )
 from packager.endpoint.forward import BINARY_JSON, Answer, infer, triton_headers
-from packager.endpoint.front import TARGET_HEADER, fronted
+from packager.endpoint.front import TARGET_HEADER, Backend, Connections, fronted
+from packager.endpoint.limits import MAX_BODY, MAX_TARGET, check_target
 from packager.endpoint.sizes import SizeError, parse_size, shown_size
 from packager.endpoint.staging import namespace, stage_models, staged_bytes, staged_name
 
@@ -53,12 +59,20 @@ __all__ = [
     "ModelNotReady",
     "StoreUnavailable",
     "TargetInvalid",
+    "RequestInvalid",
+    "PayloadTooLarge",
+    "UnknownOperation",
     "BINARY_JSON",
     "Answer",
     "infer",
     "triton_headers",
     "TARGET_HEADER",
+    "Backend",
+    "Connections",
     "fronted",
+    "MAX_BODY",
+    "MAX_TARGET",
+    "check_target",
     "SizeError",
     "parse_size",
     "shown_size",

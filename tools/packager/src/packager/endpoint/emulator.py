@@ -25,11 +25,12 @@ from typing import Any, Callable, Iterator
 from packager.artifacts import ArtifactError, triton_models_in, verified
 from packager.endpoint.errors import ModelError, ModelNotReady, StoreUnavailable, TargetInvalid
 from packager.endpoint.forward import Answer, infer
+from packager.endpoint.limits import check_target, not_a_key
 from packager.endpoint.sizes import shown_size
 from packager.endpoint.staging import SEPARATOR, namespace, stage_models, staged_bytes, staged_name
 from packager.errors import EnvironmentFailure
 from packager.modeldir import TritonModel
-from packager.release.stores import ArtifactStore
+from packager.release.stores import ArtifactStore, KeyOutsideStore
 from packager.scratch import scratch_dir
 from packager.triton import (
     LOAD_TIMEOUT,
@@ -157,10 +158,8 @@ class Emulator:
 
     def invoke(self, target: str | None, body: bytes, content_type: str | None) -> Answer:
         """Answer one InvokeEndpoint request: load the target if it is not loaded, then send the body to its
-        top-level model."""
-        if not target:
-            raise TargetInvalid("a multi-model endpoint needs a TargetModel (X-Amzn-SageMaker-Target-Model)")
-        loaded = self._acquire(target)
+        top-level model. The target must be a key inside the store (`check_target`)."""
+        loaded = self._acquire(check_target(target))
         try:
             with self._lock:
                 first, loaded.first_claimed = not loaded.first_claimed, True
@@ -265,6 +264,8 @@ class Emulator:
             if stored is None:
                 raise TargetInvalid(f"no model {target} in {self.store.uri}")
             self.store.download(target, archive)
+        except KeyOutsideStore:
+            raise not_a_key(target, "it resolves outside the store") from None
         except EnvironmentFailure as error:
             raise StoreUnavailable(f"could not fetch {target}: {error}") from None
         return stored.metadata.get("sha256")

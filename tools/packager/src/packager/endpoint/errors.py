@@ -9,9 +9,10 @@ from packager.errors import EnvironmentFailure, PackagerError
 
 
 class EndpointError(PackagerError):
-    """A request the endpoint refuses; `error_type` and `status` are what the service answers."""
+    """A request the endpoint refuses; `error_type` and `status` are what the service answers (no type:
+    the service names none, and botocore takes the status as the error's code)."""
 
-    error_type = "InternalFailure"
+    error_type: str | None = "InternalFailure"
     status = 500
 
     def fields(self) -> dict[str, Any]:
@@ -24,6 +25,31 @@ class TargetInvalid(EndpointError):
 
     error_type = "ValidationError"
     status = 400
+
+
+class RequestInvalid(EndpointError):
+    """A request that is not HTTP the endpoint can read: its status says what is wrong (400, 408, 411,
+    414, 431), its type is the service's ValidationError."""
+
+    error_type = "ValidationError"
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PayloadTooLarge(EndpointError):
+    """A body over the service's limit, refused as the service refuses it: 413, no error type."""
+
+    error_type = None
+    status = 413
+
+
+class UnknownOperation(EndpointError):
+    """A method and path that are not InvokeEndpoint's."""
+
+    error_type = "UnknownOperationException"
+    status = 404
 
 
 class ModelNotReady(EndpointError):

@@ -4,9 +4,10 @@ Owns the store interfaces (`ArtifactStore` for immutable artifacts, `DocumentSto
 replaced documents, `Store` for both) and their registry `STORES` by URI scheme (`interface`), one module
 per backend (`file`, `s3`), and the in-memory fake for fast tests (`memory`).
 
-Public: ArtifactStore, DocumentStore, Store, StoredObject, Location, AlreadyExists, Conflict, STORES,
-open_store, store_uri_problem, copy_by_download, MemoryStore. Backends are reached through `open_store` (or
-`packager.release.stores.file.FileStore` / `packager.release.stores.s3.S3Store` for direct use).
+Public: ArtifactStore, DocumentStore, Store, StoredObject, Location, AlreadyExists, Conflict,
+KeyOutsideStore, STORES, open_store, store_uri_problem, copy_by_download, MemoryStore. Backends are reached
+through `open_store` (or `packager.release.stores.file.FileStore` / `packager.release.stores.s3.S3Store`
+for direct use).
 """
 
 from packager.release.stores.interface import (
@@ -15,6 +16,7 @@ from packager.release.stores.interface import (
     ArtifactStore,
     Conflict,
     DocumentStore,
+    KeyOutsideStore,
     Location,
     Store,
     StoredObject,
@@ -29,6 +31,7 @@ __all__ = [
     "AlreadyExists",
     "ArtifactStore",
     "Conflict",
+    "KeyOutsideStore",
     "DocumentStore",
     "Location",
     "Store",

@@ -4,6 +4,7 @@ replaced under a lock."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -15,7 +16,14 @@ from urllib.parse import urlparse
 
 from packager.archives import file_digest
 from packager.partials import PUBLISHED_MODE, partial_file
-from packager.release.stores.interface import AlreadyExists, ArtifactStore, Conflict, Location, StoredObject
+from packager.release.stores.interface import (
+    AlreadyExists,
+    ArtifactStore,
+    Conflict,
+    KeyOutsideStore,
+    Location,
+    StoredObject,
+)
 
 
 class FileStore:
@@ -33,12 +41,22 @@ class FileStore:
         return cls(uri, path if path.is_absolute() else (root or Path.cwd()) / path)
 
     def _path(self, key: str) -> Path:
-        return self.directory / key
+        """The file of `key`, refused when it resolves outside the directory (`..`, an absolute path, a link
+        that leads out), whether or not anything is there."""
+        path = self.directory / key
+        if not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(self.directory)):
+            raise KeyOutsideStore(f"{key} resolves outside {self.uri}")
+        return path
 
     def head(self, key: str) -> StoredObject | None:
         path = self._path(key)
-        if not path.is_file():
-            return None
+        try:
+            if not path.is_file():
+                return None
+        except OSError as error:
+            if error.errno == errno.ENAMETOOLONG:  # no file can have that name
+                return None
+            raise
         meta = path.with_name(path.name + ".meta.json")
         metadata = json.loads(meta.read_text()) if meta.is_file() else {"sha256": file_digest(path)}
         return StoredObject(key, path.stat().st_size, metadata.get("sha256", ""), metadata)

@@ -27,6 +27,10 @@ class AlreadyExists(Exception):
     """The key is taken (another pusher won, or it was published before)."""
 
 
+class KeyOutsideStore(UsageError):
+    """A key that resolves outside the store: a file store's link that leads out of its directory."""
+
+
 class Conflict(Exception):
     """A document changed since it was read; read it again and retry."""
 

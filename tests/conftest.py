@@ -197,9 +197,9 @@ def reach_repository(parent: Path) -> Path:
     return parent / "repo"
 
 
-def reached(server: Server, targets: list[str]) -> list[str]:
-    """The targets the loaded `reach` model got an answer from."""
-    client = httpclient.InferenceServerClient(server.endpoints.http)
+def reached(server: Server | str, targets: list[str]) -> list[str]:
+    """The targets the loaded `reach` model of a server (or at an HTTP endpoint) got an answer from."""
+    client = httpclient.InferenceServerClient(server if isinstance(server, str) else server.endpoints.http)
     try:
         tensor = httpclient.InferInput("TARGETS", [len(targets)], "BYTES")
         tensor.set_data_from_numpy(np.array([target.encode() for target in targets], dtype=np.object_))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,7 +19,17 @@ from packager.settings import DEFAULT_RUNTIME
 from packager.triton import Server
 from packager.triton.local import LocalLauncher
 from packager.triton.sandbox import ALLOWED_VARIABLES, HOME, Sandbox, allowed_environment
-from tests.conftest import NETWORK_PROBE, RunPackager, git, network_targets, reach_repository, reached
+from packager.triton import free_ports
+from tests.conftest import (
+    NETWORK_PROBE,
+    RunPackager,
+    git,
+    network_targets,
+    reach_repository,
+    reached,
+    serve_banner,
+    start_packager,
+)
 
 PROBE = (
     """
@@ -153,6 +164,24 @@ def test_a_runtime_that_allows_the_network_shares_it(
     with networked.start(reach_repository(tmp_path), tmp_path / "triton.log") as server:
         server.load("reach")
         assert reached(server, [f"tcp:127.0.0.1:{loopback_service}"]) == [f"tcp:127.0.0.1:{loopback_service}"]
+
+
+def test_a_served_model_reaches_no_network(tmp_path: Path, loopback_service: int) -> None:
+    """`packager serve`, as a data scientist runs it: the model reaches nothing, the curl it prints works."""
+    (tmp_path / "pants.toml").write_text("")
+    model = tmp_path / "models" / "reach"
+    reach_repository(tmp_path / "models")
+    (tmp_path / "models" / "repo").rename(model)
+    (model / "model_version.txt").write_text("1\n")
+    (free,) = free_ports(1)
+    process = start_packager("serve", "reach", "--http-port", str(free), cwd=tmp_path)
+    try:
+        lines = serve_banner(process)
+        assert f"  HTTP     http://127.0.0.1:{free}/v2/models/reach\n" in lines, "".join(lines)
+        assert reached(f"127.0.0.1:{free}", network_targets(loopback_service)) == []
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
 
 
 def test_the_environment_allow_list() -> None:

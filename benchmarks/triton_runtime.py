@@ -1,6 +1,6 @@
 """Benchmarks of the local Triton runtime, each a ratio against a baseline measured in the same run.
 
-    ./pants run benchmarks/triton_runtime.py [env|start|load|batching|container|replay]...
+    ./pants run benchmarks/triton_runtime.py [env|start|load|batching|container|replay|relay]...
 
 1. environment build: cold (empty packager cache; pip's own download cache as the machine has it) vs a
    cache hit;
@@ -12,7 +12,10 @@
    (`load_all`), and at once from an env tree without bytecode vs the cache's compiled one, and the stop's wait until every process of the server's group is reaped, zombies
    included (the sandbox's init lingers as one) vs until none runs; sending its cases to a fresh server
    over HTTP then gRPC vs both side by side (the first requests to each step cost most); then a whole warm `replay digits`, through the library and as a command (against
-   `python -c pass`).
+   `python -c pass`);
+6. what model code without a network costs: the server on the machine's network (`network = true`) vs in
+   a network namespace of its own behind the socat relays (the default), for churn: start to ready,
+   one client's request latency over gRPC, and CLIENTS client processes' throughput.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from packager.modeldir import ModelDir, find_repo_root, load_cases, top_model
 from packager.preflight import prepare
 from packager.replay import PROTOCOLS, replay_cases, replay_model
 from packager.triton import Server, launched, launcher_for, staged_repository
+from packager.triton.local import LocalLauncher
 from packager.triton.serving import load_all
 
 ROOT = find_repo_root(Path(__file__).parent) or Path.cwd()
@@ -321,6 +325,54 @@ def bench_replay_loop(log_dir: Path) -> None:
     )
 
 
+def _latency(endpoint: str, rows: np.ndarray, count: int = 400) -> float:
+    """The median seconds of `count` single-row gRPC requests from one client, back to back."""
+    client = grpcclient.InferenceServerClient(endpoint)
+    features = grpcclient.InferInput("FEATURES", [1, 8], "FP32")
+    seconds = []
+    for index in range(count):
+        features.set_data_from_numpy(rows[index % len(rows)][None, :])
+        seconds.append(timed(lambda: client.infer("churn", [features])))
+    client.close()
+    return statistics.median(seconds[count // 10 :])  # past the first requests' warm-up
+
+
+def bench_relay(log_dir: Path) -> None:
+    report, environment = prepare(CHURN, RUNTIME, BUILDER, progress=False)
+    install = LocalLauncher.for_runtime(RUNTIME, progress=False).install
+    rows = np.random.default_rng(0).normal(size=(256, 8)).astype(np.float32)
+    starts: dict[bool, list[float]] = {True: [], False: []}
+    latency: dict[bool, float] = {}
+    rate: dict[bool, float] = {}
+    empty = Path(tempfile.mkdtemp(prefix="packager-bench-empty-"))
+    for network in (True, False):
+        launcher = LocalLauncher(install, network=network)
+        for attempt in range(5):
+            started = time.perf_counter()
+            with launcher.start(empty, log_dir / f"relay-start-{network}-{attempt}.log"):
+                starts[network].append(time.perf_counter() - started)
+        with launched(report, environment, launcher, log_dir / f"relay-{network}.log") as served:
+            endpoint = served.server.endpoints.grpc
+            throughput(endpoint, rows[:16], seconds=1.0)  # warm up
+            latency[network] = _latency(endpoint, rows)
+            rate[network] = throughput(endpoint, rows)[0]
+    row(
+        "start to ready (median of 5)",
+        ("network shared", statistics.median(starts[True])),
+        ("own netns + relays", statistics.median(starts[False])),
+    )
+    row(
+        "churn request, 1 client (median)",
+        ("network shared", latency[True] * 1000),
+        ("own netns + relays", latency[False] * 1000),
+        unit="ms",
+    )
+    print(
+        f"{'churn, ' + str(CLIENTS) + ' client processes':<34} {'network shared':>22} {rate[True]:>9.1f} {'req/s':<5} "
+        f"{'own netns + relays':>22} {rate[False]:>9.1f} {'req/s':<5} {rate[False] / rate[True]:>8.2f}x"
+    )
+
+
 BENCHMARKS = {
     "env": bench_env_build,
     "start": bench_server_start,
@@ -328,6 +380,7 @@ BENCHMARKS = {
     "batching": bench_dynamic_batching,
     "container": bench_container,
     "replay": bench_replay_loop,
+    "relay": bench_relay,
 }
 
 

@@ -28,7 +28,7 @@ from packager.modeldir import TRITON_CONFIG, ConfigUnreadable, TritonModel, read
 from packager.scratch import scratch_dir
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+    from _typeshed import WriteableBuffer  # pants: no-infer-dep
 
 # What the builder writes is far smaller: about 150 bytes a file, and an Ed25519 signature is 64 bytes.
 MAX_MANIFEST_BYTES = 16 << 20

@@ -106,12 +106,17 @@ output [ { name: "Y", data_type: TYPE_FP32, dims: [ 2 ] } ]
 """
 
 
+def python_model_repository(parent: Path, name: str, code: str, config: str) -> Path:
+    """`parent/repo`, a Triton model repository holding one python model."""
+    (parent / "repo" / name / "1").mkdir(parents=True)
+    (parent / "repo" / name / "1" / "model.py").write_text(code)
+    (parent / "repo" / name / "config.pbtxt").write_text(config)
+    return parent / "repo"
+
+
 def doubler_repository(parent: Path) -> Path:
     """A Triton model repository under `parent` holding the doubler."""
-    (parent / "repo" / "doubler" / "1").mkdir(parents=True)
-    (parent / "repo" / "doubler" / "1" / "model.py").write_text(DOUBLER)
-    (parent / "repo" / "doubler" / "config.pbtxt").write_text(DOUBLER_CONFIG)
-    return parent / "repo"
+    return python_model_repository(parent, "doubler", DOUBLER, DOUBLER_CONFIG)
 
 
 def infer_doubler(server: Server) -> list[list[float]]:
@@ -191,10 +196,7 @@ output [ { name: "REACHED", data_type: TYPE_STRING, dims: [ 1 ] } ]
 
 def reach_repository(parent: Path) -> Path:
     """A Triton model repository under `parent` holding `reach`, a model that tries the network."""
-    (parent / "repo" / "reach" / "1").mkdir(parents=True)
-    (parent / "repo" / "reach" / "1" / "model.py").write_text(REACH)
-    (parent / "repo" / "reach" / "config.pbtxt").write_text(REACH_CONFIG)
-    return parent / "repo"
+    return python_model_repository(parent, "reach", REACH, REACH_CONFIG)
 
 
 def reached(server: Server | str, targets: list[str]) -> list[str]:

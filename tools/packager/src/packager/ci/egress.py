@@ -59,9 +59,14 @@ class EgressProxy:
 
     def _tunnel(self, client: socket.socket) -> None:
         with client:
-            target = self._destination(client)
+            client.settimeout(CONNECT_TIMEOUT)  # for the request; none once the tunnel is open
+            try:
+                target = self._destination(client)
+            except OSError:  # a client that never sent a whole request
+                return
             if target is None:
                 return
+            client.settimeout(None)
             try:
                 upstream = socket.create_connection(target, timeout=CONNECT_TIMEOUT)
             except OSError as error:

@@ -141,6 +141,35 @@ GOOD_INPUT = {"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "data": ["n
             '"INT65"',
         ),
         (
+            {"inputs": [{**GOOD_INPUT, "fill": "a"}], "outputs": [GOOD_OUTPUT]},
+            "inputs[0] gives both data and fill; keep one",
+            '"a"',
+        ),
+        (
+            {
+                "inputs": [GOOD_INPUT],
+                "outputs": [{"name": "LABEL", "datatype": "INT64", "shape": [1, 1], "fill": [3]}],
+            },
+            "outputs[0] fill must be one value, which every element takes (not a list)",
+            "[",
+        ),
+        (
+            {
+                "inputs": [GOOD_INPUT],
+                "outputs": [{"name": "LABEL", "datatype": "INT64", "shape": [1, 1], "fill": "x"}],
+            },
+            "outputs[0] fill does not fit INT64: 'x' is not a number",
+            '"x"',
+        ),
+        (
+            {
+                "inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [4096, 4097], "fill": ""}],
+                "outputs": [GOOD_OUTPUT],
+            },
+            "inputs[0] shape [4096, 4097] is too large for a case",
+            "[",
+        ),
+        (
             {"inputs": [GOOD_INPUT], "outputs": [{**GOOD_OUTPUT, "name": "LABELS"}]},
             "output 'LABELS' is not an output of model 'digits' (CONFIDENCE, LABEL)",
             '"LABELS"',
@@ -208,6 +237,23 @@ def test_an_output_not_written_yet_loads_and_never_passes(tmp_path: Path) -> Non
         problem
         == 'SUM: the case does not give the expected values yet (data is null); got "shape": [4], "data": [0.0, 0.0, 0.0, 0.0]'
     )
+
+
+def test_fill_gives_every_value_of_a_tensor_at_once(tmp_path: Path) -> None:
+    model = _two_input_model(tmp_path)
+    _write_case(
+        model,
+        {
+            "inputs": [
+                {"name": "A", "datatype": "FP32", "shape": [4], "fill": 0.5},
+                {"name": "B", "datatype": "FP32", "shape": [4], "data": [1, 2, 3, 4]},
+            ],
+            "outputs": [{"name": "SUM", "datatype": "FP32", "shape": [4], "fill": 2}],
+        },
+    )
+    (case,) = load_cases(model, validate_model(ModelDir(model)).triton_models, "add")
+    assert case.inputs[0].data.tolist() == [0.5] * 4 and case.inputs[0].data.dtype == np.float32
+    assert case.outputs[0].written and case.outputs[0].data.tolist() == [2.0] * 4
 
 
 ADD_CONFIG = """name: "add"

@@ -14,10 +14,12 @@ ENV_PATH_PARAMETER, ENV_PATH_VALUE, MODEL_DIRECTORY_VARIABLE; Case, Tensor, Tole
 load_cases, case_files, CASES_DIR; Weight, pointers, weights, check_weights, vouched_by_dvc, pull; REQUIREMENTS_FILE, LOCK_FILE, RequirementLine,
 RequirementsError, parse_requirements, digest, LockHeader, read_lock_header, lock_problems; LIBS_DIR,
 Library, LibraryError, libraries_dir, library_files, model_libraries, shared_libraries; scaffold;
-adopt, Adoption, AdoptionError, case_template, kserve_datatype, example_inputs, example_tensor.
+adopt, Adoption, AdoptionError, case_template, kserve_datatype, example_inputs, example_tensor; Calls,
+model_calls, entry_points (which models call which, BLS calls read statically).
 """
 
 from packager.modeldir.adopt import Adoption, AdoptionError, adopt, case_template
+from packager.modeldir.calls import Calls, entry_points, model_calls
 from packager.modeldir.cases import (
     CASES_DIR,
     Case,
@@ -86,6 +88,9 @@ __all__ = [
     "AdoptionError",
     "adopt",
     "case_template",
+    "Calls",
+    "entry_points",
+    "model_calls",
     "CASES_DIR",
     "Case",
     "CaseError",

@@ -13,8 +13,9 @@ Each case file holds one request in the Triton/KServe v2 JSON inference shape, a
       ]
     }
 
-`data` is row-major (flat or nested); a BYTES tensor may give `files` instead (one element per file,
-paths relative to the case file). Outputs compare exactly unless a tolerance is given (numpy.isclose). An
+`data` is row-major (flat or nested); `fill` instead gives one value that every element takes (what a
+case template writes for a big tensor: `"fill": 0`); a BYTES tensor may give `files` instead (one element
+per file, paths relative to the case file). Outputs compare exactly unless a tolerance is given (numpy.isclose). An
 output whose `data` is null is not written yet: it loads (so a fresh case template validates) but never
 passes, and replay shows what the server returned for it. Every problem is located as `path:line:col`.
 """
@@ -231,11 +232,12 @@ def _tensor(located: _CaseText, kind: str, index: int, item: Any) -> Tensor:
         message = f"{where} shape {_shown(shape)} has a size over {MAX_VALUES}, too large for a case"
         raise located.error(message, kind, index, "shape")
     size = math.prod(shape)
+    if "fill" in item and "data" in item:
+        raise located.error(f"{where} gives both data and fill; keep one", kind, index, "fill")
     if kind == "inputs" and "files" in item:
         data = _files(located, where, index, item["files"], datatype)
     elif kind == "outputs" and item.get("data", 0) is None:
-        if size > MAX_VALUES:
-            raise located.error(f"{where} shape {shape} is too large for a case", kind, index, "shape")
+        _check_size(located, where, (kind, index), shape)
         return Tensor(
             name,
             datatype,
@@ -243,11 +245,16 @@ def _tensor(located: _CaseText, kind: str, index: int, item: Any) -> Tensor:
             _tolerance(located, kind, index, item),
             written=False,
         )
+    elif "fill" in item:
+        _check_size(located, where, (kind, index), shape)
+        data = _filled(located, where, (kind, index, "fill"), item["fill"], shape, datatype)
     elif "data" in item:
         data = _data(located, where, (kind, index, "data"), item["data"], datatype)
     else:
         need = (
-            "data or files" if kind == "inputs" else "data (null while the expected values are not written)"
+            "data, fill or files"
+            if kind == "inputs"
+            else "data (null while the expected values are not written) or fill"
         )
         raise located.error(f"{where} needs {need}", kind, index)
     if data.size != size:
@@ -284,12 +291,29 @@ def _files(located: _CaseText, where: str, index: int, names: Any, datatype: str
     return data
 
 
+def _check_size(located: _CaseText, where: str, at: tuple[str, int], shape: list[int]) -> None:
+    """Refuse a shape of more values than a case holds, before making an array of it."""
+    if math.prod(shape) > MAX_VALUES:
+        raise located.error(f"{where} shape {shape} is too large for a case", *at, "shape")
+
+
+def _filled(
+    located: _CaseText, where: str, at: tuple[str, int, str], value: Any, shape: list[int], datatype: str
+) -> np.ndarray:
+    """An array of `shape` whose every element is `value` (a case's `fill`), checked against `datatype`."""
+    if isinstance(value, list):
+        raise located.error(f"{where} fill must be one value, which every element takes (not a list)", *at)
+    (element,) = _data(located, where, at, value, datatype)
+    return np.full(shape, element, dtype=DATATYPES[datatype])
+
+
 def _data(located: _CaseText, where: str, at: tuple[str, int, str], data: Any, datatype: str) -> np.ndarray:
-    """The values of `data` (nested lists or one scalar) as an array of `datatype`, each value checked."""
+    """The values of `data` (nested lists or one scalar) as an array of `datatype`, each value checked;
+    `at` ends with the field they come from (data or fill)."""
     values = list(_leaves(data))
     problem = next(filter(None, (_misfit(value, datatype) for value in values)), None)
     if problem:
-        raise located.error(f"{where} data does not fit {datatype}: {problem}", *at)
+        raise located.error(f"{where} {at[-1]} does not fit {datatype}: {problem}", *at)
     if datatype == "BYTES":
         array = np.empty(len(values), dtype=np.object_)
         array[:] = [value.encode() for value in values]

@@ -4,14 +4,29 @@ not copied from upstream) become model directories that validate, replay, build 
 from __future__ import annotations
 
 import json
+import queue
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
 from tests.conftest import RunPackager, git
+from packager.artifacts import read_manifest
 from packager.errors import UsageError
-from packager.modeldir import AdoptionError, ModelDir, adopt, read_config
+from packager.modeldir import (
+    AdoptionError,
+    ModelDir,
+    TritonModel,
+    adopt,
+    load_cases,
+    model_calls,
+    read_config,
+)
 from packager.modeldir.scaffold import REQUIREMENTS
+from packager.settings import DEFAULT_RUNTIME
+from packager.triton import launched, launcher_for
 from packager.validation import validate_model
 
 # One python step, unbatched, two inputs and two outputs, as NVIDIA's python_backend add_sub example is
@@ -224,3 +239,241 @@ def _write_case(model: Path, inputs: list[list[int]], outputs: list[list[int]]) 
     for tensor, values in zip(case["outputs"], outputs):
         tensor["data"] = [values] if batched else values
     path.write_text(json.dumps(case, indent=2))
+
+
+# NVIDIA's BLS examples: a python model that calls another by name (`pb_utils.InferenceRequest`), beside
+# the model it calls, and no ensemble. `bls` has add_sub's inputs and outputs and answers with its result.
+BLS_CONFIG = ADD_SUB_CONFIG.replace('name: "add_sub"', 'name: "bls"')
+BLS = """import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            in_0 = pb_utils.get_input_tensor_by_name(request, "INPUT0")
+            in_1 = pb_utils.get_input_tensor_by_name(request, "INPUT1")
+            infer_request = pb_utils.InferenceRequest(
+                model_name="add_sub", requested_output_names=["OUTPUT0", "OUTPUT1"], inputs=[in_0, in_1]
+            )
+            infer_response = infer_request.exec()
+            if infer_response.has_error():
+                raise pb_utils.TritonModelException(infer_response.error().message())
+            responses.append(pb_utils.InferenceResponse(output_tensors=infer_response.output_tensors()))
+        return responses
+"""
+# The async example names the models it calls in a loop; the sync one reads the name from an input.
+ASYNC_CALLS = """import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    async def execute(self, requests):
+        for request in requests:
+            for model_name in ["pytorch", "add_sub"]:
+                pb_utils.InferenceRequest(model_name=model_name, requested_output_names=["OUTPUT0"], inputs=[])
+"""
+SYNC_CALLS = """import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            model_name_string = pb_utils.get_input_tensor_by_name(request, "MODEL_NAME").as_numpy()[0]
+            pb_utils.InferenceRequest(model_name=model_name_string, requested_output_names=[], inputs=[])
+"""
+# A decoupled (streaming) model: one response per value of IN, then the final flag alone.
+REPEAT_CONFIG = """name: "repeat"
+backend: "python"
+model_transaction_policy { decoupled: true }
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
+output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"""
+REPEAT = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            for value in pb_utils.get_input_tensor_by_name(request, "IN").as_numpy():
+                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([value], np.int32))]))
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None
+"""
+# resnet50 as the ONNX examples ship it: one image of 3x224x224 floats, batched.
+RESNET_CONFIG = """name: "resnet50"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ { name: "data" data_type: TYPE_FP32 dims: [ 3, 224, 224 ] } ]
+output [ { name: "resnetv17_dense0_fwd" data_type: TYPE_FP32 dims: [ 1000 ] } ]
+"""
+
+
+def model_repository(parent: Path, models: dict[str, tuple[str, str | None]]) -> Path:
+    """`parent/model_repository` holding each Triton model as NVIDIA's examples lay them out: config.pbtxt
+    and 1/ (with model.py for python models), and a client beside them."""
+    root = parent / "model_repository"
+    for name, (config, code) in models.items():
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text(config)
+        if code is not None:
+            (root / name / "1" / "model.py").write_text(code)
+    (root / "client.py").write_text("import tritonclient.http as httpclient\n")
+    return root
+
+
+def bls_repository(parent: Path) -> Path:
+    return model_repository(parent, {"add_sub": (ADD_SUB_CONFIG, ADD_SUB), "bls": (BLS_CONFIG, BLS)})
+
+
+def test_calls_by_name_are_read_from_the_source_without_running_it(tmp_path: Path) -> None:
+    root = model_repository(
+        tmp_path,
+        {
+            "bls": (BLS_CONFIG, BLS),
+            "bls_async": (BLS_CONFIG.replace('"bls"', '"bls_async"'), ASYNC_CALLS),
+            "bls_sync": (BLS_CONFIG.replace('"bls"', '"bls_sync"'), SYNC_CALLS),
+            "add_sub": (ADD_SUB_CONFIG, ADD_SUB),
+        },
+    )
+    models = {
+        path.parent.name: TritonModel(path.parent, read_config(path)) for path in root.glob("*/config.pbtxt")
+    }
+    assert model_calls(models["bls"]).names == {"add_sub"}
+    assert model_calls(models["bls_async"]).names == {"add_sub", "pytorch"}
+    sync = model_calls(models["bls_sync"])
+    assert sync.names == set() and sync.unresolved == 1 and sync.makes_calls
+    assert not model_calls(models["add_sub"]).makes_calls
+
+
+def test_a_bls_repository_is_served_through_a_one_step_ensemble_around_the_model_nothing_calls(
+    tmp_path: Path,
+) -> None:
+    adopted = adopt(bls_repository(tmp_path / "upstream"), tmp_path / "models")
+    root = tmp_path / "models" / "bls"
+    assert adopted.path == root, "named after the model requests go to, not the first in sorted order"
+    assert adopted.triton_models == ("add_sub", "bls", "bls_ensemble")
+    assert (adopted.top_model, adopted.wrapped) == ("bls_ensemble", "bls")
+    ensemble = read_config(root / "bls_ensemble" / "config.pbtxt").config
+    assert ensemble.platform == "ensemble" and [
+        step.model_name for step in ensemble.ensemble_scheduling.step
+    ] == ["bls"]
+    assert (root / "bls_ensemble" / "1" / ".gitkeep").is_file()
+    report = validate_model(ModelDir(root))
+    assert report.ok, report.diagnostics
+    case = json.loads((root / "tests" / "cases" / "example.json").read_text())
+    assert "model" not in case and [tensor["name"] for tensor in case["inputs"]] == ["INPUT0", "INPUT1"]
+    (loaded,) = load_cases(root, report.triton_models, "bls_ensemble")
+    assert loaded.model == "bls_ensemble"
+    shutil.rmtree(root / "bls_ensemble")
+    (refused,) = validate_model(ModelDir(root)).diagnostics
+    assert refused.message.endswith(
+        ": add an ensemble that wires the steps, or a one-step ensemble around bls, which no other model calls "
+        "(`packager adopt` writes one)"
+    )
+
+
+def test_the_ensemble_is_never_named_like_one_of_its_steps(tmp_path: Path) -> None:
+    upstream = bls_repository(tmp_path / "upstream")
+    named = adopt(upstream, tmp_path / "models", name="adder")
+    assert (named.path.name, named.top_model) == ("adder", "adder")
+    clashing = adopt(upstream, tmp_path / "models", name="add_sub")
+    assert (clashing.path.name, clashing.top_model) == ("add_sub", "add_sub_ensemble")
+    for adopted in (named, clashing):
+        assert validate_model(ModelDir(adopted.path)).ok
+
+
+def test_two_models_that_nothing_calls_need_top(tmp_path: Path) -> None:
+    upstream = model_repository(
+        tmp_path / "upstream", {"add_sub": (ADD_SUB_CONFIG, ADD_SUB), "repeat": (REPEAT_CONFIG, REPEAT)}
+    )
+    with pytest.raises(UsageError) as refused:
+        adopt(upstream, tmp_path / "models")
+    assert str(refused.value) == (
+        f"{upstream}: holds several Triton models that no other calls (add_sub, repeat); "
+        "say which one requests go to with --top MODEL"
+    )
+    with pytest.raises(
+        UsageError, match=r"--top nope: not a Triton model of .*model_repository \(add_sub, repeat\)"
+    ):
+        adopt(upstream, tmp_path / "models", top="nope")
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+    adopted = adopt(upstream, tmp_path / "models", top="repeat")
+    assert (adopted.path.name, adopted.top_model, adopted.wrapped) == ("repeat", "repeat_ensemble", "repeat")
+    ensemble = read_config(adopted.path / "repeat_ensemble" / "config.pbtxt").config
+    assert ensemble.model_transaction_policy.decoupled, "a decoupled model's ensemble streams too"
+    assert validate_model(ModelDir(adopted.path)).ok
+
+
+def test_a_one_step_ensemble_streams_a_decoupled_model_in_a_real_triton(tmp_path: Path) -> None:
+    upstream = model_repository(
+        tmp_path / "upstream", {"add_sub": (ADD_SUB_CONFIG, ADD_SUB), "repeat": (REPEAT_CONFIG, REPEAT)}
+    )
+    adopted = adopt(upstream, tmp_path / "models", top="repeat")
+    report = validate_model(ModelDir(adopted.path))
+    launcher = launcher_for(DEFAULT_RUNTIME, progress=False)
+    with launched(report, None, launcher, tmp_path / "triton.log") as served:
+        assert served.top_model == "repeat_ensemble"
+        answers: queue.Queue[tuple[object, object]] = queue.Queue()
+        client = grpcclient.InferenceServerClient(served.server.endpoints.grpc)
+        try:
+            client.start_stream(callback=lambda result, error: answers.put((result, error)))
+            values = grpcclient.InferInput("IN", [3], "INT32")
+            values.set_data_from_numpy(np.array([7, 8, 9], dtype=np.int32))
+            client.async_stream_infer(served.top_model, [values], enable_empty_final_response=True)
+            received = []
+            while True:
+                result, error = answers.get(timeout=30)
+                assert error is None, error
+                assert isinstance(result, grpcclient.InferResult)
+                final = result.get_response().parameters["triton_final_response"].bool_param
+                out = result.as_numpy("OUT")
+                received.append((None if out is None else out.tolist(), final))
+                if final:
+                    break
+            client.stop_stream()
+        finally:
+            client.close()
+    assert received == [([7], False), ([8], False), ([9], False), (None, True)]
+
+
+def test_a_big_input_gets_a_small_template_that_replay_sends_whole(tmp_path: Path) -> None:
+    upstream = model_repository(tmp_path / "upstream", {"resnet50": (RESNET_CONFIG, None)})
+    adopted = adopt(upstream / "resnet50", tmp_path / "models")
+    assert adopted.case_template is not None
+    text = adopted.case_template.read_text()
+    assert len(text) < 1000, f"{len(text)} characters"
+    case = json.loads(text)
+    assert case["inputs"] == [{"name": "data", "datatype": "FP32", "shape": [1, 3, 224, 224], "fill": 0}]
+    report = validate_model(ModelDir(adopted.path))
+    assert report.ok, report.diagnostics
+    (loaded,) = load_cases(adopted.path, report.triton_models, "resnet50")
+    (image,) = loaded.inputs
+    assert image.shape == [1, 3, 224, 224] and image.data.dtype == np.float32 and not image.data.any()
+
+
+def test_a_bls_repository_adopts_validates_replays_and_builds(
+    tmp_path: Path, run_packager: RunPackager
+) -> None:
+    """Through the CLI and a real Triton: the case calls the ensemble, the ensemble calls bls, bls calls
+    add_sub by name; the artifact's manifest names the ensemble as the model SageMaker MME serves."""
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    (repo / "pants.toml").write_text("")
+    (repo / ".gitignore").write_text("dist/\n")
+    git(repo, "init", "-q", "-b", "main")
+    adopted = run_packager("adopt", str(bls_repository(tmp_path / "upstream")), cwd=repo)
+    assert adopted.returncode == 0, adopted.stdout + adopted.stderr
+    assert (
+        "(top: bls_ensemble, a one-step ensemble around bls written by adopt: SageMaker MME serves a "
+        "repository's ensemble)" in adopted.stdout
+    )
+    _write_case(repo / "models" / "bls", [[1, 2, 3, 4], [4, 3, 2, 1]], [[5, 5, 5, 5], [-3, -1, 1, 3]])
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "adopt bls")
+    for command in (("validate",), ("replay",), ("build",)):
+        done = run_packager(*command, "bls", cwd=repo)
+        assert done.returncode == 0, f"{command}: {done.stdout}{done.stderr}"
+    manifest, _, _ = read_manifest(repo / "dist" / "bls_1.tar.gz")
+    assert manifest["top_model"] == "bls_ensemble"

@@ -167,7 +167,12 @@ def new(
 
 @click.command(epilog=EXIT_CODES)
 @click.argument("source", metavar="PATH", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--name", help="The model directory's name (default: the top-level Triton model's).")
+@click.option("--name", help="The model directory's name (default: the top model's).")
+@click.option(
+    "--top",
+    metavar="MODEL",
+    help="The Triton model requests go to (default: the one no other model calls, by ensemble step or by name).",
+)
 @MODELS_DIR_OPTION
 @RUNTIME_OPTION
 @JSON_OPTION
@@ -176,6 +181,7 @@ def adopt_command(
     workspace: Workspace,
     source: Path,
     name: str | None,
+    top: str | None,
     models_dir: Path | None,
     runtime: str | None,
     as_json: bool,
@@ -183,9 +189,11 @@ def adopt_command(
     """Lay out an existing Triton model directory or model repository (as NVIDIA's examples ship them) as a
     model directory here: nested as the contract wants, with model_version.txt, a BUILD file, its
     requirements.txt locked and wired into EXECUTION_ENV_PATH, and a case template for its top model.
-    Files no Triton model loads (clients, notebooks) are left where they are, and listed. Then validates."""
+    A repository without an ensemble (a BLS model and the models it calls) gets a one-step ensemble around
+    its top model: what SageMaker MME serves. Files no Triton model loads (clients, notebooks) are left
+    where they are, and listed. Then validates."""
     parent = _models_parent(workspace, models_dir)
-    adopted = adopt(source, parent, name)
+    adopted = adopt(source, parent, name, top)
     model = ModelDir(adopted.path)
     locked = lock_model(model, workspace.runtime(runtime)) if adopted.requirements else None
     (report,) = validate_models([model])
@@ -196,6 +204,7 @@ def adopt_command(
                 "name": model.name,
                 "triton_models": list(adopted.triton_models),
                 "top_model": adopted.top_model,
+                "wrapped": adopted.wrapped,
                 "left_out": [str(path) for path in adopted.left_out],
                 "requirements": [str(path) for path in adopted.requirements],
                 "wired": list(adopted.wired),
@@ -206,7 +215,10 @@ def adopt_command(
         )
         return ExitCode.OK if report.ok else ExitCode.MODEL_ERROR
     shown = display_path(adopted.path)
-    click.echo(f"adopted {source} as {shown}: {', '.join(adopted.triton_models)} (top: {adopted.top_model})")
+    top_line = f"top: {adopted.top_model}"
+    if adopted.wrapped:
+        top_line += f", a one-step ensemble around {adopted.wrapped} written by adopt: SageMaker MME serves a repository's ensemble"
+    click.echo(f"adopted {source} as {shown}: {', '.join(adopted.triton_models)} ({top_line})")
     if adopted.left_out:
         left = ", ".join(display_path(path) for path in adopted.left_out)
         click.echo(f"  left out (no Triton model loads them): {left}")

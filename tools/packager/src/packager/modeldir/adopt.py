@@ -2,11 +2,17 @@
 
 It takes what users and NVIDIA's examples ship: one Triton model directory (`add_sub/config.pbtxt` with
 `add_sub/1/model.py`, or `model.py` beside the config), or a model repository (a directory of them, such as
-an ensemble and its steps). Only what Triton loads is copied: each config, its version directories, its
+an ensemble and its steps, or NVIDIA's BLS examples: a python model that calls others by name). Only what
+Triton loads is copied: each config, its version directories, its
 `warmup/` and the label files it names; clients, notebooks and the rest are left where they are, and listed.
 A requirements.txt becomes the model's, wired into every python step's EXECUTION_ENV_PATH. The model gets
 a model_version.txt, a BUILD file, the replay test and a case template for its top model, whose outputs
 are null until someone writes what the model must return. The directory appears whole, or not at all.
+
+The top model is the one requests go to: the one no other model calls (see `calls.entry_points`), or the
+one `top` names when that does not settle it. SageMaker MME serves a repository's ensemble (and loads only
+it and its steps), so a repository without one gets a one-step ensemble around the top model, named after
+the model directory unless a Triton model already has that name (then `<name>_ensemble`).
 """
 
 from __future__ import annotations
@@ -18,21 +24,32 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.protobuf import text_encoding
+from tritonclient.grpc import model_config_pb2
+
 from packager.errors import PackagerError, UsageError
+from packager.modeldir.calls import entry_points
 from packager.modeldir.cases import CASES_DIR, example_inputs, example_tensor
 from packager.modeldir.discovery import MODEL_VERSION_FILE, TRITON_CONFIG, name_problem, version_dirs
 from packager.modeldir.model_config import (
+    ENSEMBLE,
     ENV_PATH_PARAMETER,
     ENV_PATH_VALUE,
     ConfigUnreadable,
     TritonModel,
+    enum_name,
     read_config,
-    top_model,
 )
 from packager.modeldir.requirements import REQUIREMENTS_FILE
 from packager.modeldir.scaffold import BUILD, TEST
 
 TEMPLATE_CASE = "example.json"
+TEMPLATE_VALUES = 16  # a template lists up to this many values of a tensor; a bigger one gets one `fill`
+WRAPPER_SUFFIX = "_ensemble"
+WRAPPER_HEADER = """\
+# Written by `packager adopt`: the top-level ensemble, the model SageMaker MME serves. It passes each
+# request to {model} and returns what it answers.
+"""
 SKIPPED = {"__pycache__", ".ipynb_checkpoints", ".git"}
 ENV_PARAMETER = f"""
 # Added by `packager adopt`: this step runs in the environment built from the model's requirements.txt.
@@ -58,33 +75,80 @@ class Adoption:
     path: Path
     triton_models: tuple[str, ...]
     top_model: str
+    wrapped: str | None  # the model the ensemble adopt wrote passes requests to (None: it wrote none)
     left_out: tuple[Path, ...]  # files of the source that no Triton model loads
     requirements: tuple[Path, ...]  # the requirements files it took
     wired: tuple[str, ...]  # python steps it gave EXECUTION_ENV_PATH
     case_template: Path | None  # None when the top model declares no inputs to fill
 
 
-def adopt(source: Path, parent: Path, name: str | None = None) -> Adoption:
-    """Lay out `source` (a Triton model directory or a model repository) as `parent/<name>`."""
+def adopt(source: Path, parent: Path, name: str | None = None, top: str | None = None) -> Adoption:
+    """Lay out `source` (a Triton model directory or a model repository) as `parent/<name>`, with `top` (or
+    the model no other calls) as the model requests go to."""
     if not source.is_dir():
         raise UsageError(f"{source}: not a directory; give a Triton model directory or a model repository")
     found = _triton_models(source)
-    chosen = name or top_model(found)
+    entry = _entry(source, found, top)
+    chosen = name or entry
     problem = name_problem(chosen)
     if problem:
         raise UsageError(f"model name {chosen!r} {problem}; choose another with --name")
+    wrapper = _wrapper_name(chosen, found) if len(found) > 1 and not found[entry].is_ensemble else None
     destination = parent / chosen
     if destination.exists():
         raise UsageError(f"{destination} already exists; choose another name with --name")
     parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{chosen}.adopt-", dir=parent))
     try:
-        adoption = _lay_out(source, found, scratch, destination)
+        adoption = _lay_out(source, found, scratch, destination, _Entry(entry, wrapper))
         os.rename(scratch, destination)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     return adoption
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """The model requests go to, and the ensemble adopt writes around it (None: it needs none)."""
+
+    model: str
+    wrapper: str | None
+
+    @property
+    def served(self) -> str:
+        """The top-level model: the ensemble, where adopt writes one."""
+        return self.wrapper or self.model
+
+
+def _entry(source: Path, found: dict[str, TritonModel], top: str | None) -> str:
+    """The model requests go to: `top`, or the one no other model calls (UsageError when that is not one)."""
+    candidates = entry_points(found)
+    if top is None:
+        if len(candidates) == 1:
+            return candidates[0]
+        raise UsageError(
+            f"{source}: holds several Triton models that no other calls ({', '.join(candidates or sorted(found))}); "
+            "say which one requests go to with --top MODEL"
+        )
+    if top not in found:
+        raise UsageError(f"--top {top}: not a Triton model of {source} ({', '.join(sorted(found))})")
+    ensembles = [name for name in candidates if found[name].is_ensemble and name != top]
+    if ensembles and not found[top].is_ensemble:
+        raise UsageError(
+            f"--top {top}: SageMaker MME serves {source}'s ensemble {ensembles[0]}; leave --top out"
+        )
+    return top
+
+
+def _wrapper_name(chosen: str, found: dict[str, TritonModel]) -> str:
+    """The name of the ensemble adopt writes: the model directory's, unless a Triton model has it."""
+    for candidate in (chosen, f"{chosen}{WRAPPER_SUFFIX}"):
+        if candidate not in found:
+            return candidate
+    raise UsageError(
+        f"{chosen} and {chosen}{WRAPPER_SUFFIX} are both Triton models of the source; choose another --name"
+    )
 
 
 def _triton_models(source: Path) -> dict[str, TritonModel]:
@@ -108,11 +172,18 @@ def _triton_models(source: Path) -> dict[str, TritonModel]:
     return found
 
 
-def _lay_out(source: Path, found: dict[str, TritonModel], root: Path, destination: Path) -> Adoption:
+def _lay_out(
+    source: Path, found: dict[str, TritonModel], root: Path, destination: Path, entry: _Entry
+) -> Adoption:
     """Write the model directory into `root`, which becomes `destination`; what will be there."""
     left_out: list[Path] = []
     for triton_name, triton in sorted(found.items()):
         left_out.extend(_copy_triton_model(triton, root / triton_name))
+    if entry.wrapper is not None:
+        (root / entry.wrapper / "1").mkdir(parents=True)
+        (root / entry.wrapper / "1" / ".gitkeep").write_text("")
+        wrapper = wrapper_config(entry.wrapper, entry.model, found[entry.model])
+        (root / entry.wrapper / TRITON_CONFIG).write_text(wrapper)
     triton_dirs = {triton.directory for triton in found.values()}
     if source not in triton_dirs:  # a model repository: what lies beside its models stays behind
         left_out.extend(_others(source, taken=set()) - triton_dirs)
@@ -130,15 +201,55 @@ def _lay_out(source: Path, found: dict[str, TritonModel], root: Path, destinatio
     (root / "BUILD").write_text(BUILD.format(name=name, steps=STEPS.format(name=name)))
     (root / "tests").mkdir()
     (root / "tests" / "test_replay.py").write_text(TEST)
-    top = top_model(found)
-    case = case_template(found[top])
+    case = case_template(found[entry.model])
     if case is not None:
         (root / CASES_DIR).mkdir(parents=True)
         (root / CASES_DIR / TEMPLATE_CASE).write_text(render_case(case))
     template = destination / CASES_DIR / TEMPLATE_CASE if case is not None else None
     return Adoption(
-        destination, tuple(sorted(found)), top, tuple(sorted(left_out)), requirements, tuple(wired), template
+        destination,
+        tuple(sorted({*found, entry.served})),
+        entry.served,
+        entry.model if entry.wrapper else None,
+        tuple(sorted(left_out)),
+        requirements,
+        tuple(wired),
+        template,
     )
+
+
+def wrapper_config(name: str, model_name: str, model: TritonModel) -> str:
+    """config.pbtxt of a one-step ensemble `name` with `model`'s inputs and outputs, which passes each request
+    to it (streaming its responses when it is decoupled)."""
+    source = model.config
+    if not source.input or not source.output:
+        raise AdoptionError(
+            f"{model.parsed.path}: declares no inputs or outputs (does model.py's auto_complete_config set "
+            f"them?); adopt writes the ensemble SageMaker MME serves from them: declare them, then adopt again"
+        )
+    lines = [WRAPPER_HEADER.format(model=model_name) + f"name: {_quoted(name)}", f'platform: "{ENSEMBLE}"']
+    lines += [f"max_batch_size: {source.max_batch_size}"] * (source.max_batch_size > 0)
+    lines += ["input [", ",\n".join(map(_tensor_line, source.input)), "]"]
+    lines += ["output [", ",\n".join(map(_tensor_line, source.output)), "]"]
+    lines += ["model_transaction_policy { decoupled: true }"] * source.model_transaction_policy.decoupled
+    maps = [f"      input_map {{ key: {_quoted(t.name)} value: {_quoted(t.name)} }}" for t in source.input]
+    maps += [f"      output_map {{ key: {_quoted(t.name)} value: {_quoted(t.name)} }}" for t in source.output]
+    step = [f"      model_name: {_quoted(model_name)}", "      model_version: -1", *maps]
+    lines += ["ensemble_scheduling {", "  step [", "    {", *step, "    }", "  ]", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _tensor_line(tensor: model_config_pb2.ModelInput | model_config_pb2.ModelOutput) -> str:
+    """One input or output of a config, on one line."""
+    data_type = enum_name(model_config_pb2.DataType, tensor.data_type)
+    dims = ", ".join(str(dim) for dim in tensor.dims)
+    optional = ", optional: true" if getattr(tensor, "optional", False) else ""
+    return f"  {{ name: {_quoted(tensor.name)}, data_type: {data_type}, dims: [ {dims} ]{optional} }}"
+
+
+def _quoted(text: str) -> str:
+    """A string as protobuf's text format writes it."""
+    return '"' + text_encoding.CEscape(text.encode(), as_utf8=True) + '"'
 
 
 def _copy_triton_model(triton: TritonModel, destination: Path) -> set[Path]:
@@ -186,18 +297,31 @@ def _merged(paths: tuple[Path, ...]) -> str:
 
 
 def case_template(model: TritonModel) -> dict[str, object] | None:
-    """A case for `model` from its config (see `example_tensor`): zeros in, each output null until
-    written. None when the config declares no inputs to fill."""
+    """A case for `model` from its config (see `example_tensor`): zeros in (one `fill` value for a tensor
+    of more than TEMPLATE_VALUES), each output null until written. None when the config declares no inputs
+    to fill."""
     config = model.config
     if not config.input:
         return None
     batching = config.max_batch_size > 0
+    inputs = [_compact(tensor) for tensor in example_inputs(config)]
+    filled = " (`fill` gives every element of a tensor one value; write `data` instead)" * any(
+        "fill" in tensor for tensor in inputs
+    )
     return {
-        "description": "written by `packager adopt`: set the inputs, then write what the model must return "
-        "in each output's data (null until then; `packager replay` shows what it returns)",
-        "inputs": example_inputs(config),
+        "description": f"written by `packager adopt`: set the inputs{filled}, then write what the model must "
+        "return in each output's data (null until then; `packager replay` shows what it returns)",
+        "inputs": inputs,
         "outputs": [example_tensor(spec, batching, filled=False) for spec in config.output],
     }
+
+
+def _compact(tensor: dict[str, object]) -> dict[str, object]:
+    """A template's tensor: its data listed when short, else the one value every element takes (`fill`)."""
+    data = tensor["data"]
+    if not isinstance(data, list) or len(data) <= TEMPLATE_VALUES:
+        return tensor
+    return {**{key: value for key, value in tensor.items() if key != "data"}, "fill": data[0]}
 
 
 def render_case(case: dict[str, object]) -> str:

@@ -8,7 +8,7 @@ from typing import Iterator, Mapping, Sequence
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from packager.modeldir import Diagnostic, TritonModel, enum_name
+from packager.modeldir import Diagnostic, TritonModel, entry_points, enum_name
 
 SCHEDULING = ("ensemble_scheduling", 0)
 
@@ -257,6 +257,9 @@ def check_top_level_ensemble(model_path: Path, models: Mapping[str, TritonModel]
             f"holds several Triton models ({names}) but no top-level ensemble; SageMaker MME serves the one "
             "ensemble that no other uses: add an ensemble that wires the steps"
         )
+        entries = entry_points(models)
+        if not ensembles and len(entries) == 1:
+            message += f", or a one-step ensemble around {entries[0]}, which no other model calls (`packager adopt` writes one)"
     else:
         message = (
             f"holds {len(top_level)} top-level ensembles ({', '.join(top_level)}); SageMaker MME serves exactly "

@@ -167,7 +167,9 @@ def new(
 
 @click.command(epilog=EXIT_CODES)
 @click.argument("source", metavar="PATH", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--name", help="The model directory's name (default: the top model's).")
+@click.option(
+    "--name", help="The model directory's name (default: the name of the Triton model requests go to)."
+)
 @click.option(
     "--top",
     metavar="MODEL",

@@ -24,6 +24,7 @@ from packager.modeldir import (
     model_calls,
     read_config,
 )
+from packager.modeldir.adopt import wrapper_config
 from packager.modeldir.scaffold import REQUIREMENTS
 from packager.settings import DEFAULT_RUNTIME
 from packager.triton import launched, launcher_for
@@ -347,21 +348,32 @@ def test_calls_by_name_are_read_from_the_source_without_running_it(tmp_path: Pat
     assert not model_calls(models["add_sub"]).makes_calls
 
 
-def test_a_bls_repository_is_served_through_a_one_step_ensemble_around_the_model_nothing_calls(
+def test_a_bls_repository_is_served_through_an_ensemble_around_the_model_nothing_calls(
     tmp_path: Path,
 ) -> None:
+    """The ensemble SageMaker MME serves, with a loader step in front of bls that loads add_sub (which MME,
+    loading only the ensemble and its steps, never would); without the loader validate refuses the call."""
     adopted = adopt(bls_repository(tmp_path / "upstream"), tmp_path / "models")
     root = tmp_path / "models" / "bls"
     assert adopted.path == root, "named after the model requests go to, not the first in sorted order"
-    assert adopted.triton_models == ("add_sub", "bls", "bls_ensemble")
+    assert adopted.triton_models == ("add_sub", "bls", "bls_ensemble", "bls_loader")
     assert (adopted.top_model, adopted.wrapped) == ("bls_ensemble", "bls")
     ensemble = read_config(root / "bls_ensemble" / "config.pbtxt").config
     assert ensemble.platform == "ensemble" and [
         step.model_name for step in ensemble.ensemble_scheduling.step
-    ] == ["bls"]
+    ] == ["bls_loader", "bls"]
     assert (root / "bls_ensemble" / "1" / ".gitkeep").is_file()
+    assert "load_model(model_name=model_name)" in (root / "bls_loader" / "1" / "model.py").read_text()
     report = validate_model(ModelDir(root))
     assert report.ok, report.diagnostics
+    models = {name: report.triton_models[name] for name in ("add_sub", "bls")}
+    shutil.rmtree(root / "bls_loader")
+    (root / "bls_ensemble" / "config.pbtxt").write_text(wrapper_config("bls_ensemble", "bls", models["bls"]))
+    (unloaded,) = validate_model(ModelDir(root)).diagnostics
+    assert unloaded.location().endswith("bls/1/model.py:11:28") and unloaded.message.startswith(
+        "bls calls 'add_sub' by name, which a multi-model endpoint never loads"
+    ), unloaded
+
     case = json.loads((root / "tests" / "cases" / "example.json").read_text())
     assert "model" not in case and [tensor["name"] for tensor in case["inputs"]] == ["INPUT0", "INPUT1"]
     (loaded,) = load_cases(root, report.triton_models, "bls_ensemble")

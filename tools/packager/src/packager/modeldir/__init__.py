@@ -15,11 +15,11 @@ load_cases, case_files, CASES_DIR; Weight, pointers, weights, check_weights, vou
 RequirementsError, parse_requirements, digest, LockHeader, read_lock_header, lock_problems; LIBS_DIR,
 Library, LibraryError, libraries_dir, library_files, model_libraries, shared_libraries; scaffold;
 adopt, Adoption, AdoptionError, case_template, kserve_datatype, example_inputs, example_tensor; Calls,
-model_calls, entry_points (which models call which, BLS calls read statically).
+model_calls, entry_points, loaded_with (which models call which, BLS calls and loads read statically).
 """
 
 from packager.modeldir.adopt import Adoption, AdoptionError, adopt, case_template
-from packager.modeldir.calls import Calls, entry_points, model_calls
+from packager.modeldir.calls import Calls, entry_points, loaded_with, model_calls
 from packager.modeldir.cases import (
     CASES_DIR,
     Case,
@@ -90,6 +90,7 @@ __all__ = [
     "case_template",
     "Calls",
     "entry_points",
+    "loaded_with",
     "model_calls",
     "CASES_DIR",
     "Case",

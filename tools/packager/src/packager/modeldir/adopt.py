@@ -12,7 +12,10 @@ are null until someone writes what the model must return. The directory appears 
 The top model is the one requests go to: the one no other model calls (see `calls.entry_points`), or the
 one `top` names when that does not settle it. SageMaker MME serves a repository's ensemble (and loads only
 it and its steps), so a repository without one gets a one-step ensemble around the top model, named after
-the model directory unless a Triton model already has that name (then `<name>_ensemble`).
+the model directory unless a Triton model already has that name (then `<name>_ensemble`). Where the top
+model calls others by name (BLS), which MME would never load, a loader step goes in front of it in that
+ensemble: a python model, written here, that loads them (`pb_utils.load_model`) when Triton loads it, unloads
+them when it is unloaded, and passes each request on unchanged.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from google.protobuf import text_encoding
 from tritonclient.grpc import model_config_pb2
 
 from packager.errors import PackagerError, UsageError
-from packager.modeldir.calls import entry_points
+from packager.modeldir.calls import entry_points, unloaded_calls
 from packager.modeldir.cases import CASES_DIR, example_inputs, example_tensor
 from packager.modeldir.discovery import MODEL_VERSION_FILE, TRITON_CONFIG, name_problem, version_dirs
 from packager.modeldir.model_config import (
@@ -46,6 +50,40 @@ from packager.modeldir.scaffold import BUILD, TEST
 TEMPLATE_CASE = "example.json"
 TEMPLATE_VALUES = 16  # a template lists up to this many values of a tensor; a bigger one gets one `fill`
 WRAPPER_SUFFIX = "_ensemble"
+LOADER_SUFFIX = "_loader"
+LOADED_SUFFIX = "_loaded"  # the loader's outputs, as ensemble tensors: each input, passed on
+LOADER_HEADER = """\
+# Written by `packager adopt`: loads the models {model} calls by name ({callees}), which SageMaker MME never
+# loads (it loads the top-level ensemble and its steps only), and passes each request on to {model} unchanged.
+"""
+LOADER_CODE = '''"""Written by `packager adopt`: loads the models {model} calls by name when Triton loads this step (SageMaker
+MME loads only the top-level ensemble and its steps), unloads them with it, and passes each request on."""
+
+import triton_python_backend_utils as pb_utils
+
+INPUTS = {inputs}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.loaded = []
+        for model_name in {callees}:
+            if not pb_utils.is_model_ready(model_name):
+                pb_utils.load_model(model_name=model_name)
+                self.loaded.append(model_name)
+
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse(
+                [tensor for input_name in INPUTS if (tensor := pb_utils.get_input_tensor_by_name(request, input_name))]
+            )
+            for request in requests
+        ]
+
+    def finalize(self):
+        for loaded_name in self.loaded:
+            pb_utils.unload_model(loaded_name)
+'''
 WRAPPER_HEADER = """\
 # Written by `packager adopt`: the top-level ensemble, the model SageMaker MME serves. It passes each
 # request to {model} and returns what it answers.
@@ -179,10 +217,16 @@ def _lay_out(
     left_out: list[Path] = []
     for triton_name, triton in sorted(found.items()):
         left_out.extend(_copy_triton_model(triton, root / triton_name))
+    steps = dict(found)
     if entry.wrapper is not None:
+        loader = _write_loader(root, entry, found)
+        if loader is not None:
+            steps[loader.name] = loader
         (root / entry.wrapper / "1").mkdir(parents=True)
         (root / entry.wrapper / "1" / ".gitkeep").write_text("")
-        wrapper = wrapper_config(entry.wrapper, entry.model, found[entry.model])
+        wrapper = wrapper_config(
+            entry.wrapper, entry.model, found[entry.model], loader.name if loader else None
+        )
         (root / entry.wrapper / TRITON_CONFIG).write_text(wrapper)
     triton_dirs = {triton.directory for triton in found.values()}
     if source not in triton_dirs:  # a model repository: what lies beside its models stays behind
@@ -191,7 +235,7 @@ def _lay_out(
     wired: list[str] = []
     if requirements:
         (root / REQUIREMENTS_FILE).write_text(_merged(requirements))
-        for triton_name, triton in sorted(found.items()):
+        for triton_name, triton in sorted(steps.items()):
             if triton.is_python and ENV_PATH_PARAMETER not in triton.config.parameters:
                 with open(root / triton_name / TRITON_CONFIG, "a", encoding="utf-8") as config:
                     config.write(ENV_PARAMETER)
@@ -208,7 +252,7 @@ def _lay_out(
     template = destination / CASES_DIR / TEMPLATE_CASE if case is not None else None
     return Adoption(
         destination,
-        tuple(sorted({*found, entry.served})),
+        tuple(sorted({*steps, entry.served})),
         entry.served,
         entry.model if entry.wrapper else None,
         tuple(sorted(left_out)),
@@ -218,9 +262,9 @@ def _lay_out(
     )
 
 
-def wrapper_config(name: str, model_name: str, model: TritonModel) -> str:
-    """config.pbtxt of a one-step ensemble `name` with `model`'s inputs and outputs, which passes each request
-    to it (streaming its responses when it is decoupled)."""
+def wrapper_config(name: str, model_name: str, model: TritonModel, loader: str | None = None) -> str:
+    """config.pbtxt of an ensemble `name` with `model`'s inputs and outputs, which passes each request to it
+    (streaming its responses when it is decoupled), through `loader` first where there is one."""
     source = model.config
     if not source.input or not source.output:
         raise AdoptionError(
@@ -232,11 +276,58 @@ def wrapper_config(name: str, model_name: str, model: TritonModel) -> str:
     lines += ["input [", ",\n".join(map(_tensor_line, source.input)), "]"]
     lines += ["output [", ",\n".join(map(_tensor_line, source.output)), "]"]
     lines += ["model_transaction_policy { decoupled: true }"] * source.model_transaction_policy.decoupled
-    maps = [f"      input_map {{ key: {_quoted(t.name)} value: {_quoted(t.name)} }}" for t in source.input]
-    maps += [f"      output_map {{ key: {_quoted(t.name)} value: {_quoted(t.name)} }}" for t in source.output]
-    step = [f"      model_name: {_quoted(model_name)}", "      model_version: -1", *maps]
-    lines += ["ensemble_scheduling {", "  step [", "    {", *step, "    }", "  ]", "}"]
+    passed = {tensor.name: tensor.name + LOADED_SUFFIX * (loader is not None) for tensor in source.input}
+    steps = [_step(loader, {t: t for t in passed}, passed)] if loader is not None else []
+    outputs = {tensor.name: tensor.name for tensor in source.output}
+    steps.append(_step(model_name, passed, outputs))
+    lines += ["ensemble_scheduling {", "  step [", ",\n".join(steps), "  ]", "}"]
     return "\n".join(lines) + "\n"
+
+
+def _step(model_name: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
+    """One ensemble step: `model_name`, its inputs and outputs mapped (model tensor -> ensemble tensor)."""
+    maps = [f"      input_map {{ key: {_quoted(k)} value: {_quoted(v)} }}" for k, v in inputs.items()]
+    maps += [f"      output_map {{ key: {_quoted(k)} value: {_quoted(v)} }}" for k, v in outputs.items()]
+    body = [f"      model_name: {_quoted(model_name)}", "      model_version: -1", *maps]
+    return "\n".join(["    {", *body, "    }"])
+
+
+def _write_loader(root: Path, entry: _Entry, found: dict[str, TritonModel]) -> TritonModel | None:
+    """The loader step in front of the top model, written under `root`, when the top model (or what it
+    loads) calls by name models MME would not load; None when it calls none."""
+    callees: set[str] = set()
+    while more := unloaded_calls(entry.model, found, callees) & set(found) - callees:
+        callees |= more
+    if not callees:
+        return None
+    name = _free_name(f"{entry.model}{LOADER_SUFFIX}", {*found, entry.served})
+    source = found[entry.model].config
+    listed = tuple(sorted(callees))
+    config = LOADER_HEADER.format(model=entry.model, callees=", ".join(listed))
+    config += f'name: {_quoted(name)}\nbackend: "python"\n'
+    config += f"max_batch_size: {source.max_batch_size}\n" * (source.max_batch_size > 0)
+    config += "input [\n" + ",\n".join(map(_tensor_line, source.input)) + "\n]\n"
+    config += "output [\n" + ",\n".join(map(_tensor_line, _as_outputs(source.input))) + "\n]\n"
+    (root / name / "1").mkdir(parents=True)
+    (root / name / TRITON_CONFIG).write_text(config)
+    inputs = tuple(tensor.name for tensor in source.input)
+    code = LOADER_CODE.format(model=entry.model, inputs=inputs, callees=listed)
+    (root / name / "1" / "model.py").write_text(code)
+    return TritonModel(root / name, read_config(root / name / TRITON_CONFIG))
+
+
+def _as_outputs(inputs: Sequence[model_config_pb2.ModelInput]) -> list[model_config_pb2.ModelOutput]:
+    """Outputs of the same names, types and shapes as `inputs`."""
+    return [
+        model_config_pb2.ModelOutput(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
+        for tensor in inputs
+    ]
+
+
+def _free_name(wanted: str, taken: set[str]) -> str:
+    """`wanted`, or `wanted_2`, `wanted_3`... whichever no Triton model has."""
+    candidates = (wanted if number == 1 else f"{wanted}_{number}" for number in range(1, len(taken) + 2))
+    return next(candidate for candidate in candidates if candidate not in taken)
 
 
 def _tensor_line(tensor: model_config_pb2.ModelInput | model_config_pb2.ModelOutput) -> str:

@@ -1,6 +1,8 @@
 """Which Triton models call which: an ensemble's steps, and a python model's calls by name (Business Logic
 Scripting: `pb_utils.InferenceRequest(model_name="add_sub", ...)`), read from its source with `ast`, never
-run. From those, the models a request may go to: the ones no other model calls.
+run. From those, the models a request may go to (the ones no other model calls), and the models an
+endpoint that loads only the top-level model has loaded (`loaded_with`): its ensemble steps, and whatever
+a loaded python model loads itself (`pb_utils.load_model(model_name=...)`).
 
 A call's model name is known when it is a string literal, or a variable (or `self.` attribute) that the
 file binds only to string literals (`for model_name in ["pytorch", "add_sub"]`); one read from a request
@@ -17,19 +19,36 @@ from typing import Iterator, Mapping
 from packager.modeldir.model_config import TritonModel
 
 REQUEST_CLASS = "InferenceRequest"
+LOAD_FUNCTION = "load_model"
 MODEL_NAME_ARGUMENT = "model_name"
 
 
 @dataclass(frozen=True)
+class Site:
+    """Where a python model names another: the file, and the 1-based line and column of the name."""
+
+    path: Path
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
 class Calls:
-    """The models a python model's code calls by name."""
+    """The models a python model's code calls by name (each with where it first names it), and the models
+    it loads itself."""
 
     names: frozenset[str]  # the names known from the source
     unresolved: int = 0  # calls whose model name is known only at run time
+    sites: tuple[tuple[str, Site], ...] = ()
+    loads: frozenset[str] = frozenset()
 
     @property
     def makes_calls(self) -> bool:
         return bool(self.names) or self.unresolved > 0
+
+    def site(self, name: str) -> Site | None:
+        """Where the code first names `name` as a call's model."""
+        return next((site for called, site in self.sites if called == name), None)
 
 
 def model_calls(model: TritonModel) -> Calls:
@@ -39,13 +58,13 @@ def model_calls(model: TritonModel) -> Calls:
     if not model.is_python:
         return Calls(frozenset())
     directories = list(model.versions().values()) or [model.directory]
-    names: set[str] = set()
-    unresolved = 0
-    for directory in directories:
-        found = _file_calls(directory / model.python_file)
-        names |= found.names
-        unresolved += found.unresolved
-    return Calls(frozenset(names), unresolved)
+    found = [_file_calls(directory / model.python_file) for directory in directories]
+    return Calls(
+        frozenset().union(*(calls.names for calls in found)),
+        sum(calls.unresolved for calls in found),
+        tuple(site for calls in found for site in calls.sites),
+        frozenset().union(*(calls.loads for calls in found)),
+    )
 
 
 def _file_calls(path: Path) -> Calls:
@@ -54,27 +73,36 @@ def _file_calls(path: Path) -> Calls:
     except (OSError, SyntaxError, ValueError, RecursionError):
         return Calls(frozenset())
     bindings = _string_bindings(tree)
-    names: set[str] = set()
+    sites: list[tuple[str, Site]] = []
     unresolved = 0
-    for argument in _model_name_arguments(tree):
-        strings = bindings.get(_bound_name(argument) or "")
-        if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
-            names.add(argument.value)
-        elif strings:
-            names |= strings
-        else:
+    for argument in _model_name_arguments(tree, REQUEST_CLASS):
+        strings = _names(argument, bindings)
+        if not strings:
             unresolved += 1
-    return Calls(frozenset(names), unresolved)
+        site = Site(path, argument.lineno, argument.col_offset + 1)
+        sites += [(name, site) for name in sorted(strings)]
+    loads = {
+        name for argument in _model_name_arguments(tree, LOAD_FUNCTION) for name in _names(argument, bindings)
+    }
+    return Calls(frozenset(name for name, _ in sites), unresolved, tuple(sites), frozenset(loads))
 
 
-def _model_name_arguments(tree: ast.AST) -> Iterator[ast.expr]:
-    """The model-name argument of every `InferenceRequest(...)` call (keyword, or first positional)."""
+def _names(argument: ast.expr, bindings: dict[str, set[str] | None]) -> set[str]:
+    """The model names an argument stands for: a literal's, or those a variable is bound to (none: only
+    known at run time)."""
+    if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+        return {argument.value}
+    return bindings.get(_bound_name(argument) or "") or set()
+
+
+def _model_name_arguments(tree: ast.AST, function_name: str) -> Iterator[ast.expr]:
+    """The model-name argument of every call of `function_name` (keyword, or first positional)."""
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
         function = node.func
         called = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", None)
-        if called != REQUEST_CLASS:
+        if called != function_name:
             continue
         keyword = next((k.value for k in node.keywords if k.arg == MODEL_NAME_ARGUMENT), None)
         argument = keyword if keyword is not None else (node.args[0] if node.args else None)
@@ -140,3 +168,26 @@ def entry_points(models: Mapping[str, TritonModel]) -> list[str]:
     ensembles = [name for name in free if models[name].is_ensemble]
     callers = [name for name in free if calls[name].makes_calls]
     return ensembles or (free if len(free) < 2 else callers or free)
+
+
+def loaded_with(top: str, models: Mapping[str, TritonModel]) -> set[str]:
+    """The models an endpoint has loaded once it loads `top` alone (as SageMaker MME does): `top`, the steps
+    of each loaded ensemble, and the models each loaded python model loads itself, until nothing is added."""
+    loaded: set[str] = set()
+    pending = [top]
+    while pending:
+        name = pending.pop()
+        if name in loaded or name not in models:
+            continue
+        loaded.add(name)
+        model = models[name]
+        pending += [step.model_name for step in model.config.ensemble_scheduling.step]
+        pending += sorted(model_calls(model).loads)
+    return loaded
+
+
+def unloaded_calls(top: str, models: Mapping[str, TritonModel], loads: set[str] | None = None) -> set[str]:
+    """The models called by name from a model the endpoint has loaded (see `loaded_with`; `loads`: models a
+    loader in front loads too) that it has not loaded."""
+    loaded = set().union(*(loaded_with(name, models) for name in {top, *(loads or set())}))
+    return {called for name in loaded for called in model_calls(models[name]).names} - loaded

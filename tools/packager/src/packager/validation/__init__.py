@@ -1,7 +1,7 @@
 """Offline validation of model directories: every problem Triton or packaging would hit, found up front.
 
 Owns the rules (files and names in `layout`, one config at a time in `configs`, how steps fit together in
-`ensembles`) and the report they add up to. Nothing here starts a server.
+`ensembles`, what models calling others by name need loaded in `calls`) and the report they add up to. Nothing here starts a server.
 
 Public: ModelReport, validate_model, validate_models.
 """
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from packager.modeldir import TRITON_CONFIG, ConfigUnreadable, Diagnostic, ModelDir, TritonModel, read_config
+from packager.validation.calls import check_calls
 from packager.validation.configs import check_config
 from packager.validation.ensembles import check_ensembles, check_top_level_ensemble
 from packager.validation.layout import (
@@ -70,6 +71,7 @@ def validate_model(model: ModelDir) -> ModelReport:
         *(diagnostic for triton in report.triton_models.values() for diagnostic in check_config(triton)),
         *check_ensembles(report.triton_models, unreadable),
         *(check_top_level_ensemble(model.path, report.triton_models) if not unreadable else ()),
+        *(check_calls(report.triton_models) if not unreadable else ()),
         *check_symlinks(model),
         *check_dvc_pointers(model),
         *check_requirements_lock(model, report.triton_models, all_read=not unreadable),

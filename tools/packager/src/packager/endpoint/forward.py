@@ -9,12 +9,12 @@ binary response comes back under the same content type, with its own header size
 from __future__ import annotations
 
 import http.client
-import json
 import re
 import urllib.parse
 from dataclasses import dataclass
 
 from packager.endpoint.errors import ModelError
+from packager.replay import triton_error
 
 BINARY_JSON = "application/vnd.sagemaker-triton.binary+json"
 HEADER_SIZE = re.compile(r";\s*json-header-size=([0-9]+)")
@@ -62,7 +62,7 @@ def infer(address: str, model: str, body: bytes, content_type: str | None) -> An
     finally:
         connection.close()
     if response.status != 200:
-        message = _triton_message(data)
+        message = triton_error(data)
         kind = "client" if response.status < 500 else "server"
         raise ModelError(
             f"Received {kind} error ({response.status}) from the model with message {message!r}",
@@ -72,12 +72,3 @@ def infer(address: str, model: str, body: bytes, content_type: str | None) -> An
     if header_size is not None:
         return Answer(data, f"{BINARY_JSON};json-header-size={header_size}")
     return Answer(data, "application/json")
-
-
-def _triton_message(data: bytes) -> str:
-    text = data.decode(errors="replace")
-    try:
-        document = json.loads(text)
-    except ValueError:
-        return text
-    return str(document.get("error", text)) if isinstance(document, dict) else text

@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import numpy as np
 import tritonclient.http as httpclient
 
 from packager.endpoint import BINARY_JSON, triton_headers
-from packager.modeldir import Case, Tensor
+from packager.modeldir import Case
 
 JSON_TYPE = "application/json"
 
@@ -44,13 +43,13 @@ class RequestBody:
 
 def request_body(case: Case) -> RequestBody:
     """The body of `case`'s request: plain JSON, or binary tensors where a BYTES input is not text."""
-    if not any(_binary(tensor) for tensor in case.inputs):
+    if not any(tensor.binary for tensor in case.inputs):
         inputs = [
             {
                 "name": tensor.name,
                 "shape": tensor.shape,
                 "datatype": tensor.datatype,
-                "data": _json_data(tensor),
+                "data": tensor.json_values(),
             }
             for tensor in case.inputs
         ]
@@ -59,27 +58,7 @@ def request_body(case: Case) -> RequestBody:
     items = []
     for tensor in case.inputs:
         item = httpclient.InferInput(tensor.name, tensor.shape, tensor.datatype)
-        item.set_data_from_numpy(tensor.data, binary_data=_binary(tensor))
+        item.set_data_from_numpy(tensor.data, binary_data=tensor.binary)
         items.append(item)
     body, json_size = httpclient.InferenceServerClient.generate_request_body(items)
     return RequestBody(case.id, case.model, bytes(body), json_size)
-
-
-def _binary(tensor: Tensor) -> bool:
-    """Whether a tensor cannot be JSON: BYTES elements that are not UTF-8 text."""
-    if tensor.datatype != "BYTES":
-        return False
-    for value in tensor.data.flat:
-        try:
-            bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return True
-    return False
-
-
-def _json_data(tensor: Tensor) -> list[object]:
-    flat = tensor.data.reshape(-1)
-    if tensor.datatype == "BYTES":
-        return [bytes(value).decode("utf-8") for value in flat]
-    values: list[object] = np.asarray(flat).tolist()
-    return values

@@ -1,0 +1,166 @@
+"""Decoupled (streaming) models as NVIDIA's python_backend examples shape them (`repeat`, `square`, written
+in conftest, not copied): their cases replayed over gRPC streaming and HTTP generate_stream through a real
+Triton, serve's streaming example run against the served model, a load test's first and last response
+times, and what a multi-model endpoint does with them."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from packager.modeldir import Case, ModelDir, load_cases
+from packager.replay import CaseResult, replay_cases
+from packager.settings import DEFAULT_RUNTIME
+from packager.triton import Server
+from packager.triton.local import LocalLauncher
+from packager.validation import validate_model
+from tests.conftest import (
+    REPEAT,
+    REPEAT_CONFIG,
+    SQUARE,
+    SQUARE_CONFIG,
+    RunPackager,
+    one_model_dir,
+    serve_banner,
+    start_packager,
+)
+
+# The same code as repeat with FP16 values, which Triton's generate endpoints do not read from JSON.
+HALVES_CONFIG = REPEAT_CONFIG.replace('"repeat"', '"halves"').replace("TYPE_INT32", "TYPE_FP16")
+
+
+def _tensor(name: str, values: list[int], datatype: str = "INT32") -> dict[str, object]:
+    return {"name": name, "datatype": datatype, "shape": [len(values)], "data": values}
+
+
+def _responses(*values: int, name: str = "OUT", datatype: str = "INT32") -> list[dict[str, object]]:
+    return [{"outputs": [_tensor(name, [value], datatype)]} for value in values]
+
+
+REPEAT_CASES: dict[str, object] = {
+    "three": {"inputs": [_tensor("IN", [4, 5, 6])], "responses": _responses(4, 5, 6)},
+    "wrong_value": {"inputs": [_tensor("IN", [4, 5, 6])], "responses": _responses(4, 50, 6)},
+    "pending": {"inputs": [_tensor("IN", [7, 8])], "responses": None},
+}
+SQUARE_CASES: dict[str, object] = {
+    "three": {"inputs": [_tensor("IN", [3])], "responses": _responses(3, 3, 3)},
+    "zero": {"inputs": [_tensor("IN", [0])], "responses": []},
+    "too_few": {"inputs": [_tensor("IN", [3])], "responses": _responses(3, 3, 3, 3)},
+    "too_many": {"inputs": [_tensor("IN", [3])], "responses": _responses(3)},
+}
+HALVES_CASES: dict[str, object] = {
+    "two": {"inputs": [_tensor("IN", [1, 2], "FP16")], "responses": _responses(1, 2, datatype="FP16")}
+}
+MODELS: dict[str, tuple[str, str, dict[str, object]]] = {
+    "repeat": (REPEAT, REPEAT_CONFIG, REPEAT_CASES),
+    "square": (SQUARE, SQUARE_CONFIG, SQUARE_CASES),
+    "halves": (REPEAT, HALVES_CONFIG, HALVES_CASES),
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A model directory per decoupled model, each with its cases."""
+    parent = tmp_path_factory.mktemp("decoupled")
+    return {name: one_model_dir(parent, name, *spec) for name, spec in MODELS.items()}
+
+
+@pytest.fixture(scope="module")
+def server(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One Triton for the module serving every decoupled model."""
+    repository = tmp_path_factory.mktemp("repository")
+    for name, model in models.items():
+        (repository / name).symlink_to(model / name)
+    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+    with launcher.start(repository, tmp_path_factory.mktemp("logs") / "triton.log") as running:
+        for name in models:
+            running.load(name)
+        yield running
+
+
+def _cases(model: Path) -> dict[str, Case]:
+    cases = load_cases(model, validate_model(ModelDir(model)).triton_models, model.name)
+    return {case.id: case for case in cases}
+
+
+def _replayed(server: Server, model: Path, *ids: str) -> dict[tuple[str, str], CaseResult]:
+    cases = _cases(model)
+    results = replay_cases(model.name, server, [cases[case] for case in ids])
+    return {(result.case, result.protocol): result for result in results}
+
+
+def test_streams_replay_over_grpc_streaming_and_generate_stream(
+    server: Server, models: dict[str, Path]
+) -> None:
+    """repeat sends the final flag alone after its responses, square with its last one (alone for 0): both
+    end a stream, over both protocols."""
+    results = {
+        **_replayed(server, models["repeat"], "three"),
+        **{
+            (f"square/{case}", protocol): result
+            for (case, protocol), result in _replayed(server, models["square"], "three", "zero").items()
+        },
+    }
+    assert {key: (result.status, result.via, result.problems) for key, result in results.items()} == {
+        ("three", "http"): ("ok", "generate_stream", ()),
+        ("three", "grpc"): ("ok", "stream", ()),
+        ("square/three", "http"): ("ok", "generate_stream", ()),
+        ("square/three", "grpc"): ("ok", "stream", ()),
+        ("square/zero", "http"): ("ok", "generate_stream", ()),
+        ("square/zero", "grpc"): ("ok", "stream", ()),
+    }
+
+
+def test_a_wrong_value_is_reported_at_its_response(server: Server, models: dict[str, Path]) -> None:
+    results = _replayed(server, models["repeat"], "wrong_value")
+    for protocol in ("http", "grpc"):
+        assert results["wrong_value", protocol].problems == (
+            "response 1: OUT: 1 of 1 values differ: [0] expected 50, got 5",
+        )
+
+
+def test_too_few_and_too_many_responses_are_counted(server: Server, models: dict[str, Path]) -> None:
+    results = _replayed(server, models["square"], "too_few", "too_many")
+    for protocol in ("http", "grpc"):
+        assert results["too_few", protocol].problems == (
+            "expected 4 responses before the final flag, got 3: response 3 never came",
+        )
+        assert results["too_many", protocol].problems == (
+            "expected 1 responses before the final flag, got 3; the 2 extra responses from response 1: "
+            '[{"outputs": [{"name": "OUT", "datatype": "INT32", "shape": [1], "data": [3]}]}, '
+            '{"outputs": [{"name": "OUT", "datatype": "INT32", "shape": [1], "data": [3]}]}]',
+        )
+
+
+def test_responses_not_written_yet_show_what_came_back_to_paste(
+    server: Server, models: dict[str, Path]
+) -> None:
+    (problem,) = _replayed(server, models["repeat"], "pending")["pending", "grpc"].problems
+    assert problem == (
+        'the case does not give its responses yet ("responses" is null); got 2 responses: "responses": ['
+        '{"outputs": [{"name": "OUT", "datatype": "INT32", "shape": [1], "data": [7]}, '
+        '{"name": "IDX", "datatype": "UINT32", "shape": [1], "data": [0]}]}, '
+        '{"outputs": [{"name": "OUT", "datatype": "INT32", "shape": [1], "data": [8]}, '
+        '{"name": "IDX", "datatype": "UINT32", "shape": [1], "data": [1]}]}]'
+    )
+
+
+def test_a_case_generate_stream_cannot_carry_goes_over_grpc_streaming_only(
+    server: Server, models: dict[str, Path]
+) -> None:
+    results = _replayed(server, models["halves"], "two")
+    assert results["two", "grpc"].status == "ok"
+    http = results["two", "http"]
+    assert (http.status, http.passed, http.failed) == ("n/a", False, False)
+    assert http.not_sent == (
+        "generate_stream cannot carry it (input 'IN' is FP16, which Triton's generate endpoints do not read "
+        "from JSON)"
+    )

@@ -19,7 +19,7 @@ import pytest
 from packager.modeldir import Case, ModelDir, load_cases
 from packager.replay import CaseResult, replay_cases
 from packager.settings import DEFAULT_RUNTIME
-from packager.triton import Server
+from packager.triton import Server, example_for
 from packager.triton.local import LocalLauncher
 from packager.validation import validate_model
 from tests.conftest import (
@@ -164,3 +164,88 @@ def test_a_case_generate_stream_cannot_carry_goes_over_grpc_streaming_only(
         "generate_stream cannot carry it (input 'IN' is FP16, which Triton's generate endpoints do not read "
         "from JSON)"
     )
+
+
+# `packager serve`: a working example for the top model, with its own case's inputs.
+BLS_CONFIG = """name: "bls"
+backend: "python"
+input [ { name: "MODEL_NAME", data_type: TYPE_STRING, dims: [ 1 ] },
+        { name: "INPUT0", data_type: TYPE_FP32, dims: [ 4 ] }, { name: "INPUT1", data_type: TYPE_FP32, dims: [ 4 ] } ]
+output [ { name: "OUTPUT0", data_type: TYPE_FP32, dims: [ 4 ] } ]
+"""
+
+
+def test_serves_example_sends_the_top_models_first_case(tmp_path: Path) -> None:
+    """A BLS model's case names the model it calls; zeros would send an empty name."""
+    case = {
+        "inputs": [
+            {"name": "MODEL_NAME", "datatype": "BYTES", "shape": [1], "data": ["add_sub"]},
+            {"name": "INPUT0", "datatype": "FP32", "shape": [4], "data": [1, 2, 3, 4]},
+            {"name": "INPUT1", "datatype": "FP32", "shape": [4], "data": [4, 3, 2, 1]},
+        ],
+        "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "shape": [4], "data": None}],
+    }
+    model = one_model_dir(
+        tmp_path, "bls", "class TritonPythonModel:\n    pass\n", BLS_CONFIG, {"add_sub": case}
+    )
+    triton_models = validate_model(ModelDir(model)).triton_models
+    cases = load_cases(model, triton_models, "bls")
+    example = example_for("127.0.0.1:8000", "127.0.0.1:8001", "bls", triton_models, cases)
+    assert (example.sends, example.decoupled, example.python) == ("its case add_sub", False, None)
+    assert example.curl is not None
+    assert json.loads(shlex.split(example.curl)[-1])["inputs"] == case["inputs"]
+    zeros = example_for("127.0.0.1:8000", "127.0.0.1:8001", "bls", triton_models)
+    assert zeros.sends == "an example request (zeros)" and '"data": [""]' in str(zeros.curl)
+
+
+def _example(serving: list[str]) -> list[str]:
+    """The lines of serve's banner after "Try ...", up to "Ctrl-C ...", unindented."""
+    start = next(index for index, line in enumerate(serving) if line.startswith("Try "))
+    return [line[2:].rstrip("\n") for line in serving[start + 1 : -1]]
+
+
+def _serving(monorepo: Path, model: str) -> Iterator[list[str]]:
+    process = start_packager("serve", model, cwd=monorepo)
+    try:
+        yield serve_banner(process)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def monorepo(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A monorepo holding the decoupled models."""
+    root = tmp_path_factory.mktemp("monorepo")
+    (root / "pants.toml").write_text("")
+    (root / "models").mkdir()
+    for name, model in models.items():
+        (root / "models" / name).symlink_to(model)
+    return root
+
+
+def test_serve_prints_a_generate_stream_curl_that_streams(monorepo: Path) -> None:
+    for banner in _serving(monorepo, "repeat"):
+        assert banner[-3] == (
+            "Try repeat, the top-level model (decoupled: it streams), with its case pending over generate_stream, "
+            "each response an event:\n"
+        )
+        (curl,) = _example(banner)
+        assert shlex.split(curl)[:3] == ["curl", "-sS", "-N"] and "/v2/models/repeat/generate_stream" in curl
+        streamed = subprocess.run(
+            ["bash", "-c", curl], capture_output=True, text=True, timeout=60, check=True
+        )
+    events = [json.loads(line.removeprefix("data: ")) for line in streamed.stdout.splitlines() if line]
+    assert [(event["OUT"], event["IDX"]) for event in events] == [(7, 0), (8, 1)]
+
+
+def test_serve_prints_python_that_streams_over_grpc_where_generate_stream_cannot(monorepo: Path) -> None:
+    for banner in _serving(monorepo, "halves"):
+        assert banner[-2 - len(_example(banner))].startswith(
+            "Try halves, the top-level model (decoupled: it streams), with its case two over gRPC streaming "
+            "(generate_stream cannot carry it: input 'IN' is FP16"
+        )
+        snippet = "\n".join(_example(banner))
+        streamed = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=60)
+    assert streamed.returncode == 0, streamed.stderr
+    assert streamed.stdout.splitlines() == ["{'OUT': [1.0], 'IDX': [0]}", "{'OUT': [2.0], 'IDX': [1]}"]

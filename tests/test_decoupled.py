@@ -16,6 +16,7 @@ from typing import Iterator
 
 import pytest
 
+from packager.loadtest import LoadReport, TritonGrpcStream, loadtest_table, request_body, run_levels
 from packager.modeldir import Case, ModelDir, load_cases
 from packager.replay import CaseResult, replay_cases
 from packager.settings import DEFAULT_RUNTIME
@@ -249,3 +250,48 @@ def test_serve_prints_python_that_streams_over_grpc_where_generate_stream_cannot
         streamed = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=60)
     assert streamed.returncode == 0, streamed.stderr
     assert streamed.stdout.splitlines() == ["{'OUT': [1.0], 'IDX': [0]}", "{'OUT': [2.0], 'IDX': [1]}"]
+
+
+# `packager loadtest`: a decoupled model's times to its first and last responses, over gRPC streaming.
+def test_a_load_test_times_the_first_and_the_last_response(server: Server, models: dict[str, Path]) -> None:
+    cases = [case for case in _cases(models["repeat"]).values() if case.id != "wrong_value"]
+    requests = [request_body(case) for case in cases]
+    target = TritonGrpcStream(server.endpoints.grpc)
+    (level,) = run_levels(target, requests, [2], duration=0.5)
+    assert level.errors == 0 and level.requests > 10
+    assert 0 < level.first_p50_ms <= level.first_p95_ms <= level.first_p99_ms
+    assert level.first_p50_ms <= level.p50_ms and level.first_p99_ms <= level.p99_ms
+    report = LoadReport("repeat", target.description, 0.5, 100, 0.5, (level,), streamed=True)
+    header = loadtest_table(report).splitlines()[0]
+    assert re.split(r"\s{2,}", header) == [
+        "concurrency",
+        "requests",
+        "errors",
+        "req/s",
+        "first p50 ms",
+        "first p95 ms",
+        "first p99 ms",
+        "last p50 ms",
+        "last p95 ms",
+        "last p99 ms",
+    ]
+    assert " ms to the last response (objective 100 ms)" in report.verdict()
+
+
+def test_the_loadtest_command_streams_a_decoupled_model(run_packager: RunPackager, monorepo: Path) -> None:
+    arguments = ["--concurrency", "1,2", "--duration", "0.5", "--out", "dist/square-load"]
+    result = run_packager("loadtest", "square", *arguments, cwd=monorepo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((monorepo / "dist" / "square-load" / "loadtest.json").read_text())
+    assert report["streamed"] is True and report["target"].startswith("Triton gRPC streaming at 127.0.0.1:")
+    for level in report["levels"]:
+        assert level["errors"] == 0 and level["first_p50_ms"] > 0 and level["p99_ms"] >= level["first_p50_ms"]
+    assert (
+        "| first p50 ms | first p95 ms | first p99 ms | last p50 ms |"
+        in (monorepo / "dist" / "square-load" / "loadtest.md").read_text()
+    )
+    refused = run_packager("loadtest", "square", "--url", "127.0.0.1:1", cwd=monorepo)
+    assert refused.returncode == 2
+    assert "square is decoupled: it answers with a stream, which Triton's HTTP /infer (--url) refuses" in (
+        refused.stderr
+    )

@@ -10,25 +10,26 @@ which Triton reads from `Inference-Header-Content-Length` and a SageMaker endpoi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tritonclient.http as httpclient
 
 from packager.endpoint import BINARY_JSON, triton_headers
-from packager.modeldir import Case
+from packager.modeldir import Case, Tensor
 
 JSON_TYPE = "application/json"
 
 
 @dataclass(frozen=True)
 class RequestBody:
-    """One case's inference request: the Triton model it goes to, the body, and (binary tensors) the
-    length of the body's JSON header."""
+    """One case's inference request: the Triton model it goes to, the body, (binary tensors) the length of
+    the body's JSON header, and the case's input tensors, which a gRPC stream sends as they are."""
 
     case: str
     model: str
     body: bytes
     json_size: int | None = None
+    inputs: tuple[Tensor, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def http_headers(self) -> dict[str, str]:
@@ -54,11 +55,11 @@ def request_body(case: Case) -> RequestBody:
             for tensor in case.inputs
         ]
         body = json.dumps({"inputs": inputs}, separators=(",", ":")).encode()
-        return RequestBody(case.id, case.model, body)
+        return RequestBody(case.id, case.model, body, inputs=case.inputs)
     items = []
     for tensor in case.inputs:
         item = httpclient.InferInput(tensor.name, tensor.shape, tensor.datatype)
         item.set_data_from_numpy(tensor.data, binary_data=tensor.binary)
         items.append(item)
     body, json_size = httpclient.InferenceServerClient.generate_request_body(items)
-    return RequestBody(case.id, case.model, bytes(body), json_size)
+    return RequestBody(case.id, case.model, bytes(body), json_size, case.inputs)

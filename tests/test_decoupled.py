@@ -16,8 +16,10 @@ from typing import Iterator
 
 import pytest
 
+from packager.endpoint import emulating, fronted
 from packager.loadtest import LoadReport, TritonGrpcStream, loadtest_table, request_body, run_levels
 from packager.modeldir import Case, ModelDir, load_cases
+from packager.release.stores.file import FileStore
 from packager.replay import CaseResult, replay_cases
 from packager.settings import DEFAULT_RUNTIME
 from packager.triton import Server, example_for
@@ -33,6 +35,7 @@ from tests.conftest import (
     serve_banner,
     start_packager,
 )
+from tests.test_mme import _runtime_client
 
 # The same code as repeat with FP16 values, which Triton's generate endpoints do not read from JSON.
 HALVES_CONFIG = REPEAT_CONFIG.replace('"repeat"', '"halves"').replace("TYPE_INT32", "TYPE_FP16")
@@ -295,3 +298,47 @@ def test_the_loadtest_command_streams_a_decoupled_model(run_packager: RunPackage
     assert "square is decoupled: it answers with a stream, which Triton's HTTP /infer (--url) refuses" in (
         refused.stderr
     )
+
+
+# A multi-model endpoint: SageMaker cannot invoke a decoupled model there; the cold-start check streams.
+def test_a_multi_model_endpoint_refuses_a_decoupled_model_as_sagemaker_does(
+    run_packager: RunPackager, monorepo: Path, tmp_path: Path
+) -> None:
+    """InvokeEndpointWithResponseStream takes no TargetModel, and SageMaker's Triton front refuses a
+    decoupled model's InvokeEndpoint with 400 (Triton's own /infer says 501)."""
+    built = run_packager("build", "repeat", "--out", str(tmp_path), cwd=monorepo)
+    assert built.returncode == 0, built.stdout + built.stderr
+    store = FileStore(f"file://{tmp_path}", tmp_path)
+    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+    with emulating(store, launcher, tmp_path / "mme.log") as emulator, fronted(emulator) as url:
+        client = _runtime_client(url)
+        body = json.dumps({"inputs": [_tensor("IN", [1, 2])]})
+        with pytest.raises(client.exceptions.ModelError) as raised:
+            client.invoke_endpoint(
+                EndpointName="local", TargetModel="repeat_1.tar.gz", ContentType="application/json", Body=body
+            )
+    answer = raised.value.response
+    assert (answer["OriginalStatusCode"], answer["OriginalMessage"]) == (
+        400,
+        "HTTP end point doesn't support models with decoupled transaction policy",
+    )
+    assert "Received client error (400) from the model" in answer["Error"]["Message"]
+    assert (
+        "TargetModel"
+        not in client.meta.service_model.operation_model(
+            "InvokeEndpointWithResponseStream"
+        ).input_shape.members
+    ), "SageMaker has no streaming invoke for a multi-model endpoint's target"
+
+
+def test_the_cold_start_check_streams_a_decoupled_models_first_request(
+    run_packager: RunPackager, monorepo: Path, tmp_path: Path
+) -> None:
+    built = run_packager("build", "repeat", "--cold-start", "--out", str(tmp_path), cwd=monorepo)
+    assert built.returncode == 0, built.stdout + built.stderr
+    line = next(line for line in built.stderr.splitlines() if line.startswith("cold start repeat_1.tar.gz"))
+    assert re.search(r"first inference [0-9.]+ s \(over gRPC streaming: InvokeEndpoint refuses", line), line
+    printed = run_packager("build", "repeat", "--cold-start", "--json", "--out", str(tmp_path), cwd=monorepo)
+    (record,) = json.loads(printed.stdout)["artifacts"]
+    cold = record["checked"]["cold_start"]
+    assert cold["first_inference_over"] == "grpc_stream" and cold["first_inference_s"] > 0

@@ -302,7 +302,7 @@ def test_responses_not_written_yet_load_and_an_empty_stream_is_a_stream(tmp_path
         ),
         (
             {**REPEAT_CASE, "responses": [{"outputs": [_out(4)]}, {"outputs": [_out(5, "FP32")]}]},
-            "stream.json:35:23: output 'OUT' is INT32 in repeat's config, not FP32",
+            "stream.json:35:23: response 1: output 'OUT' is INT32 in repeat's config, not FP32",
             '"FP32"',
         ),
         (

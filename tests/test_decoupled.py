@@ -18,7 +18,7 @@ import pytest
 
 from packager.endpoint import emulating, fronted
 from packager.loadtest import LoadReport, TritonGrpcStream, loadtest_table, request_body, run_levels
-from packager.modeldir import Case, ModelDir, load_cases
+from packager.modeldir import Case, ModelDir, adopt, load_cases
 from packager.release.stores.file import FileStore
 from packager.replay import CaseResult, replay_cases
 from packager.settings import DEFAULT_RUNTIME
@@ -342,3 +342,12 @@ def test_the_cold_start_check_streams_a_decoupled_models_first_request(
     (record,) = json.loads(printed.stdout)["artifacts"]
     cold = record["checked"]["cold_start"]
     assert cold["first_inference_over"] == "grpc_stream" and cold["first_inference_s"] > 0
+
+
+def test_adopting_a_decoupled_model_writes_a_case_whose_responses_are_not_written_yet(tmp_path: Path) -> None:
+    upstream = one_model_dir(tmp_path / "upstream", "repeat", REPEAT, REPEAT_CONFIG) / "repeat"
+    adopted = adopt(upstream, tmp_path / "models")
+    assert adopted.case_template is not None
+    case = json.loads(adopted.case_template.read_text())
+    assert case["responses"] is None and "outputs" not in case
+    assert validate_model(ModelDir(adopted.path)).diagnostics == []

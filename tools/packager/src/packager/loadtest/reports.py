@@ -49,9 +49,8 @@ class LoadReport:
         if self.levels and all(level.errors == level.requests > 0 for level in self.levels):
             first = next((level.first_error for level in self.levels if level.first_error), "")
             return (
-                f"Every request failed (the first: {first}): the requests or the model are wrong, which is not a "
-                "load problem; fix what the error says (`packager replay` shows each case's answer), then "
-                "load-test again."
+                f"Every request failed, at every concurrency (the first: {first}): not a load problem. Fix what "
+                f"the error says (`packager replay {self.model}` shows each case's answer), then load-test again."
             )
         if chosen is None:
             return (

@@ -187,16 +187,21 @@ def _merged(paths: tuple[Path, ...]) -> str:
 
 def case_template(model: TritonModel) -> dict[str, object] | None:
     """A case for `model` from its config (see `example_tensor`): zeros in, each output null until
-    written. None when the config declares no inputs to fill."""
+    written (a decoupled model's responses: null until written). None when the config declares no inputs
+    to fill."""
     config = model.config
     if not config.input:
         return None
     batching = config.max_batch_size > 0
+    if config.model_transaction_policy.decoupled:
+        expected: dict[str, object] = {"responses": None}
+    else:
+        expected = {"outputs": [example_tensor(spec, batching, filled=False) for spec in config.output]}
     return {
         "description": "written by `packager adopt`: set the inputs, then write what the model must return "
         "in each output's data (null until then; `packager replay` shows what it returns)",
         "inputs": example_inputs(config),
-        "outputs": [example_tensor(spec, batching, filled=False) for spec in config.output],
+        **expected,
     }
 
 

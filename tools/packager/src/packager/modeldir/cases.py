@@ -524,19 +524,19 @@ def _check_against_config(
     located: _CaseText, model: TritonModel, tensors: tuple[Tensor, ...], at: tuple[str | int, ...]
 ) -> None:
     kind = "input" if at[0] == "inputs" else "output"
+    response = f"response {at[1]}: " if at[0] == "responses" else ""
     declared = {tensor.name: tensor for tensor in getattr(model.config, kind)}
     batching = model.config.max_batch_size > 0
     for index, tensor in enumerate(tensors):
         spec = declared.get(tensor.name)
+        subject = f"{response}{kind} {tensor.name!r}"
         if spec is None:
             known = ", ".join(sorted(declared)) or "none"
-            message = f"{kind} {tensor.name!r} is not an {kind} of model {model.name!r} ({known})"
+            message = f"{subject} is not an {kind} of model {model.name!r} ({known})"
             raise located.error(message, *at, index, "name")
         expected_type = kserve_datatype(spec.data_type)
         if tensor.datatype != expected_type:
-            message = (
-                f"{kind} {tensor.name!r} is {expected_type} in {model.name}'s config, not {tensor.datatype}"
-            )
+            message = f"{subject} is {expected_type} in {model.name}'s config, not {tensor.datatype}"
             raise located.error(message, *at, index, "datatype")
         dims = list(spec.dims)
         shape = tensor.shape[1:] if batching else tensor.shape
@@ -546,10 +546,12 @@ def _check_against_config(
                 why = f"{model.name} batches (max_batch_size {model.config.max_batch_size})"
             else:
                 expected, why = str(dims), f"{model.name} does not batch (no max_batch_size)"
-            message = f"{kind} {tensor.name!r} shape {tensor.shape} does not match {expected}: {why}"
+            message = f"{subject} shape {tensor.shape} does not match {expected}: {why}"
             raise located.error(message, *at, index, "shape")
         if batching and tensor.shape and tensor.shape[0] > model.config.max_batch_size:
-            message = f"{kind} {tensor.name!r} batch of {tensor.shape[0]} is over max_batch_size {model.config.max_batch_size}"
+            message = (
+                f"{subject} batch of {tensor.shape[0]} is over max_batch_size {model.config.max_batch_size}"
+            )
             raise located.error(message, *at, index, "shape")
     if kind == "input":
         given = {tensor.name for tensor in tensors}

@@ -178,11 +178,17 @@ def example_tensor(
     """A case's tensor for a config's input or output: its shape with a batch of 1 in front when the model
     batches and 1 for each variable (-1) dim, and zeros of its datatype (false for BOOL, "" for BYTES) as
     data, or null data when not `filled` (an output not written yet)."""
-    datatype = kserve_datatype(spec.data_type)
-    shape = [1] * batching + [1 if dim < 0 else int(dim) for dim in spec.dims]
+    datatype, shape = kserve_datatype(spec.data_type), _example_shape(spec, batching)
     zero: object = False if datatype == "BOOL" else "" if datatype == "BYTES" else 0
     data = [zero] * math.prod(shape) if filled else None
     return {"name": spec.name, "datatype": datatype, "shape": shape, "data": data}
+
+
+def _example_shape(
+    spec: model_config_pb2.ModelInput | model_config_pb2.ModelOutput, batching: bool
+) -> list[int]:
+    """A batch of 1 in front when the model batches, and 1 for each variable (-1) dim."""
+    return [1] * batching + [1 if dim < 0 else int(dim) for dim in spec.dims]
 
 
 def example_inputs(config: model_config_pb2.ModelConfig) -> list[dict[str, object]]:
@@ -192,16 +198,17 @@ def example_inputs(config: model_config_pb2.ModelConfig) -> list[dict[str, objec
 
 
 def example_input_tensors(config: model_config_pb2.ModelConfig) -> tuple[Tensor, ...]:
-    """`example_inputs(config)` as tensors (zeros; BYTES elements empty)."""
+    """Every required input of `config` as a tensor of zeros, as `example_inputs` writes them."""
+    batching = config.max_batch_size > 0
     tensors = []
-    for item in example_inputs(config):
-        datatype, shape, values = str(item["datatype"]), list(item["shape"]), list(item["data"])  # type: ignore[call-overload]
-        if datatype == "BYTES":
-            data = np.empty(len(values), dtype=np.object_)
-            data[:] = [b""] * len(values)
-        else:
-            data = np.array(values, dtype=DATATYPES[datatype])
-        tensors.append(Tensor(str(item["name"]), datatype, data.reshape(shape)))
+    for spec in config.input:
+        if not spec.optional:
+            datatype, shape = kserve_datatype(spec.data_type), _example_shape(spec, batching)
+            if datatype == "BYTES":
+                data = np.full(shape, b"", dtype=np.object_)
+            else:
+                data = np.zeros(shape, DATATYPES.get(datatype, np.float32))  # BF16 has no numpy type
+            tensors.append(Tensor(spec.name, datatype, data))
     return tuple(tensors)
 
 
@@ -338,14 +345,11 @@ def _stream(
             message = f'responses[{index}] must be {{"outputs": [...]}}, the tensors of response {index}'
             raise located.error(message, "responses", index)
         responses.append(_tensors(located, model, item["outputs"], ("responses", index, "outputs")))
-    expected = [tensor for response in responses for tensor in response]
-    problem = generate_problem(model.config, inputs) or next(
-        (
-            f"output {tensor.name!r} is FP16, which Triton's generate endpoints do not write as JSON"
-            for tensor in expected
-            if tensor.datatype == "FP16"
-        ),
-        None,
+    half = next(
+        (tensor.name for response in responses for tensor in response if tensor.datatype == "FP16"), None
+    )
+    problem = generate_problem(model.config, inputs) or (
+        f"output {half!r} is FP16, which Triton's generate endpoints do not write as JSON" if half else None
     )
     return Stream(tuple(responses), generate_problem=problem)
 

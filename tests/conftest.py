@@ -131,6 +131,86 @@ def infer_doubler(server: Server) -> list[list[float]]:
         client.close()  # before the server stops: Triton waits for open connections
 
 
+# NVIDIA's python_backend decoupled examples, shaped as upstream ships them (written here, not copied).
+# `repeat` answers from a thread of its own: each element of IN as a response (OUT, and its index IDX), then
+# the final flag alone, an empty final response. `square` sends N responses holding N for an input N, the
+# last one carrying the final flag (the flag alone for 0).
+REPEAT = """
+import threading
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.inflight = []
+
+    def execute(self, requests):
+        for request in requests:
+            values = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()
+            thread = threading.Thread(target=self.repeat, args=(request.get_response_sender(), values))
+            thread.start()
+            self.inflight.append(thread)
+        return None
+
+    def repeat(self, sender, values):
+        for index in range(values.shape[0]):
+            out = pb_utils.Tensor("OUT", values[index : index + 1])
+            idx = pb_utils.Tensor("IDX", np.array([index], dtype=np.uint32))
+            sender.send(pb_utils.InferenceResponse([out, idx]))
+        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def finalize(self):
+        for thread in self.inflight:
+            thread.join()
+"""
+REPEAT_CONFIG = """name: "repeat"
+backend: "python"
+model_transaction_policy { decoupled: true }
+input [ { name: "IN", data_type: TYPE_INT32, dims: [ -1 ] } ]
+output [ { name: "OUT", data_type: TYPE_INT32, dims: [ 1 ] }, { name: "IDX", data_type: TYPE_UINT32, dims: [ 1 ] } ]
+instance_group [ { kind: KIND_CPU } ]
+"""
+SQUARE = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            n = int(pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()[0])
+            for index in range(n):
+                out = pb_utils.Tensor("OUT", np.array([n], dtype=np.int32))
+                final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if index == n - 1 else 0
+                sender.send(pb_utils.InferenceResponse([out]), flags=final)
+            if n == 0:
+                sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None
+"""
+SQUARE_CONFIG = """name: "square"
+backend: "python"
+model_transaction_policy { decoupled: true }
+input [ { name: "IN", data_type: TYPE_INT32, dims: [ 1 ] } ]
+output [ { name: "OUT", data_type: TYPE_INT32, dims: [ 1 ] } ]
+"""
+
+
+def one_model_dir(
+    parent: Path, name: str, code: str, config: str, cases: Mapping[str, object] | None = None
+) -> Path:
+    """`parent/<name>`, a model directory holding one python Triton model of that name, and `cases` (by
+    name) as its tests/cases/*.json."""
+    python_model_repository(parent, name, code, config).rename(parent / name)
+    (parent / name / "model_version.txt").write_text("1\n")
+    (parent / name / "tests" / "cases").mkdir(parents=True)
+    for case, document in (cases or {}).items():
+        (parent / name / "tests" / "cases" / f"{case}.json").write_text(json.dumps(document, indent=2) + "\n")
+    return parent / name
+
+
 # What the probes try on the network: "tcp:<host>:<port>" connects, "dns:<name>" resolves. What answers
 # is reported: nothing may.
 NETWORK_PROBE = """

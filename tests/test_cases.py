@@ -13,6 +13,7 @@ from packager.modeldir import Case, CaseError, load_cases
 from packager.modeldir import ModelDir
 from packager.modeldir import TritonModel
 from packager.validation import validate_model
+from tests.conftest import REPEAT, REPEAT_CONFIG, SQUARE, SQUARE_CONFIG, one_model_dir
 
 MODELS = Path(__file__).parent.parent / "models"
 
@@ -282,3 +283,164 @@ def _write_case(model: Path, document: dict[str, object]) -> Path:
     path = model / "tests" / "cases" / "case.json"
     path.write_text(json.dumps(document, indent=2))
     return path
+
+
+# Decoupled models: a case lists the responses of the stream, in order.
+def _out(value: int | None, datatype: str = "INT32") -> dict[str, object]:
+    return {"name": "OUT", "datatype": datatype, "shape": [1], "data": None if value is None else [value]}
+
+
+REPEAT_CASE = {
+    "inputs": [{"name": "IN", "datatype": "INT32", "shape": [3], "data": [4, 5, 6]}],
+    "responses": [{"outputs": [_out(4)]}, {"outputs": [_out(5)]}, {"outputs": [_out(6)]}],
+}
+PIPELINE_CONFIG = """name: "pipeline"
+platform: "ensemble"
+input [ { name: "VALUES" data_type: TYPE_INT32 dims: [ -1 ] } ]
+output [ { name: "EACH" data_type: TYPE_INT32 dims: [ 1 ] } ]
+ensemble_scheduling { step [ { model_name: "repeat" model_version: -1
+  input_map { key: "IN" value: "VALUES" } output_map { key: "OUT" value: "EACH" } } ] }
+"""
+
+
+def _repeat(tmp_path: Path, document: object) -> tuple[Path, Path]:
+    """The repeat model directory with one case, `document`; the model and the case file."""
+    model = one_model_dir(tmp_path, "repeat", REPEAT, REPEAT_CONFIG)
+    return model, _write(model, "stream", document)
+
+
+def test_a_decoupled_models_case_lists_its_responses_in_order(tmp_path: Path) -> None:
+    model, _ = _repeat(tmp_path, REPEAT_CASE)
+    (case,) = load_cases(model, validate_model(ModelDir(model)).triton_models, "repeat")
+    assert case.outputs == () and case.stream is not None and case.stream.written
+    assert [[tensor.data.tolist() for tensor in response] for response in case.stream.responses] == [
+        [[4]],
+        [[5]],
+        [[6]],
+    ]
+    assert case.stream.generate_problem is None, "a flat INT32 list is what generate_stream sends"
+
+
+def test_responses_not_written_yet_load_and_an_empty_stream_is_a_stream(tmp_path: Path) -> None:
+    model = one_model_dir(tmp_path, "square", SQUARE, SQUARE_CONFIG)
+    zero = {"inputs": [{"name": "IN", "datatype": "INT32", "shape": [1], "data": [0]}], "responses": []}
+    _write(model, "zero", zero)
+    _write(model, "pending", {**zero, "responses": None})
+    pending, empty = load_cases(model, validate_model(ModelDir(model)).triton_models, "square")
+    assert pending.stream is not None and not pending.stream.written
+    assert empty.stream is not None and empty.stream.written and empty.stream.responses == ()
+
+
+@pytest.mark.parametrize(
+    "document, message, at",
+    [
+        (
+            {"inputs": REPEAT_CASE["inputs"], "outputs": [_out(4)]},
+            "stream.json:16:14: repeat is decoupled (model_transaction_policy { decoupled: true }): it answers "
+            'with a stream; give each response in order as "responses": [{"outputs": [...]}, ...], not "outputs"',
+            "[",
+        ),
+        (
+            {"inputs": REPEAT_CASE["inputs"]},
+            'stream.json:1:1: needs "responses": [{"outputs": [...]}, ...], every response in order (null until '
+            "written): repeat is decoupled",
+            "{",
+        ),
+        (
+            {**REPEAT_CASE, "responses": [{"outputs": [_out(4)]}, {"outputs": [_out(5, "FP32")]}]},
+            "stream.json:35:23: response 1: output 'OUT' is INT32 in repeat's config, not FP32",
+            '"FP32"',
+        ),
+        (
+            {
+                **REPEAT_CASE,
+                "responses": [{"outputs": [_out(4)]}, {"outputs": [{**_out(5), "data": ["five"]}]}],
+            },
+            "stream.json:39:19: responses[1].outputs[0] data does not fit INT32: 'five' is not a number",
+            "[",
+        ),
+        (
+            {**REPEAT_CASE, "responses": [_out(4)]},
+            'stream.json:17:5: responses[0] must be {"outputs": [...]}, the tensors of response 0',
+            "{",
+        ),
+        (
+            {**REPEAT_CASE, "responses": {"outputs": []}},
+            'stream.json:16:16: responses must be a list, [{"outputs": [...]}, ...] (null until written)',
+            "{",
+        ),
+    ],
+)
+def test_bad_decoupled_cases_are_located_at_the_value_at_fault(
+    tmp_path: Path, document: object, message: str, at: str
+) -> None:
+    model, path = _repeat(tmp_path, document)
+    report = validate_model(ModelDir(model))
+    (diagnostic,) = report.diagnostics
+    assert diagnostic.path == path and diagnostic.line is not None and diagnostic.column is not None
+    assert f"{path.name}:{diagnostic.line}:{diagnostic.column}: {diagnostic.message}".startswith(message)
+    assert path.read_text().splitlines()[diagnostic.line - 1][diagnostic.column - 1 :].startswith(at)
+
+
+def test_responses_are_only_for_decoupled_models(tmp_path: Path) -> None:
+    model = _two_input_model(tmp_path)
+    inputs = [_tensor("A", [4], [1] * 4), _tensor("B", [4], [2] * 4)]
+    path = _write_case(model, {"inputs": inputs, "responses": [{"outputs": [_tensor("SUM", [4], [3] * 4)]}]})
+    with pytest.raises(CaseError) as raised:
+        load_cases(model, validate_model(ModelDir(model)).triton_models, "add")
+    (diagnostic,) = raised.value.diagnostics
+    assert (diagnostic.path, diagnostic.line, diagnostic.column) == (path, 30, 16)
+    assert diagnostic.message == '"responses" is for decoupled models; add sends one response: give "outputs"'
+
+
+def test_an_ensemble_with_a_decoupled_step_streams_too(tmp_path: Path) -> None:
+    model, _ = _repeat(tmp_path, {"model": "repeat", **REPEAT_CASE})
+    (model / "pipeline" / "1").mkdir(parents=True)
+    (model / "pipeline" / "config.pbtxt").write_text(PIPELINE_CONFIG)
+    inputs = [{"name": "VALUES", "datatype": "INT32", "shape": [2], "data": [7, 8]}]
+    path = _write(model, "through", {"inputs": inputs, "outputs": [{**_out(7), "name": "EACH"}]})
+    (diagnostic,) = validate_model(ModelDir(model)).diagnostics
+    assert (diagnostic.path, diagnostic.line) == (path, 15)
+    assert diagnostic.message.startswith(
+        "pipeline streams what its decoupled step 'repeat' sends: it answers"
+    )
+
+
+@pytest.mark.parametrize(
+    "config, tensor, problem",
+    [
+        (REPEAT_CONFIG, {"shape": [3], "data": [1, 2, 3]}, None),
+        (
+            REPEAT_CONFIG.replace("TYPE_INT32, dims: [ -1 ]", "TYPE_INT32, dims: [ -1, -1 ]"),
+            {"shape": [1, 3], "data": [1, 2, 3]},
+            "input 'IN' has shape [1, 3], but generate_stream makes a flat list of 3 values no shape (two variable dims)",
+        ),
+        (
+            "max_batch_size: 4\n" + REPEAT_CONFIG,
+            {"shape": [1, 3], "data": [1, 2, 3]},
+            None,
+        ),
+        (
+            "max_batch_size: 4\n" + REPEAT_CONFIG,
+            {"shape": [3, 1], "data": [1, 2, 3]},
+            "input 'IN' has shape [3, 1], but generate_stream makes a flat list of 3 values [1, 3]",
+        ),
+        (
+            REPEAT_CONFIG.replace(
+                '{ name: "IN", data_type: TYPE_INT32', '{ name: "IN", data_type: TYPE_FP16'
+            ),
+            {"shape": [1], "data": [1.5], "datatype": "FP16"},
+            "input 'IN' is FP16, which Triton's generate endpoints do not read from JSON",
+        ),
+    ],
+)
+def test_what_generate_stream_can_carry(
+    tmp_path: Path, config: str, tensor: dict[str, object], problem: str | None
+) -> None:
+    """Triton's generate_stream takes each input as a flat JSON list and makes its shape from the config (a
+    batch of 1 in front when the model batches, the variable dim set by the count): a case whose shape it
+    would make otherwise, or that JSON cannot carry, is replayed over gRPC streaming only."""
+    document = {"inputs": [{"name": "IN", "datatype": "INT32", **tensor}], "responses": None}
+    model = one_model_dir(tmp_path, "repeat", REPEAT, config, {"case": document})
+    (case,) = load_cases(model, validate_model(ModelDir(model)).triton_models, "repeat")
+    assert case.stream is not None and case.stream.generate_problem == problem

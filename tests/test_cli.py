@@ -22,7 +22,7 @@ import packager
 from packager import cli
 from packager.cli.serving import _serve
 from packager.errors import ExitCode
-from packager.modeldir import TritonModel, read_config
+from packager.modeldir import TritonModel, example_input_tensors, read_config
 from packager.settings import DEFAULT_RUNTIME
 from packager.triton import Endpoints, Served, curl_command, free_ports
 from tests.conftest import RunPackager, doubler_repository, serve_banner, start_packager
@@ -314,7 +314,7 @@ def test_serve_summarizes_the_endpoints_with_a_curl_of_the_top_model(
     served = Served(StoppedServer(), repository, {"doubler": doubler}, "doubler", "unpacked")  # type: ignore[arg-type]
     code = _serve("doubler", DEFAULT_RUNTIME, served, tmp_path / "serve.log", as_json)
     assert code == ExitCode.ENVIRONMENT_ERROR
-    curl = curl_command("127.0.0.1:8000", "doubler", doubler.config)
+    curl = curl_command("127.0.0.1:8000", "doubler", example_input_tensors(doubler.config))
     assert "/v2/models/doubler/infer" in curl and '"shape": [1, 2]' in curl
     output = capsys.readouterr().out
     if as_json:

@@ -67,6 +67,19 @@ def test_the_knee_is_the_fastest_level_within_the_objective() -> None:
     assert chosen is not None and chosen.concurrency == 2
 
 
+def test_requests_that_all_fail_are_not_called_a_load_problem() -> None:
+    failed = Level(1, 5, 5, 1.0, 0.0, math.nan, math.nan, math.nan, first_error="HTTP 400: bad input")
+    report = LoadReport(
+        "churn", "Triton", 1.0, 100.0, 0.5, (failed, Level(2, 9, 9, 1.0, 0.0, math.nan, math.nan, math.nan))
+    )
+    assert report.verdict() == (
+        "Every request failed, at every concurrency (the first: HTTP 400: bad input): not a load problem. Fix "
+        "what the error says (`packager replay churn` shows each case's answer), then load-test again."
+    )
+    some = LoadReport("churn", "Triton", 1.0, 100.0, 0.5, (failed, _level(2, 150, 9, errors=1)))
+    assert some.verdict().startswith("No level meets p99 <= 100 ms without errors")
+
+
 def test_no_level_within_the_objective_means_no_recommendation() -> None:
     report = LoadReport("churn", "Triton", 1.0, 2.0, 0.5, (_level(1, 100, 5), _level(2, 150, 9)))
     assert report.knee is None and report.recommendation is None
@@ -292,7 +305,10 @@ def test_loadtest_a_sagemaker_endpoint_through_boto3(
         env=environment,
     )
     assert wrong.returncode == 1
-    assert "No level meets p99" in wrong.stdout
+    assert "Every request failed, at every concurrency (the first: ClientError: An error occurred (404)" in (
+        wrong.stdout
+    )
+    assert "not a load problem" in wrong.stdout and "lower the concurrency" not in wrong.stdout
     assert (
         "concurrency 1: ClientError: An error occurred (404)" in wrong.stderr
         and "no such endpoint" in wrong.stderr
@@ -323,7 +339,7 @@ def test_a_server_that_refuses_is_counted_as_errors(run_packager: RunPackager, t
     result = run_packager("loadtest", "churn", *arguments, cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "concurrency 1: ConnectionRefusedError: " in result.stderr
-    assert "No level meets p99 <= 100 ms without errors" in result.stdout
+    assert "Every request failed, at every concurrency (the first: ConnectionRefusedError: " in result.stdout
     report = json.loads((tmp_path / "report" / "loadtest.json").read_text())
     (level,) = report["levels"]
     assert level["errors"] == level["requests"] > 0 and level["p99_ms"] is None and report["knee"] is None

@@ -22,7 +22,7 @@ from tritonclient.grpc import model_config_pb2
 from packager.settings import DEFAULT_RUNTIME
 from packager.environments import ensure_environment, lock_model
 from packager.environments.venv import VenvBuilder
-from packager.modeldir import ModelDir
+from packager.modeldir import ModelDir, example_input_tensors
 from packager.modeldir import TritonModel, read_config
 from packager.triton import (
     Ports,
@@ -268,7 +268,7 @@ def test_example_request_of_a_batched_model() -> None:
             '{ name: "MASK", data_type: TYPE_BOOL, dims: [ 1 ], optional: true } ]',
         )
     )
-    assert example_request(config) == {
+    assert example_request(example_input_tensors(config)) == {
         "inputs": [
             {"name": "X", "shape": [1, 1, 2], "datatype": "FP32", "data": [0.0, 0.0]},
             {"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [""]},
@@ -283,14 +283,14 @@ def test_example_request_of_an_unbatched_model_and_its_curl() -> None:
         '{ name: "FLAGS", data_type: TYPE_BOOL, dims: [ 3 ] } ]\n'
         'output [ { name: "Y", data_type: TYPE_FP16, dims: [ 1 ] } ]\n'
     )
-    request = example_request(config)
+    request = example_request(example_input_tensors(config))
     assert request == {
         "inputs": [
             {"name": "IDS", "shape": [2, 1], "datatype": "INT64", "data": [0, 0]},
             {"name": "FLAGS", "shape": [3], "datatype": "BOOL", "data": [False, False, False]},
         ]
     }
-    words = shlex.split(curl_command("127.0.0.1:8000", "scorer", config))
+    words = shlex.split(curl_command("127.0.0.1:8000", "scorer", example_input_tensors(config)))
     assert words[:-1] == [
         "curl",
         "-sS",

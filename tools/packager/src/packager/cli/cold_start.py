@@ -26,7 +26,8 @@ def cold_start_check(
     refused: str,
 ) -> Callable[[Artifact, ModelReport], dict[str, object]]:
     """The artifact's cold start on an emulated multi-model endpoint, with its first case that calls the
-    top-level model, against packager.toml's [endpoint] budget; `refused` says what a refusal means."""
+    top-level model (over gRPC streaming for a decoupled one), against packager.toml's [endpoint] budget;
+    `refused` says what a refusal means."""
     budget = workspace.config.cold_start
 
     def check(artifact: Artifact, report: ModelReport) -> dict[str, object]:
@@ -39,7 +40,7 @@ def cold_start_check(
         log = workspace.log_dir() / f"{report.model.name}-cold-start.log"
         measured = measure_cold_start(
             artifact.path, request.body, request.sagemaker_content_type, launcher, log, budget.seconds,
-            public_key, load_timeout,
+            public_key, load_timeout, first.inputs if first.stream is not None else None,
         )  # fmt: skip
         if measured.over and budget.over_budget == "refuse":
             raise ColdStartOverBudget(

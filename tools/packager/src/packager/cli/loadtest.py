@@ -29,6 +29,7 @@ from packager.loadtest import (
     run_levels,
     SageMakerEndpoint,
     Target,
+    TritonGrpcStream,
     TritonHttp,
     write_reports,
 )
@@ -129,8 +130,9 @@ def loadtest(
 
     The load goes to a local Triton this command starts (as `replay` does), to a running Triton at --url,
     or to a SageMaker endpoint (--endpoint; --endpoint-url for an emulator, --target-model for a
-    multi-model endpoint). Writes a table here (--json: the JSON report), and JSON, Markdown and a PNG plot
-    into --out.
+    multi-model endpoint). A decoupled model streams its responses: it is loaded over gRPC streaming on the
+    local Triton, and the times to its first and last responses are both reported. Writes a table here
+    (--json: the JSON report), and JSON, Markdown and a PNG plot into --out.
     """
     if url is not None and endpoint is not None:
         raise click.UsageError("give --url or --endpoint, not both")
@@ -148,10 +150,10 @@ def loadtest(
         target: Target
         if url is not None:
             target = TritonHttp(url)
-            cases = _cases(chosen, None)
+            cases = _unstreamed(_cases(chosen, None), "Triton's HTTP /infer (--url)")
         elif endpoint is not None:
             target = SageMakerEndpoint(endpoint, endpoint_url, target_model)
-            cases = _cases(chosen, None)
+            cases = _unstreamed(_cases(chosen, None), "SageMaker's InvokeEndpoint (--endpoint)")
         else:
             local = workspace.runtime(runtime)
             report, environment = prepare(chosen, local, env_builder_for(local), progress=not as_json)
@@ -166,7 +168,9 @@ def loadtest(
                     load_timeout=load_timeout,
                 )
             )
-            target = TritonHttp(served.server.endpoints.http)
+            endpoints = served.server.endpoints
+            streamed = any(case.stream is not None for case in cases)
+            target = TritonGrpcStream(endpoints.grpc) if streamed else TritonHttp(endpoints.http)
         requests = [request_body(case) for case in cases]
         if not as_json:
             click.echo(
@@ -175,7 +179,8 @@ def loadtest(
                 err=True,
             )
         levels = run_levels(target, requests, concurrencies, duration, None if as_json else _progress)
-    result = LoadReport(chosen.name, target.description, duration, p99_ms, headroom, tuple(levels))
+    streams = isinstance(target, TritonGrpcStream)
+    result = LoadReport(chosen.name, target.description, duration, p99_ms, headroom, tuple(levels), streams)
     directory = out if out is not None else workspace.dist() / "loadtest" / chosen.name
     written = write_reports(result, directory)
     if as_json:
@@ -196,6 +201,18 @@ def _progress(level: Level) -> None:
         f"{plural(level.errors, 'error')}",
         err=True,
     )
+
+
+def _unstreamed(cases: list[Case], through: str) -> list[Case]:
+    """`cases`, unless one calls a decoupled model, which answers with a stream `through` cannot carry."""
+    streamed = next((case for case in cases if case.stream is not None), None)
+    if streamed is not None:
+        raise click.UsageError(
+            f"{streamed.model} is decoupled: it answers with a stream, which {through} refuses (SageMaker's "
+            "multi-model endpoints too); load-test it over gRPC streaming on the local Triton this command "
+            "starts (leave out --url and --endpoint)"
+        )
+    return cases
 
 
 def _cases(model: ModelDir, triton_models: Mapping[str, TritonModel] | None) -> list[Case]:

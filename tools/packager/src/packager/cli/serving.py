@@ -23,6 +23,7 @@ from packager.cli.options import (
 )
 from packager.environments import env_builder_for
 from packager.errors import ExitCode
+from packager.modeldir import Case, load_cases, top_model
 from packager.preflight import prepare
 from packager.replay import PROTOCOLS, replay_artifact, replay_model, replay_table, summary, write_junit
 from packager.settings import Runtime
@@ -30,9 +31,10 @@ from packager.tables import table
 from packager.triton import (
     artifact_launched,
     build_image,
+    Example,
     check_image,
-    curl_command,
     ENV_MODES,
+    example_for,
     image_for,
     launched,
     launcher_for,
@@ -115,17 +117,25 @@ def serve(
         raise click.UsageError(f"serve takes one model; {model} holds {len(found)}")
     log_path = workspace.log_dir() / f"{found[0].name}-serve.log"
     report, environment = prepare(found[0], target, env_builder_for(target), progress=not as_json)
+    cases = load_cases(found[0].path, report.triton_models, top_model(report.triton_models))
     with launched(report, environment, launcher, log_path, env_mode, load_timeout, ports) as served:
         watcher = Watcher(found[0], served, environment) if watch else None
-        return _serve(found[0].name, target, served, log_path, as_json, watcher)
+        return _serve(found[0].name, target, served, log_path, as_json, watcher, cases)
 
 
 def _serve(
-    what: str, runtime: Runtime, served: Served, log_path: Path, as_json: bool, watcher: Watcher | None = None
+    what: str,
+    runtime: Runtime,
+    served: Served,
+    log_path: Path,
+    as_json: bool,
+    watcher: Watcher | None = None,
+    cases: list[Case] | None = None,
 ) -> ExitCode:
-    """Say where the server answers and how to try it, then keep it up until Ctrl-C (or until it dies)."""
+    """Say where the server answers and how to try it (with the top model's first case, if it has one),
+    then keep it up until Ctrl-C (or until it dies)."""
     endpoints = served.server.endpoints
-    top_config = served.triton_models[served.top_model].config
+    example = example_for(endpoints.http, endpoints.grpc, served.top_model, served.triton_models, cases or [])
     document = {
         "serving": what,
         "runtime": runtime.name,
@@ -135,7 +145,9 @@ def _serve(
         "metrics": f"http://{endpoints.metrics}/metrics",
         "models": sorted(served.triton_models),
         "log": str(log_path),
-        "curl": curl_command(endpoints.http, served.top_model, top_config),
+        "curl": example.curl,
+        "python": example.python,
+        "decoupled": example.decoupled,
     }
     if as_json:
         echo_json(document)
@@ -150,8 +162,7 @@ def _serve(
         ):
             value = document[key]
             click.echo(f"  {label:<8} {', '.join(value) if isinstance(value, list) else value}")
-        click.echo(f"Try {served.top_model}, the top-level model, with an example request (zeros):")
-        click.echo(f"  {document['curl']}")
+        _echo_example(example)
         click.echo("Ctrl-C stops the server and removes everything it started.")
         if watcher is not None:
             click.echo("Watching for changes; each save reloads what it touched.")
@@ -162,6 +173,25 @@ def _serve(
             _report_reload(watcher.reload(changed), as_json)
     click.echo(f"Triton exited unexpectedly:\n{served.server.log_excerpt()}", err=True)
     return ExitCode.ENVIRONMENT_ERROR
+
+
+def _echo_example(example: Example) -> None:
+    """How to try the top-level model: a curl, or (a decoupled model that generate_stream cannot carry)
+    Python that streams over gRPC."""
+    if not example.decoupled:
+        click.echo(f"Try {example.model}, the top-level model, with {example.sends}:")
+    elif example.curl is not None:
+        click.echo(
+            f"Try {example.model}, the top-level model (decoupled: it streams), with {example.sends} over "
+            "generate_stream, each response an event:"
+        )
+    else:
+        click.echo(
+            f"Try {example.model}, the top-level model (decoupled: it streams), with {example.sends} over gRPC "
+            f"streaming (generate_stream cannot carry it: {example.why_grpc}), in Python:"
+        )
+    for line in (example.curl or example.python or "").splitlines():
+        click.echo(f"  {line}")
 
 
 def _report_reload(reload: Reload, as_json: bool) -> None:

@@ -20,16 +20,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from packager.artifacts import ArtifactError, triton_models_in, verified
 from packager.endpoint.errors import ModelError, ModelNotReady, StoreUnavailable, TargetInvalid
-from packager.endpoint.forward import Answer, infer
+from packager.endpoint.forward import Answer, infer, stream_infer
 from packager.endpoint.limits import check_target, not_a_key
 from packager.endpoint.sizes import shown_size
 from packager.endpoint.staging import SEPARATOR, namespace, stage_models, staged_bytes, staged_name
 from packager.errors import EnvironmentFailure
-from packager.modeldir import TritonModel
+from packager.modeldir import Tensor, TritonModel
 from packager.release.stores import ArtifactStore, KeyOutsideStore
 from packager.scratch import scratch_dir
 from packager.triton import (
@@ -156,15 +156,24 @@ class Emulator:
         with self._lock:
             return list(self._loaded)
 
-    def invoke(self, target: str | None, body: bytes, content_type: str | None) -> Answer:
+    def invoke(
+        self,
+        target: str | None,
+        body: bytes,
+        content_type: str | None,
+        stream: Sequence[Tensor] | None = None,
+    ) -> Answer:
         """Answer one InvokeEndpoint request: load the target if it is not loaded, then send the body to its
-        top-level model. The target must be a key inside the store (`check_target`)."""
+        top-level model (`stream`: these inputs to a decoupled one over gRPC streaming instead, as only the
+        cold-start check does). The target must be a key inside the store (`check_target`)."""
         loaded = self._acquire(check_target(target))
         try:
             with self._lock:
                 first, loaded.first_claimed = not loaded.first_claimed, True
             started = time.monotonic()
             try:
+                if stream is not None:
+                    return stream_infer(self.server.endpoints.grpc, loaded.top, stream)
                 return infer(self.server.endpoints.http, loaded.top, body, content_type)
             finally:
                 if first:

@@ -4,22 +4,36 @@ Two bodies are accepted, as SageMaker's Triton containers accept them: a KServe 
 (any other content type), and `application/vnd.sagemaker-triton.binary+json;json-header-size=N`, the JSON
 header followed by binary tensor data, forwarded with Triton's `Inference-Header-Content-Length: N`. A
 binary response comes back under the same content type, with its own header size.
+
+A decoupled model (a stream of responses) cannot be invoked so: InvokeEndpoint has no streaming form for a
+multi-model endpoint (InvokeEndpointWithResponseStream takes no TargetModel), and SageMaker's Triton front
+(`SageMakerMMEHandleInfer`) refuses it with 400 "HTTP end point doesn't support models with decoupled
+transaction policy", where Triton's own /infer answers 501: the status is mapped as the front answers it.
+Only the cold-start check sends such a model its first request, over gRPC streaming (`stream_infer`).
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import re
 import urllib.parse
 from dataclasses import dataclass
+from typing import Sequence
+
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from packager.endpoint.errors import ModelError
+from packager.modeldir import Tensor
+from packager.replay import GrpcStream, StreamFailed, triton_error
 
 BINARY_JSON = "application/vnd.sagemaker-triton.binary+json"
 HEADER_SIZE = re.compile(r";\s*json-header-size=([0-9]+)")
 TRITON_HEADER_SIZE = "Inference-Header-Content-Length"
 INFER_TIMEOUT = 60.0  # SageMaker's limit on a model's answer
+# Triton's /infer status -> what SageMaker's MME front answers instead (it never answers 501; an
+# unsupported request, such as one to a decoupled model, is a 400 there).
+FRONT_STATUS = {501: 400}
 
 
 @dataclass(frozen=True)
@@ -62,22 +76,31 @@ def infer(address: str, model: str, body: bytes, content_type: str | None) -> An
     finally:
         connection.close()
     if response.status != 200:
-        message = _triton_message(data)
-        kind = "client" if response.status < 500 else "server"
+        message = triton_error(data)
+        status = FRONT_STATUS.get(response.status, response.status)
+        kind = "client" if status < 500 else "server"
         raise ModelError(
-            f"Received {kind} error ({response.status}) from the model with message {message!r}",
-            response.status,
-            message,
+            f"Received {kind} error ({status}) from the model with message {message!r}", status, message
         )
     if header_size is not None:
         return Answer(data, f"{BINARY_JSON};json-header-size={header_size}")
     return Answer(data, "application/json")
 
 
-def _triton_message(data: bytes) -> str:
-    text = data.decode(errors="replace")
+def stream_infer(address: str, model: str, inputs: Sequence[Tensor]) -> Answer:
+    """Send `inputs` to a decoupled `model` over gRPC streaming at `address` and wait for its final flag;
+    ModelError (as a 500) when the stream fails. The answer carries nothing: only the cold-start check
+    sends a request so, to time it."""
+    client = grpcclient.InferenceServerClient(address)
     try:
-        document = json.loads(text)
-    except ValueError:
-        return text
-    return str(document.get("error", text)) if isinstance(document, dict) else text
+        stream = GrpcStream(client)
+        try:
+            stream.request(model, inputs, INFER_TIMEOUT)
+        finally:
+            stream.close()
+    except (StreamFailed, InferenceServerException) as error:
+        message = error.message() if isinstance(error, InferenceServerException) else str(error)
+        raise ModelError(f"the model's gRPC stream failed: {message}", 500, message) from None
+    finally:
+        client.close()
+    return Answer(b"", "application/json")

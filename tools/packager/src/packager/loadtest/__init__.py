@@ -1,11 +1,11 @@
 """Load testing: a model's test cases as the request mix, sent by closed-loop workers at rising
-concurrency to a Triton (KServe v2 HTTP) or a SageMaker endpoint, and what the latencies say.
+concurrency to a Triton (KServe v2 HTTP; gRPC streams for a decoupled model) or a SageMaker endpoint, and what the latencies say.
 
 Owns a case's request bytes (`requests`: Triton v2 JSON, binary tensors where a BYTES input is not text),
 the load loop and its targets (`generator`), percentiles, the knee and the auto-scaling target
 (`analysis`), and the reports: terminal table, JSON, Markdown and a PNG plot (`reports`).
 
-Public: RequestBody, request_body, Target, TritonHttp, SageMakerEndpoint, run_level, run_levels,
+Public: RequestBody, request_body, Target, TritonHttp, TritonGrpcStream, SageMakerEndpoint, run_level, run_levels,
 warmup_for, Level, percentile, summarize, knee, recommended_target, DEFAULT_HEADROOM, LoadReport,
 loadtest_table, loadtest_markdown, plot_latency, write_reports.
 """
@@ -21,6 +21,7 @@ from packager.loadtest.analysis import (
 from packager.loadtest.generator import (
     SageMakerEndpoint,
     Target,
+    TritonGrpcStream,
     TritonHttp,
     run_level,
     run_levels,
@@ -40,6 +41,7 @@ __all__ = [
     "request_body",
     "Target",
     "TritonHttp",
+    "TritonGrpcStream",
     "SageMakerEndpoint",
     "run_level",
     "run_levels",

@@ -32,7 +32,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 @dataclass(frozen=True)
 class Level:
     """One concurrency level's result: requests sent in the measured window, errors among them,
-    throughput of the successful ones, and their latency percentiles in milliseconds (NaN: none)."""
+    throughput of the successful ones, and their latency percentiles in milliseconds (NaN: none): to the
+    whole answer (a stream's final flag), and for streams to the first response (`first_*`)."""
 
     concurrency: int
     requests: int
@@ -43,11 +44,24 @@ class Level:
     p95_ms: float
     p99_ms: float
     error_samples: tuple[str, ...] = ()
+    first_p50_ms: float = math.nan
+    first_p95_ms: float = math.nan
+    first_p99_ms: float = math.nan
+    first_error: str = ""  # the first error in the measured window ("": none)
 
     def to_json(self) -> dict[str, object]:
         """The level as JSON: times rounded to the microsecond, null where no request was answered."""
         document: dict[str, object] = asdict(self)
-        for key in ("seconds", "throughput", "p50_ms", "p95_ms", "p99_ms"):
+        for key in (
+            "seconds",
+            "throughput",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "first_p50_ms",
+            "first_p95_ms",
+            "first_p99_ms",
+        ):
             value = getattr(self, key)
             document[key] = None if math.isnan(value) else round(value, 3)
         document["error_samples"] = list(self.error_samples)
@@ -60,9 +74,13 @@ def summarize(
     errors: int,
     seconds: float,
     error_samples: Sequence[str] = (),
+    firsts: Sequence[float] = (),
+    first_error: str = "",
 ) -> Level:
-    """A level from its successful requests' latencies (seconds), its error count and the measured span."""
+    """A level from its successful requests' latencies (seconds; `firsts`: a stream's to its first
+    response), its error count and the measured span."""
     milliseconds = [latency * 1000 for latency in latencies]
+    first_ms = [first * 1000 for first in firsts]
     return Level(
         concurrency,
         len(latencies) + errors,
@@ -73,6 +91,10 @@ def summarize(
         percentile(milliseconds, 95),
         percentile(milliseconds, 99),
         tuple(error_samples),
+        percentile(first_ms, 50),
+        percentile(first_ms, 95),
+        percentile(first_ms, 99),
+        first_error,
     )
 
 

@@ -11,8 +11,10 @@ a client per thread at best); tritonclient.http.aio (aiohttp, in the lockfile to
 but boto3 has no async API, so the SageMaker path would need threads anyway and the two paths would
 measure differently; locust is not in the lockfile and brings gevent's monkey-patching with it.
 
-The same loop drives both targets: KServe v2 HTTP to a Triton, `invoke_endpoint` to a SageMaker endpoint
-(or an emulator of one at `endpoint_url`).
+The same loop drives every target: KServe v2 HTTP to a Triton, `invoke_endpoint` to a SageMaker endpoint
+(or an emulator of one at `endpoint_url`), and, for a decoupled model, a gRPC stream per worker to a Triton
+(tritonclient.grpc: its stream callback runs on gRPC's thread, so each latency is still one request's):
+there a request lasts until its final flag, and the time to its first response is recorded too.
 
 Before the first level every request is sent once (`prime`: cold starts are not steady-state load).
 Each level is bounded: a warm-up (not measured), then `duration` seconds; a worker starts no request after
@@ -29,9 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 from urllib.parse import urlsplit
 
+import tritonclient.grpc as grpcclient
+
 from packager.errors import EnvironmentFailure, UsageError
 from packager.loadtest.analysis import Level, summarize
 from packager.loadtest.requests import RequestBody
+from packager.replay import GrpcStream
 
 REQUEST_TIMEOUT = 60.0  # SageMaker's limit on an invocation
 MAX_REQUESTS_PER_WORKER = 200_000
@@ -45,8 +50,9 @@ class RequestFailed(Exception):
 class Connection(Protocol):
     """One worker's persistent connection: sends a request and raises on any failure."""
 
-    def send(self, request: RequestBody) -> None:
-        """Send one request and read its whole answer; raise if it failed."""
+    def send(self, request: RequestBody) -> float | None:
+        """Send one request and read its whole answer (raise if it failed); the seconds to its first
+        response where the answer is a stream of them (None otherwise)."""
 
     def close(self) -> None:
         """Close the connection."""
@@ -102,6 +108,31 @@ class TritonHttp:
 
     def connect(self) -> Connection:
         return _TritonConnection(self.host, self.port)
+
+
+class _StreamConnection:
+    def __init__(self, address: str) -> None:
+        self.client = grpcclient.InferenceServerClient(address)
+        self.stream = GrpcStream(self.client)
+
+    def send(self, request: RequestBody) -> float | None:
+        return self.stream.request(request.model, request.inputs, REQUEST_TIMEOUT).first_s
+
+    def close(self) -> None:
+        self.stream.close()
+        self.client.close()
+
+
+class TritonGrpcStream:
+    """A Triton's gRPC endpoint at `host:port`, a stream per worker: each request lasts until its final flag
+    (a decoupled model's responses), and the time to its first response is recorded too."""
+
+    def __init__(self, url: str) -> None:
+        self.host, self.port = host_port(url)
+        self.description = f"Triton gRPC streaming at {self.host}:{self.port}"
+
+    def connect(self) -> Connection:
+        return _StreamConnection(f"{self.host}:{self.port}")
 
 
 class _SageMakerConnection:
@@ -175,7 +206,9 @@ class SageMakerEndpoint:
 @dataclass
 class _Samples:
     latencies: list[float] = field(default_factory=list)
+    firsts: list[float] = field(default_factory=list)  # a stream's time to its first response
     errors: Counter[str] = field(default_factory=Counter)
+    first_error: tuple[float, str] | None = None  # when the worker's first error came, and what it said
 
 
 def run_level(
@@ -197,17 +230,20 @@ def run_level(
             began = time.perf_counter()
             if began >= deadline:
                 break
-            error = None
+            error, first = None, None
             try:
-                connection.send(requests[(index + sent) % len(requests)])
+                first = connection.send(requests[(index + sent) % len(requests)])
             except Exception as failure:  # counted, in the failing client's words
                 error = f"{type(failure).__name__}: {failure}"
             latency = time.perf_counter() - began
             if began >= measured_from:
-                if error is None:
-                    sample.latencies.append(latency)
-                else:
+                if error is not None:
                     sample.errors[error] += 1
+                    sample.first_error = sample.first_error or (began, error)
+                    continue
+                sample.latencies.append(latency)
+                if first is not None:
+                    sample.firsts.append(first)
 
     workers = [threading.Thread(target=work, args=(index,), daemon=True) for index in range(concurrency)]
     try:
@@ -222,8 +258,18 @@ def run_level(
     for sample in samples:
         errors.update(sample.errors)
     latencies = [latency for sample in samples for latency in sample.latencies]
+    firsts = [first for sample in samples for first in sample.firsts]
     shown = [f"{message} (×{count})" for message, count in errors.most_common(MAX_ERROR_SAMPLES)]
-    return summarize(concurrency, latencies, sum(errors.values()), duration, shown)
+    first_error = min((sample.first_error for sample in samples if sample.first_error), default=None)
+    return summarize(
+        concurrency,
+        latencies,
+        sum(errors.values()),
+        duration,
+        shown,
+        firsts,
+        first_error[1] if first_error else "",
+    )
 
 
 def prime(target: Target, requests: Sequence[RequestBody]) -> None:

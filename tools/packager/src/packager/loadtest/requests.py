@@ -10,9 +10,8 @@ which Triton reads from `Inference-Header-Content-Length` and a SageMaker endpoi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import numpy as np
 import tritonclient.http as httpclient
 
 from packager.endpoint import BINARY_JSON, triton_headers
@@ -23,13 +22,14 @@ JSON_TYPE = "application/json"
 
 @dataclass(frozen=True)
 class RequestBody:
-    """One case's inference request: the Triton model it goes to, the body, and (binary tensors) the
-    length of the body's JSON header."""
+    """One case's inference request: the Triton model it goes to, the body, (binary tensors) the length of
+    the body's JSON header, and the case's input tensors, which a gRPC stream sends as they are."""
 
     case: str
     model: str
     body: bytes
     json_size: int | None = None
+    inputs: tuple[Tensor, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def http_headers(self) -> dict[str, str]:
@@ -44,42 +44,22 @@ class RequestBody:
 
 def request_body(case: Case) -> RequestBody:
     """The body of `case`'s request: plain JSON, or binary tensors where a BYTES input is not text."""
-    if not any(_binary(tensor) for tensor in case.inputs):
+    if not any(tensor.binary for tensor in case.inputs):
         inputs = [
             {
                 "name": tensor.name,
                 "shape": tensor.shape,
                 "datatype": tensor.datatype,
-                "data": _json_data(tensor),
+                "data": tensor.json_values(),
             }
             for tensor in case.inputs
         ]
         body = json.dumps({"inputs": inputs}, separators=(",", ":")).encode()
-        return RequestBody(case.id, case.model, body)
+        return RequestBody(case.id, case.model, body, inputs=case.inputs)
     items = []
     for tensor in case.inputs:
         item = httpclient.InferInput(tensor.name, tensor.shape, tensor.datatype)
-        item.set_data_from_numpy(tensor.data, binary_data=_binary(tensor))
+        item.set_data_from_numpy(tensor.data, binary_data=tensor.binary)
         items.append(item)
     body, json_size = httpclient.InferenceServerClient.generate_request_body(items)
-    return RequestBody(case.id, case.model, bytes(body), json_size)
-
-
-def _binary(tensor: Tensor) -> bool:
-    """Whether a tensor cannot be JSON: BYTES elements that are not UTF-8 text."""
-    if tensor.datatype != "BYTES":
-        return False
-    for value in tensor.data.flat:
-        try:
-            bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return True
-    return False
-
-
-def _json_data(tensor: Tensor) -> list[object]:
-    flat = tensor.data.reshape(-1)
-    if tensor.datatype == "BYTES":
-        return [bytes(value).decode("utf-8") for value in flat]
-    values: list[object] = np.asarray(flat).tolist()
-    return values
+    return RequestBody(case.id, case.model, bytes(body), json_size, case.inputs)

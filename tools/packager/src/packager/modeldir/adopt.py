@@ -389,7 +389,8 @@ def _merged(paths: tuple[Path, ...]) -> str:
 
 def case_template(model: TritonModel) -> dict[str, object] | None:
     """A case for `model` from its config (see `example_tensor`): zeros in (one `fill` value for a tensor
-    of more than TEMPLATE_VALUES), each output null until written. None when the config declares no inputs
+    of more than TEMPLATE_VALUES), each output null until written (a decoupled model's responses: null until
+    written). None when the config declares no inputs
     to fill."""
     config = model.config
     if not config.input:
@@ -399,11 +400,15 @@ def case_template(model: TritonModel) -> dict[str, object] | None:
     filled = " (`fill` gives every element of a tensor one value; write `data` instead)" * any(
         "fill" in tensor for tensor in inputs
     )
+    if config.model_transaction_policy.decoupled:
+        expected: dict[str, object] = {"responses": None}
+    else:
+        expected = {"outputs": [example_tensor(spec, batching, filled=False) for spec in config.output]}
     return {
         "description": f"written by `packager adopt`: set the inputs{filled}, then write what the model must "
         "return in each output's data (null until then; `packager replay` shows what it returns)",
         "inputs": inputs,
-        "outputs": [example_tensor(spec, batching, filled=False) for spec in config.output],
+        **expected,
     }
 
 

@@ -210,3 +210,21 @@ def top_model(triton_models: Mapping[str, TritonModel]) -> str:
         if name not in used and (model.is_ensemble or len(triton_models) == 1)
     )
     return tops[0] if tops else sorted(triton_models)[0]
+
+
+def decoupled_model(name: str, triton_models: Mapping[str, TritonModel]) -> str | None:
+    """The model that makes `name` answer a request with a stream of responses: `name` itself when its
+    config says `model_transaction_policy { decoupled: true }`, or a step it runs (an ensemble streams what
+    a decoupled step sends, and Triton's HTTP /infer refuses it too); None when it answers once."""
+    seen: set[str] = set()
+    pending = [name]
+    while pending:
+        current = pending.pop(0)
+        model = triton_models.get(current)
+        if model is None or current in seen:
+            continue
+        seen.add(current)
+        if model.config.model_transaction_policy.decoupled:
+            return current
+        pending.extend(step.model_name for step in model.config.ensemble_scheduling.step)
+    return None

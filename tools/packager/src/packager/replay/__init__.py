@@ -6,11 +6,20 @@ per protocol (`clients`), output comparison within tolerances (`compare`), and t
 CI system reads: a terminal table and JUnit XML (`reports`).
 
 Public: replay_model, replay_artifact, replay_cases, ModelReplay, CaseResult, NoCases, PROTOCOLS,
-compare, replay_table, summary, write_junit.
+compare, compare_stream, replay_table, summary, write_junit; GrpcStream, Streamed, StreamFailed,
+grpc_inputs (a decoupled model's requests over a gRPC stream, which the load test and the cold-start check
+send too), triton_error.
 """
 
-from packager.replay.clients import PROTOCOLS
-from packager.replay.compare import compare
+from packager.replay.clients import (
+    PROTOCOLS,
+    GrpcStream,
+    Streamed,
+    StreamFailed,
+    grpc_inputs,
+    triton_error,
+)
+from packager.replay.compare import compare, compare_stream
 from packager.replay.reports import replay_table, summary, write_junit
 from packager.replay.runner import (
     CaseResult,
@@ -23,7 +32,13 @@ from packager.replay.runner import (
 
 __all__ = [
     "PROTOCOLS",
+    "GrpcStream",
+    "Streamed",
+    "StreamFailed",
+    "grpc_inputs",
+    "triton_error",
     "compare",
+    "compare_stream",
     "replay_table",
     "summary",
     "write_junit",

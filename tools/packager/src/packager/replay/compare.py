@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import Mapping, Sequence
 
 import numpy as np
+from tritonclient.utils import np_to_triton_dtype
 
-from packager.modeldir import Tensor
+from packager.modeldir import Stream, Tensor
+from packager.tables import plural
 
 MAX_SHOWN = 3
 MAX_WRITTEN = 64
+MAX_RESPONSES_WRITTEN = 16
 
 
 def compare(expected: Tensor, got: np.ndarray | None) -> list[str]:
@@ -35,6 +39,50 @@ def compare(expected: Tensor, got: np.ndarray | None) -> list[str]:
     shown = [_difference(expected, got, int(index)) for index in indexes[:MAX_SHOWN]]
     more = f" and {len(indexes) - MAX_SHOWN} more" if len(indexes) > MAX_SHOWN else ""
     return [f"{name}: {len(indexes)} of {wrong.size} values differ: " + "; ".join(shown) + more]
+
+
+def compare_stream(expected: Stream, got: Sequence[Mapping[str, np.ndarray]]) -> list[str]:
+    """What is wrong with the responses a decoupled model sent before its final flag, as `expected` lists
+    them: each response's outputs (prefixed with the response's index), then too few or too many."""
+    if not expected.written:
+        return [
+            f'the case does not give its responses yet ("responses" is null); got {plural(len(got), "response")}: '
+            f'"responses": {_written_responses(got)}'
+        ]
+    problems = [
+        f"response {index}: {problem}"
+        for index, (wanted, have) in enumerate(zip(expected.responses, got))
+        for tensor in wanted
+        for problem in compare(tensor, have.get(tensor.name))
+    ]
+    want, have = len(expected.responses), len(got)
+    if have < want:
+        missing = (
+            f"response {have} never came" if want - have == 1 else f"responses {have}..{want - 1} never came"
+        )
+        problems.append(f"expected {want} responses before the final flag, got {have}: {missing}")
+    elif have > want:
+        extra = (
+            f"{plural(have - want, 'extra response')} from response {want}: {_written_responses(got[want:])}"
+        )
+        problems.append(f"expected {want} responses before the final flag, got {have}; the {extra}")
+    return problems
+
+
+def _written_responses(responses: Sequence[Mapping[str, np.ndarray]]) -> str:
+    """Responses as a case's "responses" list writes them, to paste once checked; long streams shortened."""
+    written = [
+        "{"
+        + '"outputs": ['
+        + ", ".join(
+            f'{{"name": {json.dumps(name)}, "datatype": "{np_to_triton_dtype(array.dtype)}", {_written(array)}}}'
+            for name, array in outputs.items()
+        )
+        + "]}"
+        for outputs in responses[:MAX_RESPONSES_WRITTEN]
+    ]
+    more = ", ..." if len(responses) > MAX_RESPONSES_WRITTEN else ""
+    return "[" + ", ".join(written) + more + "]"
 
 
 def _difference(expected: Tensor, got: np.ndarray, flat_index: int) -> str:

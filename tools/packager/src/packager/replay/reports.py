@@ -19,21 +19,31 @@ def replay_table(replays: Sequence[ModelReplay]) -> str:
             rows.append([replay.model, "-", "-", "ERROR", "-"])
             details.append(f"{replay.model}: {replay.error}")
         for result in replay.results:
-            status = "ok" if result.passed else "FAIL"
-            rows.append([replay.model, result.case, result.protocol, status, f"{result.seconds * 1000:.1f}"])
-            details.extend(
-                f"{replay.model} {result.case} [{result.protocol}]: {problem}" for problem in result.problems
+            protocol = f"{result.protocol} {result.via}".strip()
+            sent = result.not_sent is None
+            rows.append(
+                [
+                    replay.model,
+                    result.case,
+                    protocol,
+                    result.status,
+                    f"{result.seconds * 1000:.1f}" if sent else "-",
+                ]
             )
+            said = result.problems if sent else (f"not sent: {result.not_sent}",)
+            details.extend(f"{replay.model} {result.case} [{protocol}]: {problem}" for problem in said)
     text = table(rows, ["model", "case", "protocol", "result", "ms"])
     return text + ("\n\n" + "\n".join(details) if details else "")
 
 
 def summary(replays: Sequence[ModelReplay]) -> str:
-    """`8 passed, 2 failed` (and how many models did not run)."""
+    """`8 passed, 2 failed` (and how many were not sent, and how many models did not run)."""
     results = [result for replay in replays for result in replay.results]
-    failed = sum(not result.passed for result in results)
+    passed = sum(result.passed for result in results)
+    failed = sum(result.failed for result in results)
+    not_sent = len(results) - passed - failed
     errors = sum(replay.error is not None for replay in replays)
-    text = f"{len(results) - failed} passed, {failed} failed"
+    text = f"{passed} passed, {failed} failed" + (f", {not_sent} not sent" if not_sent else "")
     return text + (f", {plural(errors, 'model')} did not run" if errors else "")
 
 
@@ -44,7 +54,7 @@ def write_junit(
     runtime and launcher the cases ran on) on every suite."""
     suites = ElementTree.Element("testsuites", name="packager replay")
     for replay in replays:
-        failures = sum(not result.passed for result in replay.results)
+        failures = sum(result.failed for result in replay.results)
         suite = ElementTree.SubElement(
             suites,
             "testsuite",
@@ -69,7 +79,9 @@ def write_junit(
                 name=result.case,
                 time=f"{result.seconds:.4f}",
             )
-            if not result.passed:
+            if result.not_sent is not None:
+                ElementTree.SubElement(case, "skipped", message=result.not_sent)
+            elif not result.passed:
                 ElementTree.SubElement(case, "failure", message=result.problems[0]).text = "\n".join(
                     result.problems
                 )

@@ -20,15 +20,17 @@ from packager.environments import EnvBuilder
 from packager.errors import ExitCode, PackagerError
 from packager.modeldir import CASES_DIR, Case, CaseError, ModelDir, TritonModel, load_cases, top_model
 from packager.preflight import prepare
-from packager.replay.clients import PROTOCOLS, SENDERS, Sender
-from packager.replay.compare import compare
+from packager.replay.clients import PROTOCOLS, SENDERS, STREAMS, NotSent, Sender, StreamFailed
+from packager.replay.compare import compare, compare_stream
 from packager.settings import Runtime
 from packager.triton import LOAD_TIMEOUT, Launcher, Server, launched, loaded, shm_hint
 
 
 @dataclass(frozen=True)
 class CaseResult:
-    """One case sent over one protocol: passed, or what differed."""
+    """One case sent over one protocol: passed, or what differed; or not sent, and why (`not_sent`: the
+    protocol cannot carry it). `via` is how the protocol carried a decoupled model's case ("" otherwise:
+    one request, one response)."""
 
     model: str
     case: str
@@ -36,13 +38,25 @@ class CaseResult:
     passed: bool
     seconds: float
     problems: tuple[str, ...] = ()
+    via: str = ""
+    not_sent: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "n/a" if self.not_sent is not None else "ok" if self.passed else "FAIL"
+
+    @property
+    def failed(self) -> bool:
+        return not self.passed and self.not_sent is None
 
     def to_json(self) -> dict[str, object]:
         return {
             "model": self.model,
             "case": self.case,
             "protocol": self.protocol,
+            "via": self.via or None,
             "passed": self.passed,
+            "not_sent": self.not_sent,
             "seconds": round(self.seconds, 4),
             "problems": list(self.problems),
         }
@@ -59,7 +73,7 @@ class ModelReplay:
 
     @property
     def passed(self) -> bool:
-        return self.error is None and all(result.passed for result in self.results)
+        return self.error is None and not any(result.failed for result in self.results)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -89,26 +103,28 @@ def replay_cases(
 
 
 def _run(model: str, case: Case, protocol: str, send: Sender) -> CaseResult:
+    via = STREAMS[protocol] if case.stream is not None else ""
     started = time.perf_counter()
     try:
-        outputs = send(case)
-    except InferenceServerException as error:
-        return CaseResult(
-            model,
-            case.id,
-            protocol,
-            False,
-            time.perf_counter() - started,
-            (shm_hint(f"request failed: {error.message()}"),),
-        )
+        responses = send(case)
+    except NotSent as why:
+        return CaseResult(model, case.id, protocol, False, 0.0, via=via, not_sent=str(why))
+    except (InferenceServerException, StreamFailed) as error:
+        message = error.message() if isinstance(error, InferenceServerException) else str(error)
+        reason = shm_hint(f"request failed: {message}")
+        return CaseResult(model, case.id, protocol, False, time.perf_counter() - started, (reason,), via)
     except Exception as error:  # a dropped connection or a crashed server, in whichever client's words
         reason = shm_hint(f"request failed: {type(error).__name__}: {error}")
-        return CaseResult(model, case.id, protocol, False, time.perf_counter() - started, (reason,))
+        return CaseResult(model, case.id, protocol, False, time.perf_counter() - started, (reason,), via)
     seconds = time.perf_counter() - started
-    problems = tuple(
-        problem for expected in case.outputs for problem in compare(expected, outputs.get(expected.name))
-    )
-    return CaseResult(model, case.id, protocol, not problems, seconds, problems)
+    if case.stream is not None:
+        problems = tuple(compare_stream(case.stream, responses))
+    else:
+        (outputs,) = responses
+        problems = tuple(
+            problem for expected in case.outputs for problem in compare(expected, outputs.get(expected.name))
+        )
+    return CaseResult(model, case.id, protocol, not problems, seconds, problems, via)
 
 
 def replay_model(

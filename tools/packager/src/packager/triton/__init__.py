@@ -11,13 +11,20 @@ Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, Ports, ServerError
 UnservableModel, PortUnavailable, free_ports, shm_hint, READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall,
 install_server, Served, staged_repository, loaded, load_all, check_backends, launched, artifact_launched,
 ENV_MODES, container_ready, build_image, check_image, image_for, ImageFacts, Watcher, Reload,
-example_request, curl_command, Sandbox (the bubblewrap sandbox, which the quality gate uses too),
+Example, example_for, example_request, curl_command, stream_curl, stream_snippet, Sandbox (the bubblewrap sandbox, which the quality gate uses too),
 socat_binary. Backends are reached through the registry
 (`packager.triton.local.LocalLauncher` and `packager.triton.container.ContainerLauncher` for direct use).
 """
 
 from packager.triton.container import container_ready
-from packager.triton.example import curl_command, example_request
+from packager.triton.example import (
+    Example,
+    curl_command,
+    example_for,
+    example_request,
+    stream_curl,
+    stream_snippet,
+)
 from packager.triton.image import ImageFacts, build_image, check_image, image_for
 from packager.triton.install import ServerInstall, install_server
 from packager.triton.launcher import (
@@ -54,8 +61,12 @@ __all__ = [
     "Sandbox",
     "socat_binary",
     "container_ready",
+    "Example",
     "curl_command",
+    "example_for",
     "example_request",
+    "stream_curl",
+    "stream_snippet",
     "ImageFacts",
     "build_image",
     "check_image",

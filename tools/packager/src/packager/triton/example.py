@@ -1,26 +1,123 @@
-"""An example request for a served model, made from its config alone, and the `curl` that sends it:
-what `packager serve` prints so that a model can be tried at once."""
+"""How to try a served model at once, as `packager serve` prints it: the inputs of the top model's first case
+(zeros from its config when it has none), sent by a ready-to-paste `curl` to Triton's /infer, or, for a
+decoupled model, to its HTTP `generate_stream` (`curl -N`: each response an event as it comes); where
+generate_stream cannot carry the inputs, a short Python snippet streams them over gRPC instead."""
 
 from __future__ import annotations
 
 import json
 import shlex
 import urllib.parse
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
-from tritonclient.grpc import model_config_pb2
+from packager.modeldir import (
+    Case,
+    Tensor,
+    TritonModel,
+    decoupled_model,
+    example_input_tensors,
+    generate_problem,
+)
 
-from packager.modeldir import example_inputs
+
+@dataclass(frozen=True)
+class Example:
+    """A way to try a model: what it sends (`sends`: its case's id, or "zeros"), a shell command where one
+    can send it, else a Python snippet (`python`), and why a decoupled model's example streams over gRPC
+    (`why_grpc`)."""
+
+    model: str
+    sends: str
+    curl: str | None
+    python: str | None = None
+    decoupled: bool = False
+    why_grpc: str | None = None
 
 
-def example_request(config: model_config_pb2.ModelConfig) -> dict[str, object]:
-    """A KServe v2 JSON inference request holding each required input of `config`, zeros in its shape
-    (as a case template has them: see `example_inputs`)."""
-    return {"inputs": example_inputs(config)}
+def example_for(
+    http: str, grpc: str, model: str, triton_models: Mapping[str, TritonModel], cases: Sequence[Case] = ()
+) -> Example:
+    """How to try `model` at the server's HTTP and gRPC endpoints (host:port), with the inputs of its
+    first case that JSON can carry, or zeros from its config."""
+    config = triton_models[model].config
+    case = next(
+        (case for case in cases if case.model == model and not any(t.binary for t in case.inputs)), None
+    )
+    inputs = case.inputs if case is not None else example_input_tensors(config)
+    sends = f"its case {case.id}" if case is not None else "an example request (zeros)"
+    if decoupled_model(model, triton_models) is None:
+        return Example(model, sends, curl_command(http, model, inputs))
+    problem = generate_problem(config, inputs)
+    if problem is None:
+        return Example(model, sends, stream_curl(http, model, inputs), decoupled=True)
+    return Example(model, sends, None, stream_snippet(grpc, model, inputs), True, problem)
 
 
-def curl_command(http: str, model: str, config: model_config_pb2.ModelConfig) -> str:
-    """A ready-to-paste shell command that POSTs `example_request(config)` to `model` at the HTTP
-    endpoint `http` (host:port)."""
-    url = f"http://{http}/v2/models/{urllib.parse.quote(model, safe='')}/infer"
-    body = json.dumps(example_request(config))
-    return shlex.join(["curl", "-sS", url, "-H", "Content-Type: application/json", "-d", body])
+def example_request(inputs: Sequence[Tensor]) -> dict[str, object]:
+    """A KServe v2 JSON inference request holding `inputs`."""
+    tensors = [
+        {
+            "name": tensor.name,
+            "shape": tensor.shape,
+            "datatype": tensor.datatype,
+            "data": tensor.json_values(),
+        }
+        for tensor in inputs
+    ]
+    return {"inputs": tensors}
+
+
+def curl_command(http: str, model: str, inputs: Sequence[Tensor]) -> str:
+    """A shell command that POSTs `example_request(inputs)` to `model` at the HTTP endpoint `http`."""
+    body = json.dumps(example_request(inputs))
+    return shlex.join(
+        ["curl", "-sS", _url(http, model, "infer"), "-H", "Content-Type: application/json", "-d", body]
+    )
+
+
+def stream_curl(http: str, model: str, inputs: Sequence[Tensor]) -> str:
+    """A shell command that POSTs `inputs` to a decoupled `model`'s generate_stream (each a flat JSON list
+    under its name) and prints each response as it comes (`-N`: unbuffered)."""
+    body = json.dumps({tensor.name: tensor.json_values() for tensor in inputs})
+    url = _url(http, model, "generate_stream")
+    return shlex.join(["curl", "-sS", "-N", url, "-H", "Content-Type: application/json", "-d", body])
+
+
+def stream_snippet(grpc: str, model: str, inputs: Sequence[Tensor]) -> str:
+    """Python that streams `inputs` to a decoupled `model` at the gRPC endpoint `grpc` with tritonclient
+    and prints each response's outputs until the final flag."""
+    lines = [
+        "import queue",
+        "import numpy as np",
+        "import tritonclient.grpc as grpcclient",
+        f"client = grpcclient.InferenceServerClient({grpc!r})",
+        "answers = queue.Queue()",
+        "client.start_stream(callback=lambda result, error: answers.put(error or result))",
+        "inputs = []",
+    ]
+    for tensor in inputs:
+        values = tensor.data.reshape(-1).tolist()
+        lines += [
+            f"inputs.append(grpcclient.InferInput({tensor.name!r}, {tensor.shape}, {tensor.datatype!r}))",
+            f"inputs[-1].set_data_from_numpy(np.array({values!r}, dtype={tensor.data.dtype.name!r}).reshape({tensor.shape}))",
+        ]
+    lines += [
+        f"client.async_stream_infer({model!r}, inputs, enable_empty_final_response=True)",
+        "while True:",
+        "    answer = answers.get()",
+        "    if isinstance(answer, Exception):",
+        "        raise answer",
+        "    response = answer.get_response()",
+        "    if response.outputs:",
+        "        print({output.name: answer.as_numpy(output.name).tolist() for output in response.outputs})",
+        '    if response.parameters["triton_final_response"].bool_param:',
+        "        break",
+        "client.stop_stream()",
+        "client.close()",
+    ]
+    return "\n".join(lines)
+
+
+def _url(http: str, model: str, endpoint: str) -> str:
+    return f"http://{http}/v2/models/{urllib.parse.quote(model, safe='')}/{endpoint}"

@@ -33,7 +33,7 @@ SOCAT_HINT = "`apt-get install socat` (or your distribution's package)"
 INSIDE_SCRIPT = (
     'directory=$1; shift; for relay in "$@"; do [ "$relay" = -- ] && break; '
     'socat -lf /dev/null UNIX-LISTEN:"$directory/${relay%:*}.sock",fork,mode=0666 '
-    'TCP:127.0.0.1:"${relay#*:}" & shift; done; shift; exec "$@"'
+    'TCP:127.0.0.1:"${relay#*:}",nodelay & shift; done; shift; exec "$@"'
 )
 
 
@@ -77,7 +77,7 @@ def host_relays(directory: Path, ports: tuple[int, ...], log_path: Path) -> Iter
     try:
         with open(log_path, "ab") as log:
             for name, port in zip(ENDPOINTS, ports):
-                listen = f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"
+                listen = f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay"
                 processes.append(
                     subprocess.Popen(
                         [binary, listen, f"UNIX-CONNECT:{directory / name}.sock"],

@@ -15,11 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import boto3
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from botocore.config import Config
 
 from packager.artifacts import MANIFEST, read_manifest, verify_artifact
 from packager.endpoint import BINARY_JSON, ColdStart, Emulator, emulating, fronted, parse_size
@@ -30,7 +28,7 @@ from packager.settings import DEFAULT_RUNTIME, Runtime
 from packager.triton.container import ContainerLauncher
 from packager.triton import Server
 from packager.triton.local import LocalLauncher
-from tests.conftest import S3_CREDENTIALS, RunPackager, child_environment, s3_client
+from tests.conftest import S3_CREDENTIALS, RunPackager, child_environment, runtime_client, s3_client
 
 ROOT = Path(__file__).parent.parent
 MODELS = ("digits", "churn")
@@ -106,19 +104,7 @@ def emulator(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def client(emulator: Emulator) -> Iterator[Any]:
     """boto3's sagemaker-runtime client on the emulator's HTTP front."""
     with fronted(emulator) as url:
-        yield _runtime_client(url)
-
-
-def _runtime_client(url: str) -> Any:
-    """boto3's sagemaker-runtime client for the endpoint at `url` (no retries: each call is one)."""
-    return boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 1}, read_timeout=300),
-    )
+        yield runtime_client(url)
 
 
 def _digits_request(binary_outputs: bool = False) -> tuple[bytes, str]:
@@ -206,7 +192,7 @@ def test_the_emulator_serves_through_the_container_launcher(
     """The same emulator in front of Triton in its container (the image production runs)."""
     launcher = ContainerLauncher.for_runtime(container_runtime, progress=False)
     with emulating(store, launcher, tmp_path / "mme-container.log") as emulator, fronted(emulator) as url:
-        churn = _churn(_runtime_client(url))
+        churn = _churn(runtime_client(url))
         assert churn["PROBABILITY"]["data"] == pytest.approx([0.038451], abs=1e-5)
         assert [cold.target for cold in emulator.cold_starts] == ["churn_1.tar.gz"]
 
@@ -275,7 +261,7 @@ def test_a_target_model_is_a_key_inside_the_file_store(store: Store, tmp_path: P
     ]
     launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
     with emulating(file_store, launcher, tmp_path / "mme.log") as emulator, fronted(emulator) as url:
-        client = _runtime_client(url)
+        client = runtime_client(url)
         absent = [_refusal(client, target) for target in targets]
         shutil.copyfile(directory / "churn_1.tar.gz", outside / "churn_1.tar.gz")
         assert [_refusal(client, target) for target in targets] == absent, "no existence oracle"

@@ -28,8 +28,15 @@ from packager.release.stores import Store
 from packager.release.stores.s3 import S3Store
 from packager.settings import DEFAULT_RUNTIME
 from packager.triton.local import LocalLauncher
-from tests.conftest import RunPackager, S3_CREDENTIALS, child_environment, git, new_model, s3_client
-from tests.test_mme import _runtime_client
+from tests.conftest import (
+    S3_CREDENTIALS,
+    RunPackager,
+    child_environment,
+    git,
+    new_model,
+    runtime_client,
+    s3_client,
+)
 
 # add_sub as upstream writes it (two FP32 vectors in, their sum and difference out), times a factor, so
 # that two artifacts' add_sub answer apart.
@@ -116,30 +123,29 @@ parameters: {
   value: { string_value: "$$TRITON_MODEL_DIRECTORY/python_env.tar.gz" }
 }
 """
-# The model an endpoint serves: the sum from the sync step, the difference from the async one.
-TOP = 'platform: "ensemble"\n' + VECTORS + """output [
-  { name: "SUM", data_type: TYPE_FP32, dims: [ 4 ] },
-  { name: "DIFFERENCE", data_type: TYPE_FP32, dims: [ 4 ] }
-]
-ensemble_scheduling {
-  step [
-    {
-      model_name: "bls_sync"
+# The model an endpoint serves steps through these, each giving one output: the sum from the sync step,
+# the difference from the async one.
+TOP_STEPS = {"bls_sync": ("OUTPUT0", "SUM"), "bls_async": ("OUTPUT1", "DIFFERENCE")}
+
+
+def _top(name: str, steps: list[str]) -> str:
+    """The config of an ensemble `name` that steps through `steps` (of TOP_STEPS) side by side."""
+    outputs = ",\n".join(
+        f'  {{ name: "{TOP_STEPS[step][1]}", data_type: TYPE_FP32, dims: [ 4 ] }}' for step in steps
+    )
+    stepped = ",\n".join(f"""    {{
+      model_name: "{step}"
       model_version: -1
-      input_map { key: "INPUT0" value: "INPUT0" }
-      input_map { key: "INPUT1" value: "INPUT1" }
-      output_map { key: "OUTPUT0" value: "SUM" }
-    },
-    {
-      model_name: "bls_async"
-      model_version: -1
-      input_map { key: "INPUT0" value: "INPUT0" }
-      input_map { key: "INPUT1" value: "INPUT1" }
-      output_map { key: "OUTPUT1" value: "DIFFERENCE" }
-    }
-  ]
-}
-"""
+      input_map {{ key: "INPUT0" value: "INPUT0" }}
+      input_map {{ key: "INPUT1" value: "INPUT1" }}
+      output_map {{ key: "{TOP_STEPS[step][0]}" value: "{TOP_STEPS[step][1]}" }}
+    }}""" for step in steps)
+    return (
+        f'name: "{name}"\nplatform: "ensemble"\n{VECTORS}output [\n{outputs}\n]\n'
+        f"ensemble_scheduling {{\n  step [\n{stepped}\n  ]\n}}\n"
+    )
+
+
 IN_0, IN_1 = [1.0, 2.0, 3.0, 4.0], [10.0, 10.0, 10.0, 10.0]
 REQUEST = json.dumps(
     {
@@ -161,25 +167,27 @@ def _expected(factor: int) -> dict[str, list[float]]:
 
 def _bls_model(models: Path, name: str, lock: str, factor: int | None) -> None:
     """A model directory `name` (from `packager new`, for its environment) whose ensemble steps through
-    bls_sync and bls_async, which call add_sub (times `factor`; None: the artifact lacks add_sub)."""
+    bls_sync and bls_async, which call add_sub (times `factor`). With no factor, the artifact lacks add_sub
+    and its ensemble steps through bls_sync alone (Triton 2.51 was seen to crash when two parallel steps
+    of an ensemble fail at once)."""
     directory = new_model(models, name, lock)
     for step in ("preprocess", "postprocess"):
         shutil.rmtree(directory / step)
     shutil.rmtree(directory / "tests" / "cases")
-    steps = {"bls_sync": BLS_SYNC, "bls_async": BLS_ASYNC}
-    if factor is not None:
-        steps["add_sub"] = ADD_SUB.format(factor=factor)
-    for step, code in steps.items():
+    code = {"bls_sync": BLS_SYNC, "bls_async": BLS_ASYNC, "add_sub": ADD_SUB.format(factor=factor)}
+    steps = ["bls_sync", "bls_async", "add_sub"] if factor is not None else ["bls_sync"]
+    for step in steps:
         (directory / step / "1").mkdir(parents=True)
-        (directory / step / "1" / "model.py").write_text(code)
+        (directory / step / "1" / "model.py").write_text(code[step])
         (directory / step / "config.pbtxt").write_text(f'name: "{step}"\n{PYTHON_STEP}')
-    (directory / name / "config.pbtxt").write_text(f'name: "{name}"\n{TOP}')
+    top = [step for step in steps if step in TOP_STEPS]
+    (directory / name / "config.pbtxt").write_text(_top(name, top))
+    expected = _expected(factor or 1)
     outputs = [
-        {"name": output, "datatype": "FP32", "shape": [4], "data": data}
-        for output, data in _expected(factor or 1).items()
+        {"name": output, "datatype": "FP32", "shape": [4], "data": expected[output]}
+        for output in (TOP_STEPS[step][1] for step in top)
     ]
-    inputs = json.loads(REQUEST)["inputs"]
-    case = {"description": "sum and difference", "inputs": inputs, "outputs": outputs}
+    case = {"description": "sum and difference", "inputs": json.loads(REQUEST)["inputs"], "outputs": outputs}
     (directory / "tests" / "cases").mkdir()
     (directory / "tests" / "cases" / "sum_and_difference.json").write_text(json.dumps(case, indent=2))
 
@@ -187,7 +195,7 @@ def _bls_model(models: Path, name: str, lock: str, factor: int | None) -> None:
 @pytest.fixture(scope="module")
 def bls_repo(tmp_path_factory: pytest.TempPathFactory, scaffold_lock: str) -> Path:
     """A committed monorepo with `bls` (add_sub adds and subtracts), `twin` (the same model names; its
-    add_sub answers ten times as much) and `stray` (its steps call an add_sub it does not hold)."""
+    add_sub answers ten times as much) and `stray` (its step calls an add_sub it does not hold)."""
     repo = tmp_path_factory.mktemp("bls") / "repo"
     (repo / "models").mkdir(parents=True)
     (repo / "pants.toml").write_text("")
@@ -237,7 +245,7 @@ def served(
     launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
     log_path = tmp_path_factory.mktemp("mme-bls-logs") / "mme.log"
     with emulating(store, launcher, log_path, listener=events.append) as emulator, fronted(emulator) as url:
-        yield emulator, _runtime_client(url), events
+        yield emulator, runtime_client(url), events
 
 
 def _invoke(client: Any, target: str) -> dict[str, Any]:

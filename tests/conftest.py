@@ -17,6 +17,7 @@ import boto3
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from botocore.config import Config
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
@@ -306,6 +307,18 @@ def s3_client(endpoint: str) -> Any:
         aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+    )
+
+
+def runtime_client(url: str) -> Any:
+    """boto3's sagemaker-runtime client for the endpoint at `url` (no retries: each call is one)."""
+    return boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}, read_timeout=300),
     )
 
 

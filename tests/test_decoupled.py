@@ -31,11 +31,11 @@ from tests.conftest import (
     SQUARE,
     SQUARE_CONFIG,
     RunPackager,
+    runtime_client,
     one_model_dir,
     serve_banner,
     start_packager,
 )
-from tests.test_mme import _runtime_client
 
 # The same code as repeat with FP16 values, which Triton's generate endpoints do not read from JSON.
 HALVES_CONFIG = REPEAT_CONFIG.replace('"repeat"', '"halves"').replace("TYPE_INT32", "TYPE_FP16")
@@ -311,7 +311,7 @@ def test_a_multi_model_endpoint_refuses_a_decoupled_model_as_sagemaker_does(
     store = FileStore(f"file://{tmp_path}", tmp_path)
     launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
     with emulating(store, launcher, tmp_path / "mme.log") as emulator, fronted(emulator) as url:
-        client = _runtime_client(url)
+        client = runtime_client(url)
         body = json.dumps({"inputs": [_tensor("IN", [1, 2])]})
         with pytest.raises(client.exceptions.ModelError) as raised:
             client.invoke_endpoint(

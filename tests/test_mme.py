@@ -15,29 +15,26 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import boto3
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from botocore.config import Config
 
 from packager.artifacts import MANIFEST, read_manifest, verify_artifact
-from packager.endpoint import BINARY_JSON, ColdStart, Emulator, emulating, fronted, namespace, parse_size
+from packager.endpoint import BINARY_JSON, ColdStart, Emulator, emulating, fronted, parse_size
 from packager.release.stores import Store
 from packager.release.stores.file import FileStore
 from packager.release.stores.s3 import S3Store
 from packager.settings import DEFAULT_RUNTIME, Runtime
 from packager.triton.container import ContainerLauncher
+from packager.triton import Server
 from packager.triton.local import LocalLauncher
-from tests.conftest import S3_CREDENTIALS, RunPackager, child_environment, s3_client
+from tests.conftest import S3_CREDENTIALS, RunPackager, child_environment, runtime_client, s3_client
 
 ROOT = Path(__file__).parent.parent
 MODELS = ("digits", "churn")
 STAGED_CHURN = "feature-mme/0123456789ab/churn_1.tar.gz"  # a staging store's layout: <branch>/<commit12>/
 DIGITS_CASE = ROOT / "models" / "digits" / "tests" / "cases" / "digit_0_heldout001_8px.json"
 Call = Callable[[Any, str], dict[str, dict[str, Any]]]
-# A target's staged configs name it, so two keys of one artifact differ in size by a few bytes.
-SLACK = 4096
 CHURN_CASE = ROOT / "models" / "churn" / "tests" / "cases" / "customer_0.json"
 
 
@@ -92,33 +89,22 @@ def store(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def emulator(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    """One emulator (one Triton) for the module; when it stops, nothing of it is left."""
+    """One emulator (its pool of servers) for the module; when it stops, nothing of it is left."""
     launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
     log_path = tmp_path_factory.mktemp("mme-logs") / "mme.log"
     with emulating(store, launcher, log_path) as running:
         yield running
-        repository, downloads, server = running.repository, running.downloads, running.server
-    assert not repository.exists() and not downloads.exists(), "the repository and downloads are removed"
-    assert not server.alive(), "the server is stopped"
+        slots, downloads = list(running.servers.slots), running.downloads
+    assert not downloads.exists(), "the downloads are removed"
+    assert not [slot for slot in slots if slot.repository.exists()], "the repositories are removed"
+    assert not [slot for slot in slots if slot.server.alive()], "the servers are stopped"
 
 
 @pytest.fixture(scope="module")
 def client(emulator: Emulator) -> Iterator[Any]:
     """boto3's sagemaker-runtime client on the emulator's HTTP front."""
     with fronted(emulator) as url:
-        yield _runtime_client(url)
-
-
-def _runtime_client(url: str) -> Any:
-    """boto3's sagemaker-runtime client for the endpoint at `url` (no retries: each call is one)."""
-    return boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 1}, read_timeout=300),
-    )
+        yield runtime_client(url)
 
 
 def _digits_request(binary_outputs: bool = False) -> tuple[bytes, str]:
@@ -165,10 +151,10 @@ def _cold_starts(emulator: Emulator, target: str) -> list[ColdStart]:
     return [cold for cold in emulator.cold_starts if cold.target == target]
 
 
-def _served_models(emulator: Emulator, ready_only: bool = False) -> list[str]:
-    """The models the server's repository index lists (all of them, or those loaded and ready)."""
+def _served_models(server: Server, ready_only: bool = False) -> list[str]:
+    """The models a server's repository index lists (all of them, or those loaded and ready)."""
     request = urllib.request.Request(
-        f"http://{emulator.server.endpoints.http}/v2/repository/index", data=b"{}", method="POST"
+        f"http://{server.endpoints.http}/v2/repository/index", data=b"{}", method="POST"
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         index = json.loads(response.read())
@@ -206,7 +192,7 @@ def test_the_emulator_serves_through_the_container_launcher(
     """The same emulator in front of Triton in its container (the image production runs)."""
     launcher = ContainerLauncher.for_runtime(container_runtime, progress=False)
     with emulating(store, launcher, tmp_path / "mme-container.log") as emulator, fronted(emulator) as url:
-        churn = _churn(_runtime_client(url))
+        churn = _churn(runtime_client(url))
         assert churn["PROBABILITY"]["data"] == pytest.approx([0.038451], abs=1e-5)
         assert [cold.target for cold in emulator.cold_starts] == ["churn_1.tar.gz"]
 
@@ -275,7 +261,7 @@ def test_a_target_model_is_a_key_inside_the_file_store(store: Store, tmp_path: P
     ]
     launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
     with emulating(file_store, launcher, tmp_path / "mme.log") as emulator, fronted(emulator) as url:
-        client = _runtime_client(url)
+        client = runtime_client(url)
         absent = [_refusal(client, target) for target in targets]
         shutil.copyfile(directory / "churn_1.tar.gz", outside / "churn_1.tar.gz")
         assert [_refusal(client, target) for target in targets] == absent, "no existence oracle"
@@ -296,13 +282,20 @@ def test_a_body_triton_refuses_is_a_model_error(client: Any) -> None:
     assert "WRONG" in raised.value.response["OriginalMessage"]
 
 
+def _servers_hold(emulator: Emulator) -> list[tuple[list[str], list[str]]]:
+    """What each server of the pool has: its repository's entries and the models its index lists."""
+    return [
+        (sorted(path.name for path in slot.repository.iterdir()), sorted(_served_models(slot.server)))
+        for slot in emulator.servers.slots
+    ]
+
+
 def test_a_tampered_artifact_is_refused_and_nothing_of_it_served(client: Any, emulator: Emulator) -> None:
     target = "tampered/churn_1.tar.gz"
+    before = _servers_hold(emulator)
     with pytest.raises(client.exceptions.ValidationError, match="does not verify; nothing was run"):
         _churn(client, target)
-    prefix = namespace(target)
-    assert not [name for name in _served_models(emulator) if name.startswith(prefix)]
-    assert not [path for path in emulator.repository.iterdir() if path.name.startswith(prefix)]
+    assert _servers_hold(emulator) == before, "nothing of it is staged or served"
     assert not list(emulator.downloads.iterdir())
     assert target not in emulator.loaded_targets()
 
@@ -341,22 +334,33 @@ def test_least_recently_used_targets_are_unloaded_under_a_memory_limit(
     (churn,) = _cold_starts(emulator, "churn_1.tar.gz")
     digits = _cold_starts(emulator, "digits_1.tar.gz")[-1]
     before = emulator.loaded_targets()
-    emulator.settings.memory_limit = churn.bytes * 2 + SLACK  # room for two churns, not for digits too
+    emulator.settings.memory_limit = churn.bytes * 2  # room for two churns, not for digits too
     try:
         assert _churn(client, "lru/churn_1.tar.gz")["PROBABILITY"]["shape"] == [1, 1]
         kept = emulator.loaded_targets()
         assert kept == ["churn_1.tar.gz", "lru/churn_1.tar.gz"], "the most recently used stays"
         evicted = [eviction.target for eviction in emulator.evictions]
         assert evicted == [target for target in before if target != "churn_1.tar.gz"], "least recent first"
-        ready = _served_models(emulator, ready_only=True)
-        assert not [name for name in ready if name.startswith(tuple(namespace(target) for target in evicted))]
+        _assert_served(emulator, kept, 2)  # one artifact twice: its model names need a server each
         _churn(client)  # now more recent than lru/churn_1
-        emulator.settings.memory_limit = digits.bytes + churn.bytes + SLACK
+        emulator.settings.memory_limit = digits.bytes + churn.bytes
         assert _digits(client)["LABEL"]["data"] == [0], "an evicted target reloads on its next request"
         assert len(_cold_starts(emulator, "digits_1.tar.gz")) == 2
         assert emulator.loaded_targets() == ["churn_1.tar.gz", "digits_1.tar.gz"]
+        _assert_served(emulator, ["churn_1.tar.gz", "digits_1.tar.gz"], 1)  # no name in common
     finally:
         emulator.settings.memory_limit = None
+
+
+def _assert_served(emulator: Emulator, kept: list[str], servers: int) -> None:
+    """Each server loads just the models of the targets it holds, under their own names; a server other
+    than the first stops once it holds no target, so `servers` are left."""
+    holds = [slot.holds for slot in emulator.servers.slots]
+    assert sorted(target for held in holds for target in held) == sorted(kept)
+    assert len(holds) == servers
+    for slot in emulator.servers.slots:
+        names = sorted(name for held in slot.holds.values() for name in held)
+        assert sorted(_served_models(slot.server, ready_only=True)) == names
 
 
 def test_sizes_read_as_people_write_them() -> None:
@@ -389,8 +393,10 @@ def test_push_measures_the_cold_start_and_holds_it_to_the_budget(
     assert refused.returncode == 1, refused.stderr
     (report,) = json.loads(refused.stdout)["models"]
     assert report["outcome"] is None and report["replay"]["passed"] is True
-    assert "fraud_1.tar.gz: its cold start took" in report["error"]
+    assert report["error"].startswith("cold-start check: fraud_1.tar.gz took ")
     assert "over the 0.001 s budget ([endpoint] cold_start_budget in packager.toml)" in report["error"]
+    assert report["checked"]["over_budget"] is True, "what the check found is reported with its refusal"
+    assert report["checked"]["cold_start"]["budget"] == 0.001
     (model_repo / "packager.toml").write_text('[endpoint]\ncold_start_budget = 0.001\nover_budget = "warn"\n')
     warned = run_packager("push", "fraud", "--branch", "feature/fraud", "--json", cwd=model_repo)
     assert warned.returncode == 0, warned.stderr
@@ -407,7 +413,8 @@ def test_build_measures_the_cold_start_when_asked(run_packager: RunPackager, mod
     assert built.returncode == 1, built.stderr
     (record,) = json.loads(built.stdout)["artifacts"]
     assert Path(record["path"]).is_file(), "the artifact is built; its cold start is over the budget"
-    assert "fraud_1.tar.gz: its cold start took" in record["error"] and "so it is refused" in record["error"]
+    assert record["error"].startswith("cold-start check: fraud_1.tar.gz took ")
+    assert "so it is refused" in record["error"] and record["checked"]["over_budget"] is True
     (model_repo / "packager.toml").write_text("[endpoint]\ncold_start_budget = 60\n")
     built = run_packager("build", "fraud", "--cold-start", "--json", cwd=model_repo)
     assert built.returncode == 0, built.stderr

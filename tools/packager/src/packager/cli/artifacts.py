@@ -21,11 +21,10 @@ from packager.cli.options import (
     RUNTIME_OPTION,
     SIGN_KEY_OPTION,
 )
-from packager.endpoint import ColdStartOverBudget
 from packager.environments import env_builder_for
 from packager.errors import ExitCode
 from packager.preflight import prepare
-from packager.release import verify_target
+from packager.release import CheckRefused, verify_target
 from packager.tables import table
 from packager.triton import launcher_for, LOAD_TIMEOUT
 from packager.workspace import Workspace
@@ -66,7 +65,7 @@ def build(
         if cold_start
         else None
     )
-    rows, records, over = [], [], []
+    rows, records, refusals = [], [], []
     for model in workspace.models(models):
         started = time.monotonic()
         report, environment = prepare(model, target, builder)
@@ -85,18 +84,18 @@ def build(
         if check is not None:
             try:
                 record["checked"] = check(artifact, report)
-            except ColdStartOverBudget as error:
-                record["error"] = str(error)
-                over.append(str(error))
+            except CheckRefused as error:
+                record["checked"], record["error"] = error.found, str(error)
+                refusals.append(str(error))
         rows.append(row)
         records.append(record)
     if as_json:
         echo_json({"artifacts": records})
     else:
         click.echo(table(rows, ["model", "version", "artifact", "size", "sha256", "seconds"]))
-        for refused in over:
+        for refused in refusals:
             click.echo(f"packager: error: {refused}", err=True)
-    return ExitCode.MODEL_ERROR if over else ExitCode.OK
+    return ExitCode.MODEL_ERROR if refusals else ExitCode.OK
 
 
 @click.command(epilog=EXIT_CODES)

@@ -42,15 +42,17 @@ def cold_start_check(
             artifact.path, request.body, request.sagemaker_content_type, launcher, log, budget.seconds,
             public_key, load_timeout, first.inputs if first.stream is not None else None,
         )  # fmt: skip
+        found: dict[str, object] = {"cold_start": measured.to_json(), "over_budget": measured.over}
         if measured.over and budget.over_budget == "refuse":
             raise ColdStartOverBudget(
-                f"{artifact.path.name}: its cold start took {measured.seconds:.1f} s, over the "
+                f"cold-start check: {artifact.path.name} took {measured.seconds:.1f} s, over the "
                 f"{budget.seconds:g} s budget ([endpoint] cold_start_budget in packager.toml), so {refused}: "
                 "make it load faster, or raise the budget (an endpoint answers ModelNotReadyException past "
-                "60 s)"
+                "60 s)",
+                found,
             )
         if not as_json:
             click.echo(measured.line(), err=True)
-        return {"cold_start": measured.to_json(), "over_budget": measured.over}
+        return found
 
     return check

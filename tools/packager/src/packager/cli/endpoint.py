@@ -1,4 +1,4 @@
-"""`packager mme`: a SageMaker multi-model endpoint emulated on a local Triton."""
+"""`packager mme`: a SageMaker multi-model endpoint emulated on local Triton servers."""
 
 from __future__ import annotations
 
@@ -73,9 +73,9 @@ def serve(
         ) as emulator:
             with fronted(emulator, port) as url:
                 _banner(url, store_uri, target.name, limit, log_path, as_json)
-                while emulator.server.alive():
+                while (exited := emulator.servers.exited()) is None:
                     time.sleep(0.3)
-                click.echo(f"Triton exited unexpectedly:\n{emulator.server.log_excerpt()}", err=True)
+                click.echo(f"Triton exited unexpectedly:\n{exited.log_excerpt()}", err=True)
                 return ExitCode.ENVIRONMENT_ERROR
     finally:
         store.close()

@@ -1,21 +1,28 @@
-"""Endpoint: a SageMaker multi-model endpoint (MME), emulated locally on one real Triton.
+"""Endpoint: a SageMaker multi-model endpoint (MME), emulated locally on real Triton servers.
 
 Owns the emulator (`emulator`: targets fetched from a store on their first request, verified, staged and
 loaded; least-recently-used targets unloaded under a memory limit; ModelNotReadyException past the load
-deadline; per-target cold-start timings), staging a target's Triton models under names of their own
-(`staging`), forwarding a request body to Triton (`forward`), the HTTP front that answers boto3's
-`sagemaker-runtime` InvokeEndpoint (`front`), the errors as the service answers them (`errors`), memory
-sizes as people write them (`sizes`), an artifact's cold start against its budget (`cold_start`), and
+deadline; per-target cold-start timings), the pool of servers that keeps every target's model names as
+its artifact gives them (`servers`), staging a target's Triton models into a server (`staging`),
+forwarding a request body to Triton (`forward`), the HTTP front that answers boto3's `sagemaker-runtime`
+InvokeEndpoint (`front`), the errors as the service answers them (`errors`), memory sizes as people write
+them (`sizes`), an artifact's cold start against its budget and the check's refusals (`cold_start`), and
 InvokeEndpoint's limits and what makes a TargetModel a key in the store (`limits`).
 
-Public: measure_cold_start, ColdStartCheck, ColdStartOverBudget, Emulator, emulating, Settings, ColdStart,
-Eviction, Event, Loaded, NOT_READY_AFTER, fronted, Backend, Connections, TARGET_HEADER, EndpointError,
-TargetInvalid, RequestInvalid, PayloadTooLarge, UnknownOperation, ModelNotReady, ModelError,
-StoreUnavailable, Answer, infer, triton_headers, BINARY_JSON, namespace, staged_name, stage_models,
-staged_bytes, parse_size, shown_size, SizeError, MAX_BODY, MAX_TARGET, check_target.
+Public: measure_cold_start, ColdStartCheck, ColdStartOverBudget, ColdStartFailed, Emulator, emulating,
+Settings, ColdStart, Eviction, Event, Loaded, NOT_READY_AFTER, fronted, Backend, Connections,
+TARGET_HEADER, EndpointError, TargetInvalid, RequestInvalid, PayloadTooLarge, UnknownOperation,
+ModelNotReady, ModelError, StoreUnavailable, Answer, infer, triton_headers, BINARY_JSON, ServerPool, Slot,
+server_pool, stage_models, staged_bytes, parse_size, shown_size, SizeError, MAX_BODY, MAX_TARGET,
+check_target.
 """
 
-from packager.endpoint.cold_start import ColdStartCheck, ColdStartOverBudget, measure_cold_start
+from packager.endpoint.cold_start import (
+    ColdStartCheck,
+    ColdStartFailed,
+    ColdStartOverBudget,
+    measure_cold_start,
+)
 from packager.endpoint.emulator import (
     NOT_READY_AFTER,
     ColdStart,
@@ -40,11 +47,13 @@ from packager.endpoint.forward import BINARY_JSON, Answer, infer, triton_headers
 from packager.endpoint.front import TARGET_HEADER, Backend, Connections, fronted
 from packager.endpoint.limits import MAX_BODY, MAX_TARGET, check_target
 from packager.endpoint.sizes import SizeError, parse_size, shown_size
-from packager.endpoint.staging import namespace, stage_models, staged_bytes, staged_name
+from packager.endpoint.servers import ServerPool, Slot, server_pool
+from packager.endpoint.staging import stage_models, staged_bytes
 
 __all__ = [
     "ColdStartCheck",
     "ColdStartOverBudget",
+    "ColdStartFailed",
     "measure_cold_start",
     "NOT_READY_AFTER",
     "ColdStart",
@@ -76,8 +85,9 @@ __all__ = [
     "SizeError",
     "parse_size",
     "shown_size",
-    "namespace",
+    "ServerPool",
+    "Slot",
+    "server_pool",
     "stage_models",
     "staged_bytes",
-    "staged_name",
 ]

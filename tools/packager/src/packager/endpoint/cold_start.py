@@ -1,6 +1,7 @@
 """An artifact's cold start as a multi-model endpoint pays it: fetched from a store, verified, extracted,
 loaded and asked its first request, through the emulator (a fresh server, with the artifact's directory as
-a file store), against the budget packager.toml sets."""
+a file store), against the budget packager.toml sets; and the check's refusals, each saying what it found
+(as push reports it in `checked`)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from packager.endpoint.emulator import ColdStart, Settings, emulating
-from packager.errors import PackagerError
+from packager.endpoint.emulator import WORDS, ColdStart, Settings, emulating
+from packager.endpoint.errors import EndpointError, ModelNotReady
 from packager.modeldir import Tensor
+from packager.release.push import CheckRefused
 from packager.release.stores.file import FileStore
 from packager.triton import LOAD_TIMEOUT, Launcher
 
 
-class ColdStartOverBudget(PackagerError):
+class ColdStartOverBudget(CheckRefused):
     """An artifact's cold start took longer than packager.toml's [endpoint] cold_start_budget."""
+
+
+class ColdStartFailed(CheckRefused):
+    """An artifact's cold start failed at one of its steps (`found["cold_start"]` names it, and why)."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +70,37 @@ def measure_cold_start(
 ) -> ColdStartCheck:
     """Serve `archive` through the emulator from the directory it lies in, send it `body` (its first case;
     `stream`: that case's inputs, over gRPC streaming, for a decoupled top model, which InvokeEndpoint
-    refuses), and time each step of that first request against `budget` seconds."""
+    refuses), and time each step of that first request against `budget` seconds; ColdStartFailed, naming
+    the step, when one fails."""
     directory = archive.parent.absolute()
     store = FileStore(f"file://{directory}", directory)
     settings = Settings(public_key=public_key, not_ready_after=load_timeout, load_timeout=load_timeout)
     try:
         with emulating(store, launcher, log_path, settings) as emulator:
-            emulator.invoke(archive.name, body, content_type, stream)
+            try:
+                emulator.invoke(archive.name, body, content_type, stream)
+            except EndpointError as error:
+                raise _failed(archive.name, emulator.cold_starts, error, log_path, budget) from None
             (cold,) = emulator.cold_starts
     finally:
         store.close()
     return ColdStartCheck(cold, budget, stream is not None)
+
+
+def _failed(
+    target: str, recorded: list[ColdStart], error: EndpointError, log_path: Path, budget: float
+) -> ColdStartFailed:
+    """The check's refusal of a cold start that failed: at the step its record names; with none recorded,
+    at the download, or at the load when it was still loading past the deadline."""
+    cold = recorded[0] if recorded else ColdStart(target)
+    if cold.failed is None:
+        cold.fail("load" if isinstance(error, ModelNotReady) else "download", error)
+    step = str(cold.failed)
+    status = f" (status {cold.first_inference_status})" if step == "first_inference" else ""
+    failed = ColdStartFailed(
+        f"cold-start check: {target} failed at {WORDS.get(step, step)}{status}: {cold.error} "
+        f"(server log: {log_path})",
+        {"cold_start": ColdStartCheck(cold, budget).to_json(), "over_budget": None, "log": str(log_path)},
+    )
+    failed.exit_code = error.exit_code  # a store that could not be read is the environment's failure
+    return failed

@@ -1,12 +1,13 @@
-"""A SageMaker multi-model endpoint, emulated on one real Triton: targets fetched from a store on their
-first request, verified, staged under names of their own and loaded; least-recently-used targets unloaded
-when a memory limit would be exceeded; a load past the deadline answered ModelNotReadyException while it
-goes on.
+"""A SageMaker multi-model endpoint, emulated on real Triton servers: targets fetched from a store on their
+first request, verified, staged under their own model names in a server of the pool that holds none of
+them (`servers`) and loaded; least-recently-used targets unloaded when a memory limit would be exceeded;
+a load past the deadline answered ModelNotReadyException while it goes on.
 
 Memory is measured as the bytes a target's staged models hold on disk (`staging.staged_bytes`): known
 before the load, so room is made first (as an MME does), the same for every launcher (a container's RSS
 is not this process's to read), and free of the noise an RSS delta has while other targets load and
-serve at once. Python steps cost more than their files once their stubs run; the measure is a floor.
+serve at once. Python steps cost more than their files once their stubs run; the measure is a floor. The
+limit is the endpoint's, across every server of the pool.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from packager.artifacts import ArtifactError, triton_models_in, verified
 from packager.endpoint.errors import ModelError, ModelNotReady, StoreUnavailable, TargetInvalid
 from packager.endpoint.forward import Answer, infer, stream_infer
 from packager.endpoint.limits import check_target, not_a_key
+from packager.endpoint.servers import ServerPool, Slot, server_pool
 from packager.endpoint.sizes import shown_size
-from packager.endpoint.staging import SEPARATOR, namespace, stage_models, staged_bytes, staged_name
+from packager.endpoint.staging import stage_models, staged_bytes
 from packager.errors import EnvironmentFailure
 from packager.modeldir import Tensor, TritonModel
 from packager.release.stores import ArtifactStore, KeyOutsideStore
@@ -36,8 +38,8 @@ from packager.triton import (
     LOAD_TIMEOUT,
     Launcher,
     Ports,
-    Server,
     ServerError,
+    ServerStartError,
     UnservableModel,
     check_backends,
     load_all,
@@ -46,38 +48,76 @@ from packager.triton import (
 NOT_READY_AFTER = 60.0  # SageMaker answers ModelNotReadyException to a load that takes longer
 
 
+# A cold start's steps before its first inference, in order, each timed as `<step>_s`.
+STEPS = ("download", "verify_extract", "evict", "server_start", "stage", "load")
+WORDS = {
+    "verify_extract": "verify+extract",
+    "server_start": "server start",
+    "first_inference": "first inference",
+}
+SHORT = 300  # characters of an error a cold start repeats
+
+
 @dataclass
 class ColdStart:
-    """What one target's first request cost, step by step (seconds). Verifying and extracting are one pass
-    (every file is checked as it is written), so they are timed together."""
+    """What one target's first request cost, step by step (seconds; see STEPS), and the step that failed,
+    if one did. Verifying and extracting are one pass (every file is checked as it is written), so they are
+    timed together; `server_start_s` is 0 unless the target needed a new server (`servers`)."""
 
     target: str
-    model: str  # the top-level model, as the server knows it
-    bytes: int
-    download_s: float
-    verify_extract_s: float
-    stage_s: float
-    load_s: float
+    model: str = ""  # the top-level model
+    bytes: int = 0
+    download_s: float = 0.0
+    verify_extract_s: float = 0.0
     evict_s: float = 0.0  # unloading least-recently-used targets to make room
+    server_start_s: float = 0.0
+    stage_s: float = 0.0
+    load_s: float = 0.0
     first_inference_s: float | None = None
+    first_inference_status: int | None = None  # the HTTP status Triton answered the first request with
     evicted: list[str] = field(default_factory=list)
+    failed: str | None = None  # the step that failed: one of STEPS, or "first_inference"
+    error: str | None = None  # why, in one short line
 
     @property
     def seconds(self) -> float:
         """The whole cold start: download to the first inference's answer."""
-        steps = (self.download_s, self.verify_extract_s, self.stage_s, self.evict_s, self.load_s)
-        return sum(steps) + (self.first_inference_s or 0.0)
+        steps: float = sum(getattr(self, f"{step}_s") for step in STEPS)
+        return steps + (self.first_inference_s or 0.0)
+
+    def timed(self, marks: list[float]) -> None:
+        """Each step's seconds, from the clock's readings as one step after another ended (as far as they
+        went)."""
+        for step, earlier, later in zip(STEPS, marks, marks[1:]):
+            setattr(self, f"{step}_s", later - earlier)
+
+    def fail(self, step: str, error: Exception) -> None:
+        """Record that `step` (one of STEPS, or "first_inference") failed with `error`: its first line (of
+        Triton's message, for a ModelError)."""
+        message = error.original_message if isinstance(error, ModelError) else str(error)
+        line = (message.strip().splitlines() or [""])[0]
+        self.failed, self.error = step, line if len(line) <= SHORT else line[: SHORT - 3] + "..."
 
     def to_json(self) -> dict[str, Any]:
         return {"event": "cold_start", **asdict(self)}
 
     def line(self) -> str:
-        first = f"{self.first_inference_s:.3f} s" if self.first_inference_s is not None else "-"
-        steps = (
-            f"download {self.download_s:.2f} s, verify+extract {self.verify_extract_s:.2f} s, "
-            f"stage {self.stage_s:.2f} s, evict {self.evict_s:.2f} s, load {self.load_s:.2f} s"
+        ran = STEPS[: STEPS.index(self.failed) + 1] if self.failed in STEPS else STEPS
+        steps = ", ".join(
+            f"{WORDS.get(step, step)} {getattr(self, f'{step}_s'):.2f} s"
+            for step in ran
+            if step != "server_start" or self.server_start_s  # shown when a new server was needed
         )
-        return f"cold start {self.target} ({shown_size(self.bytes)}): {steps}, first inference {first}"
+        head = f"cold start {self.target} ({shown_size(self.bytes)}): {steps}"
+        if self.failed == "first_inference":
+            return (
+                f"{head}, first inference FAILED with status {self.first_inference_status} after "
+                f"{self.first_inference_s or 0.0:.3f} s: {self.error}"
+            )
+        if self.failed is not None:
+            return f"{head}: {WORDS.get(self.failed, self.failed)} FAILED: {self.error}"
+        first = f"{self.first_inference_s:.3f} s" if self.first_inference_s is not None else "-"
+        return f"{head}, first inference {first}"
 
 
 @dataclass(frozen=True)
@@ -112,34 +152,37 @@ class Settings:
 
 @dataclass
 class Loaded:
-    """A target loaded in the server: its models (ensembles first: the unload order) and what it holds."""
+    """A target placed in a server of the pool: its models (ensembles first: the unload order), the server
+    (`slot`) that holds them, and what they hold on disk."""
 
     target: str
     top: str
     models: list[str]
-    directories: list[Path]
+    slot: Slot
     bytes: int
     cold_start: ColdStart
     in_flight: int = 0
     first_claimed: bool = False
 
+    @property
+    def directories(self) -> list[Path]:
+        return [self.slot.repository / name for name in self.models]
+
 
 class Emulator:
-    """Targets loaded on demand in one running server, as its `settings` say."""
+    """Targets loaded on demand in the servers of a pool, as its `settings` say."""
 
     def __init__(
         self,
         store: ArtifactStore,
-        server: Server,
-        launcher: Launcher,
-        directories: tuple[Path, Path],
+        servers: ServerPool,
+        downloads: Path,
         settings: Settings,
         listener: Callable[[Event], None],
     ) -> None:
         self.store = store
-        self.server = server
-        self.launcher = launcher
-        self.repository, self.downloads = directories  # the server's model repository; archives in transit
+        self.servers = servers
+        self.downloads = downloads  # archives in transit
         self.settings = settings
         self.listener = listener
         self.cold_starts: list[ColdStart] = []
@@ -148,7 +191,7 @@ class Emulator:
         self._loaded: OrderedDict[str, Loaded] = OrderedDict()  # least recently used first
         self._loading: dict[str, tuple[Future[Loaded], float]] = {}  # the load and its deadline
         self._reserved: dict[str, int] = {}  # bytes of loads between making room and finishing
-        self._loads = itertools.count(1)  # each load's number: a reload never meets an unload's leftovers
+        self._downloads = itertools.count(1)  # each download's file name
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mme-load")
 
     def loaded_targets(self) -> list[str]:
@@ -170,18 +213,40 @@ class Emulator:
         try:
             with self._lock:
                 first, loaded.first_claimed = not loaded.first_claimed, True
-            started = time.monotonic()
-            try:
-                if stream is not None:
-                    return stream_infer(self.server.endpoints.grpc, loaded.top, stream)
-                return infer(self.server.endpoints.http, loaded.top, body, content_type)
-            finally:
-                if first:
-                    loaded.cold_start.first_inference_s = time.monotonic() - started
-                    self.listener(loaded.cold_start)
+            if first:
+                return self._first_inference(loaded, body, content_type, stream)
+            return self._infer(loaded, body, content_type, stream)
         finally:
             with self._lock:
                 loaded.in_flight -= 1
+
+    def _infer(
+        self, loaded: Loaded, body: bytes, content_type: str | None, stream: Sequence[Tensor] | None
+    ) -> Answer:
+        """Send one request's body to the target's top-level model, in the server that holds it (`stream`:
+        these inputs, over gRPC streaming)."""
+        if stream is not None:
+            return stream_infer(loaded.slot.server.endpoints.grpc, loaded.top, stream)
+        return infer(loaded.slot.server.endpoints.http, loaded.top, body, content_type)
+
+    def _first_inference(
+        self, loaded: Loaded, body: bytes, content_type: str | None, stream: Sequence[Tensor] | None
+    ) -> Answer:
+        """The target's first request, timed into its cold start, which is then reported: done, or failed
+        with the status Triton answered."""
+        cold = loaded.cold_start
+        started = time.monotonic()
+        try:
+            answer = self._infer(loaded, body, content_type, stream)
+            cold.first_inference_status = 200
+            return answer
+        except ModelError as error:
+            cold.first_inference_status = error.original_status
+            cold.fail("first_inference", error)
+            raise
+        finally:
+            cold.first_inference_s = time.monotonic() - started
+            self.listener(cold)
 
     def _acquire(self, target: str) -> Loaded:
         """The loaded target, counted as serving a request (never evicted while it does); its load started
@@ -211,7 +276,6 @@ class Emulator:
             loaded = self._fetch_and_load(target)
             with self._lock:
                 self._loaded[target] = loaded
-            self.cold_starts.append(loaded.cold_start)
             return loaded
         finally:
             with self._lock:
@@ -219,31 +283,49 @@ class Emulator:
                 self._reserved.pop(target, None)
 
     def _fetch_and_load(self, target: str) -> Loaded:
-        """Download, verify and extract (one pass), stage, make room, load: each step timed."""
-        prefix = f"{namespace(target)}-{next(self._loads)}"
-        archive = self.downloads / f"{prefix}.tar.gz"
+        """Download, then the rest of the cold start (`_unpack_and_load`), recorded whether it succeeds or
+        fails (a download that fails is a refusal, not a cold start: there was nothing to load)."""
+        archive = self.downloads / f"{next(self._downloads)}.tar.gz"
         marks = [time.monotonic()]
-        recorded = self._download(target, archive)
-        marks.append(time.monotonic())
+        try:
+            recorded = self._download(target, archive)
+            marks.append(time.monotonic())
+            cold = ColdStart(target)
+            try:
+                return self._unpack_and_load(target, archive, recorded, cold, marks)
+            except Exception as error:
+                cold.fail(STEPS[len(marks) - 1], error)
+                raise
+            finally:
+                cold.timed(marks)
+                self.cold_starts.append(cold)
+                if cold.failed is not None:  # else it is reported with its first inference
+                    self.listener(cold)
+        finally:
+            archive.unlink(missing_ok=True)
+
+    def _unpack_and_load(
+        self, target: str, archive: Path, recorded: str | None, cold: ColdStart, marks: list[float]
+    ) -> Loaded:
+        """Verify and extract (one pass), make room, place the target in a server (starting one if none
+        can hold its names), stage and load it: the clock read into `marks` as each step ends."""
         try:
             with verified(archive, self.settings.public_key, recorded) as (artifact, unpacked):
                 marks.append(time.monotonic())
-                staged = self._stage(triton_models_in(unpacked), prefix)
+                models = triton_models_in(unpacked)
+                check_backends(models, self.servers.launcher)
+                cold.model = str(artifact.manifest["top_model"])
+                cold.bytes = staged_bytes([model.directory for model in models.values()])
+                cold.evicted = [victim.target for victim in self._make_room(target, cold.bytes)]
+                marks.append(time.monotonic())
+                loaded, start_s = self._placed(target, models, cold)
+                marks.append(marks[-1] + start_s)  # the new server's start; placing is counted as staging
+                staged = self._stage(models, loaded)
+                marks.append(time.monotonic())
         except (ArtifactError, UnservableModel) as error:
             raise TargetInvalid(f"{target} cannot be served: {error}") from None
-        finally:
-            archive.unlink(missing_ok=True)
-        directories = [model.directory for model in staged.values()]
-        size = staged_bytes(directories)
-        top = staged_name(prefix, str(artifact.manifest["top_model"]))
-        ensembles_first = sorted(staged, key=lambda name: (not staged[name].is_ensemble, name))
-        cold = ColdStart(target, top, size, 0, 0, 0, 0)
-        loaded = Loaded(target, top, ensembles_first, directories, size, cold)
-        marks.append(time.monotonic())
         try:
-            cold.evicted = [victim.target for victim in self._make_room(target, size)]
-            marks.append(time.monotonic())
-            load_all(self.server, staged, self.settings.load_timeout)
+            load_all(loaded.slot.server, staged, self.settings.load_timeout)
         except ServerError as error:
             self._remove(loaded)
             raise ModelError(f"{target} failed to load: {error}", 500, str(error).splitlines()[0]) from None
@@ -251,19 +333,28 @@ class Emulator:
             self._remove(loaded)
             raise
         marks.append(time.monotonic())
-        steps = [later - earlier for earlier, later in zip(marks, marks[1:])]
-        cold.download_s, cold.verify_extract_s, cold.stage_s, cold.evict_s, cold.load_s = steps
         return loaded
 
-    def _stage(self, models: dict[str, TritonModel], prefix: str) -> dict[str, TritonModel]:
-        """The target's models staged in the repository (checked against the server's backends first); none
-        of them left there when staging fails."""
-        check_backends(models, self.launcher)
+    def _placed(self, target: str, models: dict[str, TritonModel], cold: ColdStart) -> tuple[Loaded, float]:
+        """The target placed in the first server that holds none of its model names, or a new one (and the
+        seconds its start took, 0 when none was needed)."""
         try:
-            return stage_models(models, self.repository, prefix)
+            slot, start_s = self.servers.place(target, frozenset(models))
+        except ServerStartError as error:
+            message = str(error).splitlines()[0]
+            raise ModelError(
+                f"{target} failed to load: no server started for it: {error}", 500, message
+            ) from None
+        ensembles_first = sorted(models, key=lambda name: (not models[name].is_ensemble, name))
+        return Loaded(target, cold.model, ensembles_first, slot, cold.bytes, cold), start_s
+
+    def _stage(self, models: dict[str, TritonModel], loaded: Loaded) -> dict[str, TritonModel]:
+        """The target's models staged in its server's repository; none of them left there (and its names
+        released) when staging fails."""
+        try:
+            return stage_models(models, loaded.slot.repository)
         except BaseException:
-            for partial in self.repository.glob(f"{prefix}{SEPARATOR}*"):
-                shutil.rmtree(partial, ignore_errors=True)
+            self._remove(loaded)
             raise
 
     def _download(self, target: str, archive: Path) -> str | None:
@@ -305,14 +396,16 @@ class Emulator:
         return victims
 
     def _remove(self, loaded: Loaded) -> None:
-        """Unload a target's models (ensembles first) and delete their files."""
+        """Unload a target's models (ensembles first), delete their files, then free its names in its server
+        (which stops when it holds no target and is not the first)."""
         for model in loaded.models:
             try:
-                self.server.unload(model)
+                loaded.slot.server.unload(model)
             except ServerError:
                 pass  # never loaded (a failed load), or the server is going away: its files go regardless
         for directory in loaded.directories:
             shutil.rmtree(directory, ignore_errors=True)
+        self.servers.release(loaded.target, loaded.slot)
 
     def close(self) -> None:
         """Let loads in progress end, then unload every target and delete its files."""
@@ -333,14 +426,12 @@ def emulating(
     ports: Ports = Ports(),
     listener: Callable[[Event], None] = lambda event: None,
 ) -> Iterator[Emulator]:
-    """An emulator on a server that `launcher` starts on an empty repository of its own (explicit model
-    control, the server's interpreter lent since targets are not known yet); on exit everything is
-    unloaded, the server stopped, and the repository and downloads deleted."""
+    """An emulator on a pool of servers that `launcher` starts (the first at once, on `ports`, logging to
+    `log_path`; see `servers`); on exit everything is unloaded, every server stopped, and the repositories
+    and downloads deleted."""
     with ExitStack() as stack:
-        repository = stack.enter_context(scratch_dir("mme-repo"))
-        repository.chmod(0o755)  # a server in a container reads it as another user
         downloads = stack.enter_context(scratch_dir("mme-downloads"))
-        server = stack.enter_context(launcher.start(repository, log_path, True, ports))
-        emulator = Emulator(store, server, launcher, (repository, downloads), settings, listener)
+        servers = stack.enter_context(server_pool(launcher, log_path, ports))
+        emulator = Emulator(store, servers, downloads, settings, listener)
         stack.callback(emulator.close)
         yield emulator

@@ -9,7 +9,7 @@ composes every stage (`push`).
 Public: publish, publish_release, record_release, Published, Destination, Route, route, ImmutableKey,
 PublishError, Entry, history, current, record, new_entry, released_models, ReleaseError, OtherBytes,
 promote, rollback, verify_target, Verification, Revision, resolve_revision, check_publishable,
-SourceRefused, push_model, PushPlan, PushResult; and `packager.release.stores`' names.
+SourceRefused, push_model, PushPlan, PushResult, CheckRefused; and `packager.release.stores`' names.
 """
 
 from packager.release.history import (
@@ -35,7 +35,7 @@ from packager.release.publishing import (
     route,
 )
 from packager.release.gates import Revision, SourceRefused, check_publishable, resolve_revision
-from packager.release.push import PushPlan, PushResult, push_model
+from packager.release.push import CheckRefused, PushPlan, PushResult, push_model
 from packager.release.verification import Verification, verify_target
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "check_publishable",
     "resolve_revision",
     "PushPlan",
+    "CheckRefused",
     "PushResult",
     "push_model",
     "Verification",

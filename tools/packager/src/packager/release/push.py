@@ -24,6 +24,14 @@ from packager.triton import LOAD_TIMEOUT, Launcher
 from packager.validation import ModelReport
 
 
+class CheckRefused(PackagerError):
+    """The plan's check refused an artifact; `found` is what it found, for the report's `checked`."""
+
+    def __init__(self, message: str, found: dict[str, object]) -> None:
+        super().__init__(message)
+        self.found = found
+
+
 @dataclass
 class PushResult:
     """What happened to one model: its artifact, its replay, and where it was published (if it was)."""
@@ -81,7 +89,7 @@ class PushPlan:
     progress: bool = True
     load_timeout: float = LOAD_TIMEOUT  # the longest one Triton model's load may take in the replay
     # Run on an artifact whose replay passed, before it is published: what it found goes in the report,
-    # and a PackagerError refuses the artifact.
+    # and a PackagerError refuses the artifact (a CheckRefused with what it found).
     check: Callable[[Artifact, ModelReport], dict[str, object]] | None = None
 
 
@@ -119,7 +127,11 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
             result.error_code = result.replay.error_code if result.replay.error else ExitCode.MODEL_ERROR
             return result
         if plan.check is not None:
-            result.checked = plan.check(artifact, report)
+            try:
+                result.checked = plan.check(artifact, report)
+            except CheckRefused as refused:
+                result.checked = refused.found
+                raise
             started = result.timed("check", started)
         result.published = publish_release(artifact, plan.route)
     except PackagerError as error:

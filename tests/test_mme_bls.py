@@ -1,6 +1,9 @@
 """Business logic scripting (BLS) through the multi-model endpoint: python steps that call another model of
 their artifact by name, `pb_utils.InferenceRequest(model_name="add_sub", ...)`, synchronously (`exec`) and
-asynchronously (`await ... async_exec()`), shaped as NVIDIA's python_backend examples are (written here).
+asynchronously (`await ... async_exec()`), shaped as NVIDIA's python_backend examples are (written here),
+loading what they call in initialize() (`pb_utils.load_model`), since an endpoint loads only the top-level
+ensemble and its steps (the model-loading form of NVIDIA's BLS example; `packager adopt` puts a loader step
+in front of a BLS model that does not).
 Pushed through the cold-start check, served by the emulator through boto3 (real Triton, moto S3), side by
 side with an artifact that holds models of the same names; and the cold-start failures, labelled."""
 
@@ -58,16 +61,22 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse([out_0, out_1]))
         return responses
 """
+LOAD_ADD_SUB = """
+    def initialize(self, args):
+        if not pb_utils.is_model_ready("add_sub"):
+            pb_utils.load_model(model_name="add_sub")
+"""
 BLS_SYNC = """
 import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
+{initialize}
     def execute(self, requests):
         responses = []
         for request in requests:
             inference_request = pb_utils.InferenceRequest(
-                model_name="add_sub",
+                model_name={called},
                 requested_output_names=["OUTPUT0", "OUTPUT1"],
                 inputs=[
                     pb_utils.get_input_tensor_by_name(request, "INPUT0"),
@@ -88,6 +97,7 @@ import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
+{initialize}
     async def execute(self, requests):
         calls = [
             pb_utils.InferenceRequest(
@@ -167,15 +177,22 @@ def _expected(factor: int) -> dict[str, list[float]]:
 
 def _bls_model(models: Path, name: str, lock: str, factor: int | None) -> None:
     """A model directory `name` (from `packager new`, for its environment) whose ensemble steps through
-    bls_sync and bls_async, which call add_sub (times `factor`). With no factor, the artifact lacks add_sub
-    and its ensemble steps through bls_sync alone (Triton 2.51 was seen to crash when two parallel steps
-    of an ensemble fail at once)."""
+    bls_sync and bls_async, which load add_sub (times `factor`) and call it. With no factor (stray), its
+    ensemble steps through bls_sync alone (Triton 2.51 was seen to crash when two parallel steps of an
+    ensemble fail at once), which calls add_sub without loading it."""
     directory = new_model(models, name, lock)
     for step in ("preprocess", "postprocess"):
         shutil.rmtree(directory / step)
     shutil.rmtree(directory / "tests" / "cases")
-    code = {"bls_sync": BLS_SYNC, "bls_async": BLS_ASYNC, "add_sub": ADD_SUB.format(factor=factor)}
-    steps = ["bls_sync", "bls_async", "add_sub"] if factor is not None else ["bls_sync"]
+    # stray's step names add_sub in a way no reading of its source can know (so validate lets it through)
+    # and loads nothing: it holds add_sub, which an endpoint that loads only its ensemble never loads.
+    called, initialize = ('"add_sub"', LOAD_ADD_SUB) if factor is not None else ('"add_" + "sub"', "")
+    code = {
+        "bls_sync": BLS_SYNC.format(initialize=initialize, called=called),
+        "bls_async": BLS_ASYNC.format(initialize=initialize),
+        "add_sub": ADD_SUB.format(factor=factor or 1),
+    }
+    steps = ["bls_sync", "bls_async", "add_sub"] if factor is not None else ["bls_sync", "add_sub"]
     for step in steps:
         (directory / step / "1").mkdir(parents=True)
         (directory / step / "1" / "model.py").write_text(code[step])
@@ -195,7 +212,8 @@ def _bls_model(models: Path, name: str, lock: str, factor: int | None) -> None:
 @pytest.fixture(scope="module")
 def bls_repo(tmp_path_factory: pytest.TempPathFactory, scaffold_lock: str) -> Path:
     """A committed monorepo with `bls` (add_sub adds and subtracts), `twin` (the same model names; its
-    add_sub answers ten times as much) and `stray` (its step calls an add_sub it does not hold)."""
+    add_sub answers ten times as much) and `stray` (its step calls the add_sub it holds, which nothing
+    loads)."""
     repo = tmp_path_factory.mktemp("bls") / "repo"
     (repo / "models").mkdir(parents=True)
     (repo / "pants.toml").write_text("")

@@ -1,6 +1,7 @@
 """A SageMaker multi-model endpoint, emulated on real Triton servers: targets fetched from a store on their
 first request, verified, staged under their own model names in a server of the pool that holds none of
-them (`servers`) and loaded; least-recently-used targets unloaded when a memory limit would be exceeded;
+them (`servers`) and loaded as SageMaker's Triton front loads one (its top-level model, which loads the
+ensemble's steps; a model only called by name is loaded by whatever loads it); least-recently-used targets unloaded when a memory limit would be exceeded;
 a load past the deadline answered ModelNotReadyException while it goes on.
 
 Memory is measured as the bytes a target's staged models hold on disk (`staging.staged_bytes`): known
@@ -42,7 +43,6 @@ from packager.triton import (
     ServerStartError,
     UnservableModel,
     check_backends,
-    load_all,
 )
 
 NOT_READY_AFTER = 60.0  # SageMaker answers ModelNotReadyException to a load that takes longer
@@ -320,12 +320,14 @@ class Emulator:
                 marks.append(time.monotonic())
                 loaded, start_s = self._placed(target, models, cold)
                 marks.append(marks[-1] + start_s)  # the new server's start; placing is counted as staging
-                staged = self._stage(models, loaded)
+                self._stage(models, loaded)
                 marks.append(time.monotonic())
         except (ArtifactError, UnservableModel) as error:
             raise TargetInvalid(f"{target} cannot be served: {error}") from None
         try:
-            load_all(loaded.slot.server, staged, self.settings.load_timeout)
+            # As SageMaker's front loads a target: its top-level model, which loads its ensemble steps;
+            # a model called only by name is loaded by whatever loads it (see validation.calls).
+            loaded.slot.server.load(loaded.top, self.settings.load_timeout)
         except ServerError as error:
             self._remove(loaded)
             raise ModelError(f"{target} failed to load: {error}", 500, str(error).splitlines()[0]) from None
@@ -348,11 +350,11 @@ class Emulator:
         ensembles_first = sorted(models, key=lambda name: (not models[name].is_ensemble, name))
         return Loaded(target, cold.model, ensembles_first, slot, cold.bytes, cold), start_s
 
-    def _stage(self, models: dict[str, TritonModel], loaded: Loaded) -> dict[str, TritonModel]:
+    def _stage(self, models: dict[str, TritonModel], loaded: Loaded) -> None:
         """The target's models staged in its server's repository; none of them left there (and its names
         released) when staging fails."""
         try:
-            return stage_models(models, loaded.slot.repository)
+            stage_models(models, loaded.slot.repository)
         except BaseException:
             self._remove(loaded)
             raise

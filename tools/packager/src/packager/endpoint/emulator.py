@@ -40,7 +40,9 @@ from packager.triton import (
     ServerError,
     UnservableModel,
     check_backends,
+    fit_devices,
     load_all,
+    refuse_gpus,
 )
 
 NOT_READY_AFTER = 60.0  # SageMaker answers ModelNotReadyException to a load that takes longer
@@ -219,7 +221,7 @@ class Emulator:
         try:
             with verified(archive, self.settings.public_key, recorded) as (artifact, unpacked):
                 marks.append(time.monotonic())
-                staged = self._stage(triton_models_in(unpacked), prefix)
+                staged = self._stage(unpacked, prefix)
         except (ArtifactError, UnservableModel) as error:
             raise TargetInvalid(f"{target} cannot be served: {error}") from None
         finally:
@@ -246,12 +248,17 @@ class Emulator:
         cold.download_s, cold.verify_extract_s, cold.stage_s, cold.evict_s, cold.load_s = steps
         return loaded
 
-    def _stage(self, models: dict[str, TritonModel], prefix: str) -> dict[str, TritonModel]:
-        """The target's models staged in the repository (checked against the server's backends first); none
-        of them left there when staging fails."""
+    def _stage(self, unpacked: Path, prefix: str) -> dict[str, TritonModel]:
+        """The target's models (unpacked there) staged in the repository, checked against the server's
+        backends and devices first (instance groups asking for a GPU run as KIND_CPU where the launcher
+        says `gpu_as_cpu`); none of them left there when staging fails."""
+        models = triton_models_in(unpacked)
         check_backends(models, self.launcher)
+        refuse_gpus(unpacked, models, self.launcher)
         try:
-            return stage_models(models, self.repository, prefix)
+            staged = stage_models(models, self.repository, prefix)
+            fit_devices(self.repository, staged, self.launcher)
+            return staged
         except BaseException:
             for partial in self.repository.glob(f"{prefix}{SEPARATOR}*"):
                 shutil.rmtree(partial, ignore_errors=True)

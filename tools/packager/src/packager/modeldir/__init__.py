@@ -9,15 +9,16 @@ anything.
 
 Public: ModelDir, discover_models, find_repo_root, models_under, version_dirs, name_problem,
 MODEL_VERSION_FILE, MODELS_DIR, TRITON_CONFIG; Diagnostic, display_path; TritonModel, ParsedConfig,
-ConfigUnreadable, read_config, read_text, env_path, top_model, enum_name, ENSEMBLE, PYTHON, PLATFORM_BACKENDS,
-ENV_PATH_PARAMETER, ENV_PATH_VALUE, MODEL_DIRECTORY_VARIABLE; Case, Tensor, Tolerance, CaseError,
+ConfigUnreadable, read_config, read_text, env_path, top_model, gpu_groups, gpu_diagnostic, enum_name,
+ENSEMBLE, PYTHON, PLATFORM_BACKENDS, ENV_PATH_PARAMETER, ENV_PATH_VALUE, MODEL_DIRECTORY_VARIABLE; Case, Tensor, Tolerance, CaseError,
 load_cases, case_files, CASES_DIR; Weight, pointers, weights, check_weights, vouched_by_dvc, pull; REQUIREMENTS_FILE, LOCK_FILE, RequirementLine,
 RequirementsError, parse_requirements, digest, LockHeader, read_lock_header, lock_problems; LIBS_DIR,
 Library, LibraryError, libraries_dir, library_files, model_libraries, shared_libraries; scaffold;
-adopt, Adoption, AdoptionError, case_template, kserve_datatype, example_inputs, example_tensor.
+adopt, Adoption, AdoptionError, case_template, write_case_template, kserve_datatype, example_inputs,
+example_tensor; Completion, Completer (configs as Triton completes them).
 """
 
-from packager.modeldir.adopt import Adoption, AdoptionError, adopt, case_template
+from packager.modeldir.adopt import Adoption, AdoptionError, adopt, case_template, write_case_template
 from packager.modeldir.cases import (
     CASES_DIR,
     Case,
@@ -30,6 +31,7 @@ from packager.modeldir.cases import (
     kserve_datatype,
     load_cases,
 )
+from packager.modeldir.completion import Completer, Completion
 from packager.modeldir.diagnostics import Diagnostic, display_path
 from packager.modeldir.discovery import (
     MODEL_VERSION_FILE,
@@ -63,6 +65,8 @@ from packager.modeldir.model_config import (
     TritonModel,
     enum_name,
     env_path,
+    gpu_diagnostic,
+    gpu_groups,
     read_config,
     read_text,
     top_model,
@@ -86,6 +90,9 @@ __all__ = [
     "AdoptionError",
     "adopt",
     "case_template",
+    "write_case_template",
+    "Completer",
+    "Completion",
     "CASES_DIR",
     "Case",
     "CaseError",
@@ -118,6 +125,8 @@ __all__ = [
     "TritonModel",
     "enum_name",
     "env_path",
+    "gpu_diagnostic",
+    "gpu_groups",
     "read_config",
     "read_text",
     "top_model",

@@ -6,15 +6,18 @@ here, shaped as upstream's, not copied."""
 from __future__ import annotations
 
 import json
+import shlex
+import signal
 import tarfile
+import urllib.request
 import uuid
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import pytest
 from google.protobuf import text_format
 
-from tests.conftest import DOUBLER, DOUBLER_CONFIG, RunPackager, git
+from tests.conftest import DOUBLER, DOUBLER_CONFIG, RunPackager, git, serve_banner, start_packager
 from tests.test_adopt import ADD_SUB
 from packager.artifacts import build_artifact
 from packager.config import load_config
@@ -261,6 +264,24 @@ def test_adopt_takes_python_models_without_a_config_and_templates_the_completed_
     case.write_text(json.dumps(add_sub_case(batched=False)))
     replayed = run_packager("replay", "nobatch_auto", cwd=repo)
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert serve_example(repo, "batch_auto")["outputs"][0]["shape"] == [1, 4]
+
+
+def serve_example(repo: Path, model: str) -> dict[str, Any]:
+    """What the model answers to the example `curl` that `packager serve` prints for it (its request sent
+    as that curl sends it), while it serves."""
+    process = start_packager("serve", model, cwd=repo)
+    try:
+        curl = shlex.split(next(line for line in serve_banner(process) if line.strip().startswith("curl ")))
+        request = urllib.request.Request(
+            curl[2], data=curl[curl.index("-d") + 1].encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=30) as answer:
+            document: dict[str, Any] = json.loads(answer.read())
+            return document
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

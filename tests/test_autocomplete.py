@@ -27,6 +27,7 @@ from packager.endpoint.errors import TargetInvalid
 from packager.environments import env_builder_for
 from packager.modeldir import Completion, ModelDir, TritonModel
 from packager.modeldir.model_config import ModelConfig
+from packager.modeldir.scaffold import REQUIREMENTS
 from packager.preflight import prepare
 from packager.settings import DEFAULT_RUNTIME
 from packager.triton import Launcher, TritonCompleter, launcher_for
@@ -401,3 +402,26 @@ def test_a_model_triton_refuses_to_complete_is_a_located_problem_and_is_not_cach
         "backend completes them): the local launcher's Triton has no onnxruntime backend; the cases and "
         "ensemble steps that call scorer were not checked against its inputs and outputs"
     ]
+
+
+ENV_PARAMETER = 'parameters: { key: "EXECUTION_ENV_PATH" value: { string_value: "$$TRITON_MODEL_DIRECTORY/python_env.tar.gz" } }\n'
+
+
+def test_a_step_with_an_environment_is_completed_in_it_once_built(tmp_path: Path, scaffold_lock: str) -> None:
+    """Before its environment is built (validate builds none), the step is completed on the server's own
+    Python, and the report says so; once built, in it (a completion of its own in the cache)."""
+    root = model_dir(tmp_path, "env", "auto", BACKEND_ONLY + ENV_PARAMETER, auto_complete(4), {})
+    (root / "requirements.txt").write_text(REQUIREMENTS)
+    (root / "requirements.lock").write_text(scaffold_lock)
+    builder = env_builder_for(DEFAULT_RUNTIME)
+    offline = TritonCompleter.for_runtime(DEFAULT_RUNTIME, builder, build_envs=False, progress=False)
+    building = TritonCompleter.for_runtime(DEFAULT_RUNTIME, builder, build_envs=True, progress=False)
+    bare = TritonCompleter(DEFAULT_RUNTIME, CountingLaunches(), lambda model: None)
+    without = validate_model(ModelDir(root), bare)
+    assert without.ok and without.completions["auto"].note == (
+        "Triton 2.51.0 on its own Python (the environment is not built yet: `packager env env`)"
+    )
+    assert without.triton_models["auto"].loaded_config.max_batch_size == 4
+    within = validate_model(ModelDir(root), building)
+    assert within.ok and within.completions["auto"].note == "Triton 2.51.0"
+    assert validate_model(ModelDir(root), offline).completions["auto"].cached, "validate finds it built"

@@ -210,7 +210,7 @@ def adopt_command(
     model = ModelDir(adopted.path)
     target = workspace.runtime(runtime)
     locked = lock_model(model, target) if adopted.requirements else None
-    complete = TritonCompleter.for_runtime(target, env_builder_for(target), True, progress=not as_json)
+    complete = TritonCompleter.for_runtime(target, env_builder_for(target), False, progress=not as_json)
     (report,) = validate_models([model], complete)
     top = report.triton_models.get(adopted.top_model)
     if adopted.case_template is None and top is not None and top.completed is not None:

@@ -11,7 +11,7 @@ asking a server for the configs Triton completes, cached by content (`completion
 Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, Ports, ServerError, ServerStartError,
 UnservableModel, PortUnavailable, free_ports, shm_hint, READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall,
 install_server, Served, staged_repository, loaded, load_all, check_backends, fit_devices, refuse_gpus,
-stage_on_cpu, served_config, completed_from, launched, artifact_launched, ENV_MODES, TritonCompleter,
+on_cpu, write_staged_config, served_config, completed_from, launched, artifact_launched, ENV_MODES, TritonCompleter,
 container_ready, build_image, check_image, image_for, ImageFacts, Watcher, Reload, example_request,
 curl_command, Sandbox (the bubblewrap sandbox, which the quality gate uses too), socat_binary. Backends are
 reached through the registry (`packager.triton.local.LocalLauncher` and
@@ -51,7 +51,8 @@ from packager.triton.serving import (
     fit_devices,
     refuse_gpus,
     served_config,
-    stage_on_cpu,
+    on_cpu,
+    write_staged_config,
     launched,
     load_all,
     loaded,
@@ -95,7 +96,8 @@ __all__ = [
     "fit_devices",
     "refuse_gpus",
     "served_config",
-    "stage_on_cpu",
+    "on_cpu",
+    "write_staged_config",
     "TritonCompleter",
     "staged_repository",
     "Reload",

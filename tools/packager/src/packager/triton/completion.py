@@ -29,20 +29,20 @@ from packager.archives import file_digest, tree_members
 from packager.cache import building, cache_root, locked
 from packager.environments import EnvBuilder, Environment, cached_environment, ensure_environment
 from packager.modeldir import (
+    ENV_PATH_PARAMETER,
     TRITON_CONFIG,
     Completion,
     Diagnostic,
     ModelDir,
     TritonModel,
     env_path,
-    gpu_groups,
     libraries_dir,
     library_files,
 )
 from packager.scratch import scratch_dir
 from packager.settings import Runtime
 from packager.triton.launcher import LOAD_TIMEOUT, Launcher, Server, ServerError, launcher_for
-from packager.triton.serving import lends_interpreter, parsed_config, stage_model, stage_on_cpu
+from packager.triton.serving import lends_interpreter, on_cpu, parsed_config, stage_model, write_staged_config
 
 # Bump when what a cached completion holds, or how it is keyed, changes.
 COMPLETION_FORMAT = 1
@@ -101,10 +101,23 @@ def _store(key: str, document: Mapping[str, object], facts: Mapping[str, object]
         return
 
 
+def _stage(
+    destination: Path, triton: TritonModel, libs: Path | None, environment: Environment | None, mode: str
+) -> None:
+    """Stage one model to complete, as a replay would, with its instance groups on CPU (devices do not
+    change a config's tensors) and, without `environment`, without its EXECUTION_ENV_PATH."""
+    stage_model(destination, triton, libs, environment, mode)
+    config = on_cpu(triton.config)
+    if environment is None and ENV_PATH_PARAMETER in config.parameters:
+        del config.parameters[ENV_PATH_PARAMETER]
+    write_staged_config(destination / TRITON_CONFIG, config)
+
+
 class TritonCompleter:
     """A `Completer` that asks a server of `runtime` (started by `launcher`, only on a cache miss) for the
-    configs Triton completes; python steps that load an environment get the one `environment` gives (None:
-    not built, and those steps are not completed)."""
+    configs Triton completes. A python step that loads an environment is completed in the one `environment`
+    gives; where it gives none (not built yet), on the server's own Python, as `auto_complete_config`
+    usually needs only pb_utils and numpy (what that cannot load is said, not counted as a problem)."""
 
     def __init__(
         self,
@@ -132,8 +145,8 @@ class TritonCompleter:
         load_timeout: float = LOAD_TIMEOUT,
     ) -> TritonCompleter:
         """A completer on `launcher` (default: the runtime's, made only when a server is needed); python
-        steps' environments from the cache, or built now where `build_envs` (replay, push, serve, adopt:
-        what validate never does)."""
+        steps' environments from the cache, or built now where `build_envs` (replay, push, serve: what
+        validate and adopt never do)."""
         made = [launcher] if launcher is not None else []
 
         def launch() -> Launcher:
@@ -152,26 +165,28 @@ class TritonCompleter:
         libs = libraries_dir(model.path)
         needs_env = any(env_path(triton) is not None for triton in triton_models.values())
         environment = self.environment(model) if needs_env else None
+        bare = {name for name, triton in triton_models.items() if env_path(triton) and environment is None}
         completions: dict[str, Completion] = {}
         pending: dict[str, str] = {}  # the models to ask a server about, and their keys
         for name, triton in sorted(triton_models.items()):
-            if env_path(triton) is not None and environment is None:
-                completions[name] = Completion(
-                    None,
-                    f"it loads its environment, which is not built yet: run `packager env {model.name}`, "
-                    "then validate again",
-                )
-                continue
             key = completion_key(triton, libs, self.runtime, environment)
             cached = _cached(key)
             if cached is None:
                 pending[name] = key
             else:
-                completions[name] = Completion(cached, self.who, True, time.monotonic() - started)
+                note = self._who(model.name, name in bare)
+                completions[name] = Completion(cached, note, True, time.monotonic() - started)
         if pending:
             asked = {name: triton_models[name] for name in pending}
-            completions.update(self._ask(model, asked, pending, libs, environment))
+            completions.update(self._ask(model, asked, pending, libs, environment, bare))
         return completions
+
+    def _who(self, model: str, bare: bool) -> str:
+        """Who completed a config: the runtime's Triton, on its own Python where the environment is not
+        built yet."""
+        if not bare:
+            return self.who
+        return f"{self.who} on its own Python (the environment is not built yet: `packager env {model}`)"
 
     def _ask(
         self,
@@ -180,8 +195,10 @@ class TritonCompleter:
         keys: Mapping[str, str],
         libs: Path | None,
         environment: Environment | None,
+        bare: set[str],
     ) -> dict[str, Completion]:
-        """Stage `triton_models`, start a server, load each and read back its config."""
+        """Stage `triton_models` (those in `bare` without their environment), start a server, load each
+        and read back its config."""
         started = time.monotonic()
         launcher = self.launcher()
         missing = {
@@ -199,40 +216,44 @@ class TritonCompleter:
         self._say(
             f"{model.name}: asking {self.who} for the config it completes of {', '.join(sorted(asked))}"
         )
-        mode = "unpacked" if launcher.unpacked_envs else "packed"
         with scratch_dir(f"complete-{model.name}") as scratch:
             scratch.chmod(0o755)  # a server in a container reads the repository as another user
             repository = scratch / "repository"
             repository.mkdir(mode=0o755)
+            mode = "unpacked" if launcher.unpacked_envs else "packed"
             for name, triton in asked.items():
-                stage_model(repository / name, triton, libs, environment, mode)
-                if gpu_groups(triton.config):
-                    stage_on_cpu(repository / name / TRITON_CONFIG, triton.config)
+                _stage(repository / name, triton, libs, None if name in bare else environment, mode)
             portable = environment.portable if environment is not None else None
-            lend = lends_interpreter(asked, portable)
+            lend = lends_interpreter(asked, portable) or bool(bare)
             with launcher.start(repository, scratch / "triton.log", lend) as server:
+
+                def read(name: str) -> Completion:
+                    return self._read(server, asked[name], keys[name], started, model.name, name in bare)
+
                 with ThreadPoolExecutor(max_workers=len(asked)) as pool:
-                    names = sorted(asked)
-                    answers = pool.map(
-                        lambda name: self._read(server, asked[name], keys[name], started), names
-                    )
-                    completions.update(zip(names, answers))
+                    completions.update(zip(sorted(asked), pool.map(read, sorted(asked))))
         return completions
 
-    def _read(self, server: Server, triton: TritonModel, key: str, started: float) -> Completion:
-        """Load one model and read back its completed config (kept in the cache)."""
+    def _read(
+        self, server: Server, triton: TritonModel, key: str, started: float, model: str, bare: bool
+    ) -> Completion:
+        """Load one model (of model directory `model`) and read back its completed config (kept in the
+        cache)."""
         try:
             server.load(triton.name, self.load_timeout)
             document = server.model_config(triton.name)
         except ServerError as error:
             why = str(error).splitlines()[0].removeprefix(f"Triton refused to load {triton.name!r}: ")
+            if bare:  # what its environment holds may be what it lacked
+                note = f"{self._who(model, bare)} could not load it ({why}); build it, then validate again"
+                return Completion(None, note)
             message = f"Triton refused to load it to complete its config ({triton.completion_reason}): {why}"
             problem = Diagnostic(triton.parsed.path, None, None, message, "completion")
             return Completion(None, "Triton refused to load it", problem=problem)
         seconds = time.monotonic() - started
         facts = {"model": triton.name, "triton": self.runtime.triton_version, "seconds": round(seconds, 3)}
         _store(key, document, facts)
-        return Completion(parsed_config(document), self.who, False, seconds)
+        return Completion(parsed_config(document), self._who(model, bare), False, seconds)
 
     def _say(self, message: str) -> None:
         if self.progress:

@@ -150,7 +150,7 @@ def fit_devices(repository: Path, models: Mapping[str, TritonModel], launcher: L
     refuse_gpus(repository, models, launcher)
     for name, model in models.items():
         if gpu_groups(model.config):
-            stage_on_cpu(repository / name / TRITON_CONFIG, model.config)
+            write_staged_config(repository / name / TRITON_CONFIG, on_cpu(model.config))
 
 
 def refuse_gpus(unpacked: Path, models: Mapping[str, TritonModel], launcher: Launcher) -> None:
@@ -178,17 +178,22 @@ def _shown(diagnostic: Diagnostic, unpacked: Path) -> str:
     return f"the artifact's {dataclasses.replace(diagnostic, path=diagnostic.path.relative_to(unpacked))}"
 
 
-def stage_on_cpu(path: Path, config: model_config_pb2.ModelConfig) -> None:
-    """Write `config` at `path` with every instance group that asks for a GPU as KIND_CPU (its gpus cleared).
-    The file is replaced, never written through: a staged config is a hard link to the model directory's."""
-    on_cpu = model_config_pb2.ModelConfig()
-    on_cpu.CopyFrom(config)
-    for index in gpu_groups(on_cpu):
-        group = on_cpu.instance_group[index]
+def on_cpu(config: model_config_pb2.ModelConfig) -> model_config_pb2.ModelConfig:
+    """A copy of `config` with every instance group that asks for a GPU as KIND_CPU (its gpus cleared)."""
+    copy = model_config_pb2.ModelConfig()
+    copy.CopyFrom(config)
+    for index in gpu_groups(copy):
+        group = copy.instance_group[index]
         group.kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
         del group.gpus[:]
+    return copy
+
+
+def write_staged_config(path: Path, config: model_config_pb2.ModelConfig) -> None:
+    """Write `config` as the staged copy at `path`, replacing the file, never writing through it: a staged
+    config is a hard link to the model directory's."""
     path.unlink(missing_ok=True)
-    path.write_text(text_format.MessageToString(on_cpu))
+    path.write_text(text_format.MessageToString(config))
 
 
 def parsed_config(document: Mapping[str, object]) -> model_config_pb2.ModelConfig:

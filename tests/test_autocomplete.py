@@ -6,9 +6,12 @@ here, shaped as upstream's, not copied."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import signal
 import tarfile
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -16,21 +19,23 @@ from typing import Any, Mapping
 
 import pytest
 from google.protobuf import text_format
+from tritonclient.grpc.model_config_pb2 import ModelInstanceGroup
 
 from tests.conftest import DOUBLER, DOUBLER_CONFIG, RunPackager, git, serve_banner, start_packager
 from tests.test_adopt import ADD_SUB
+from tests.test_reload import RecordingServer
 from packager.artifacts import build_artifact
 from packager.config import load_config
 from packager.settings import ConfigError
 from packager.endpoint import emulating
 from packager.endpoint.errors import TargetInvalid
 from packager.environments import env_builder_for
-from packager.modeldir import Completion, ModelDir, TritonModel
+from packager.modeldir import Completion, ModelDir, TritonModel, read_config
 from packager.modeldir.model_config import ModelConfig
 from packager.modeldir.scaffold import REQUIREMENTS
 from packager.preflight import prepare
 from packager.settings import DEFAULT_RUNTIME
-from packager.triton import Launcher, TritonCompleter, launcher_for
+from packager.triton import Launcher, Served, TritonCompleter, Watcher, launcher_for
 from packager.release.stores.file import FileStore
 from packager.validation import validate_model
 
@@ -425,3 +430,24 @@ def test_a_step_with_an_environment_is_completed_in_it_once_built(tmp_path: Path
     within = validate_model(ModelDir(root), building)
     assert within.ok and within.completions["auto"].note == "Triton 2.51.0"
     assert validate_model(ModelDir(root), offline).completions["auto"].cached, "validate finds it built"
+
+
+def test_serve_cpu_reload_restages_a_gpu_model_on_cpu(gpu_repo: Path, tmp_path: Path) -> None:
+    """`serve --cpu --reload`: a saved step of a KIND_GPU model is restaged with its config on CPU again,
+    its model directory's copy untouched (the server is a stand-in: the restaging is under test)."""
+    model = ModelDir(shutil.copytree(gpu_repo / "models" / "gpu", tmp_path / "models" / "gpu"))
+    (tmp_path / "pants.toml").write_text("")
+    report = validate_model(model)
+    repository = tmp_path / "served"
+    (repository / "doubler").mkdir(parents=True)
+    server = RecordingServer()
+    served = Served(server, repository, report.triton_models, "doubler", "packed", 60.0, gpu_as_cpu=True)  # type: ignore[arg-type]
+    watcher = Watcher(model, served, None)
+    step = model.path / "doubler" / "1" / "model.py"
+    step.write_text(step.read_text() + "# saved\n")
+    os.utime(step, (time.time() + 5, time.time() + 5))
+    result = watcher.reload(watcher.changes())
+    assert (result.reloaded, result.refused, server.loads) == (["doubler"], None, ["doubler"])
+    staged = read_config(repository / "doubler" / "config.pbtxt").config
+    assert [group.kind for group in staged.instance_group] == [ModelInstanceGroup.KIND_CPU]
+    assert (model.path / "doubler" / "config.pbtxt").read_text() == GPU_CONFIG

@@ -50,6 +50,7 @@ class Served:
     top_model: str
     env_mode: str  # how the environments were staged (ENV_MODES)
     load_timeout: float = LOAD_TIMEOUT  # the longest one load may take, reloads included
+    gpu_as_cpu: bool = False  # instance groups that ask for a GPU are staged as KIND_CPU, reloads included
 
 
 def lends_interpreter(models: Mapping[str, TritonModel], env_portable: bool | None) -> bool:
@@ -251,7 +252,10 @@ def launched(
             repository, report.triton_models, launcher, log_path, portable, load_timeout, ports
         ) as server:
             top = top_model(report.triton_models)
-            yield Served(server, repository, report.triton_models, top, mode, load_timeout)
+            served = Served(
+                server, repository, report.triton_models, top, mode, load_timeout, launcher.gpu_as_cpu
+            )
+            yield served
 
 
 @contextmanager
@@ -270,4 +274,5 @@ def artifact_launched(
         with loaded(repository, triton_models, launcher, log_path, portable, load_timeout, ports) as server:
             top = str(artifact.manifest["top_model"])
             completed = completed_from(server, triton_models)
-            yield artifact, Served(server, repository, completed, top, "packed", load_timeout)
+            served = Served(server, repository, completed, top, "packed", load_timeout, launcher.gpu_as_cpu)
+            yield artifact, served

@@ -50,7 +50,7 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
     (tmp_path / "packager.toml").write_text(
         '[packager]\nruntime = "prod"\n'
         '[runtime.prod]\ntriton_version = "2.62.0"\npython = "3.12"\nserver_package = "x==1"\n'
-        'launcher = "local"\nenv_builder = "conda"\ndescription = "an NGC image"\nnetwork = true\n'
+        'launcher = "local"\nenv_builder = "conda"\ndescription = "an NGC image"\nnetwork = true\ngpu_as_cpu = true\n'
         'constraints = [{ requirement = "protobuf<6", reason = "demo" }]\n'
         '[stores]\nstaging = "s3://bucket/staging"\nproduction = "file:///srv/models"\n'
         'production_branches = ["release", "main"]\n'
@@ -73,6 +73,7 @@ def test_every_key_is_read(run_packager: RunPackager, tmp_path: Path) -> None:
         "image": "",
         "shm_size": "256m",
         "network": True,
+        "gpu_as_cpu": True,
         "platform": "x86_64-manylinux_2_28",
         "channels": ["conda-forge"],
     }

@@ -145,7 +145,7 @@ class _Reader:
                 raise self.error(at, f'[runtime.{name}] needs {key} (a string such as "2.51.0" or "3.11")')
         values = {
             key: self.string((*at, key), table, "")
-            for key in RUNTIME_KEYS - {"constraints", "channels", "network"}
+            for key in RUNTIME_KEYS - {"constraints", "channels", "network", "gpu_as_cpu"}
             if key in table
         }
         if not PYTHON_VERSION.fullmatch(values["python"]):
@@ -172,8 +172,14 @@ class _Reader:
             f'[runtime.{name}] channels is a non-empty list of conda channels, such as ["conda-forge"]',
         )
         network = self.boolean((*at, "network"), table, Runtime.network)
+        gpu_as_cpu = self.boolean((*at, "gpu_as_cpu"), table, Runtime.gpu_as_cpu)
         return Runtime(
-            name=name, constraints=constraints, channels=tuple(channels), network=network, **values
+            name=name,
+            constraints=constraints,
+            channels=tuple(channels),
+            network=network,
+            gpu_as_cpu=gpu_as_cpu,
+            **values,
         )
 
     def constraint(self, at: tuple[str | int, ...], item: object) -> Constraint:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from packager.environments import EnvBuilder, Environment, ensure_environment
 from packager.errors import PackagerError
-from packager.modeldir import Diagnostic, ModelDir, check_weights, env_path
+from packager.modeldir import Completer, Diagnostic, ModelDir, check_weights, env_path
 from packager.settings import Runtime
 from packager.validation import ModelReport, validate_model
 
@@ -19,10 +19,15 @@ class NotServable(PackagerError):
 
 
 def prepare(
-    model: ModelDir, runtime: Runtime, builder: EnvBuilder, progress: bool = True
+    model: ModelDir,
+    runtime: Runtime,
+    builder: EnvBuilder,
+    progress: bool = True,
+    complete: Completer | None = None,
 ) -> tuple[ModelReport, Environment | None]:
-    """Validate the model and its weights, and build (or reuse) its environment with `builder`."""
-    report = validate_model(model)
+    """Validate the model (against the configs Triton completes, where `complete` asks for them) and its
+    weights, and build (or reuse) its environment with `builder`."""
+    report = validate_model(model, complete)
     problems = report.diagnostics or check_weights(model)
     if problems:
         raise NotServable(problems)

@@ -47,6 +47,9 @@ class Runtime:
     image: str = ""  # a container runtime's image ("": the one `packager image build` makes for it)
     shm_size: str = "256m"  # /dev/shm of a container runtime's server
     network: bool = False  # whether model code may reach the network (off: only the packager reaches it)
+    # The servers here have no GPU: KIND_GPU instance groups are refused before a server starts, unless
+    # this (or --cpu) runs them as KIND_CPU, in the staged copy of the config only (what ships is unchanged).
+    gpu_as_cpu: bool = False
     platform: str = DEFAULT_PLATFORM  # what requirements are locked for (uv's --python-platform)
     # Where the conda builder gets Python ("local": made from this machine's CPython).
     channels: tuple[str, ...] = ("conda-forge",)

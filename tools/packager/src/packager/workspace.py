@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass
@@ -36,10 +37,15 @@ class Workspace:
     def models(self, args: tuple[str, ...]) -> list[ModelDir]:
         return discover_models(args, self.root)
 
-    def runtime(self, name: str | None, engine: bool = True) -> Runtime:
+    def runtime(self, name: str | None, engine: bool = True, cpu: bool = False) -> Runtime:
         """The named runtime, or the configured one; `auto` is the runtime named "container" where an
         engine answers and holds its image, else the one named "local" (always, without an `engine`: what
-        the quality gate's tests resolve, which never see one)."""
+        the quality gate's tests resolve, which never see one). `cpu` (--cpu): KIND_GPU instance groups run
+        as KIND_CPU, whatever its gpu_as_cpu says."""
+        runtime = self._runtime(name, engine)
+        return dataclasses.replace(runtime, gpu_as_cpu=True) if cpu else runtime
+
+    def _runtime(self, name: str | None, engine: bool) -> Runtime:
         chosen = name or self.config.default_runtime
         if chosen != AUTO:
             return self.config.runtime(chosen)

@@ -21,7 +21,7 @@ from packager.modeldir import ModelDir, check_weights, pull
 from packager.preflight import NotServable, prepare
 from packager.release import PushPlan, PushResult, Revision, push_model
 from packager.settings import Runtime
-from packager.triton import install_server
+from packager.triton import TritonCompleter, install_server
 
 STEPS = ("weights", "gate", "build", "replay", "publish")
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
@@ -159,12 +159,15 @@ def run_model(model: ModelDir, plan: CiPlan, position: str = "") -> ModelRun:
 
 def _prepare_gate(model: ModelDir, plan: CiPlan) -> None:
     """What the gate's replays take from the cache, which they see read-only: the server of the runtime
-    they replay on and the model's environment for it (validated first, as every replay is)."""
+    they replay on, the model's environment for it and the configs Triton completes (validated first, as
+    every replay is)."""
     runtime = plan.gate_runtime
     if runtime is None or runtime.launcher != "local":
         return
     install_server(runtime, plan.push.progress)
-    prepare(model, runtime, env_builder_for(runtime), plan.push.progress)
+    builder, progress = env_builder_for(runtime), plan.push.progress
+    complete = TritonCompleter.for_runtime(runtime, builder, True, progress)
+    prepare(model, runtime, builder, progress, complete)  # the configs Triton completes go in the cache too
 
 
 def _push_steps(result: PushResult) -> list[Step]:

@@ -37,7 +37,7 @@ from packager.modeldir import CASES_DIR, Case, CaseError, load_cases, ModelDir, 
 from packager.preflight import NotServable, prepare
 from packager.replay import NoCases
 from packager.tables import plural
-from packager.triton import launched, launcher_for, LOAD_TIMEOUT
+from packager.triton import launched, launcher_for, LOAD_TIMEOUT, TritonCompleter
 from packager.validation import validate_model
 from packager.workspace import Workspace
 
@@ -156,17 +156,13 @@ def loadtest(
             cases = _unstreamed(_cases(chosen, None), "SageMaker's InvokeEndpoint (--endpoint)")
         else:
             local = workspace.runtime(runtime)
-            report, environment = prepare(chosen, local, env_builder_for(local), progress=not as_json)
+            launcher, builder = launcher_for(local, progress=not as_json), env_builder_for(local)
+            complete = TritonCompleter.for_runtime(local, builder, True, not as_json, launcher, load_timeout)
+            report, environment = prepare(chosen, local, builder, not as_json, complete)
             cases = _cases(chosen, report.triton_models)
             log_path = workspace.log_dir() / f"{chosen.name}-loadtest.log"
             served = stack.enter_context(
-                launched(
-                    report,
-                    environment,
-                    launcher_for(local, progress=not as_json),
-                    log_path,
-                    load_timeout=load_timeout,
-                )
+                launched(report, environment, launcher, log_path, load_timeout=load_timeout)
             )
             endpoints = served.server.endpoints
             streamed = any(case.stream is not None for case in cases)

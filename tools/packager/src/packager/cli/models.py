@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from packager.environments import env_builder_for, lock_model, place_in_steps
 from packager.errors import ExitCode
 from packager.modeldir import (
     adopt,
+    write_case_template,
     CASES_DIR,
     check_weights,
     display_path,
@@ -30,33 +32,52 @@ from packager.modeldir import (
 )
 from packager.preflight import prepare
 from packager.tables import plural, table
-from packager.validation import validate_models
+from packager.triton import TritonCompleter
+from packager.validation import ModelReport, validate_models
 from packager.workspace import Workspace
 
 
 @click.command(epilog=EXIT_CODES)
 @MODELS_ARGUMENT
+@RUNTIME_OPTION
 @JSON_OPTION
 @pass_workspace
-def validate(workspace: Workspace, models: tuple[str, ...], as_json: bool) -> ExitCode:
-    """Check model directories offline, before anything runs (default: every model under models/).
+def validate(workspace: Workspace, models: tuple[str, ...], runtime: str | None, as_json: bool) -> ExitCode:
+    """Check model directories before anything runs (default: every model under models/).
 
-    Reports every problem of every model at once, as path:line:col: message.
+    Reports every problem of every model at once, as path:line:col: message (warnings too, which do not
+    fail it). Where Triton completes a model's config as it loads it (model.py's auto_complete_config), the
+    runtime's sandboxed Triton is asked for that config once and its answer cached by content, so that the
+    cases and ensembles are judged against what Triton loads; everything else is checked offline.
     """
-    reports = validate_models(workspace.models(models))
+    target = workspace.runtime(runtime)
+    complete = TritonCompleter.for_runtime(target, env_builder_for(target), False, progress=not as_json)
+    reports = validate_models(workspace.models(models), complete)
     failed = [report for report in reports if not report.ok]
     if as_json:
         echo_json({"ok": not failed, "models": [report.to_json() for report in reports]})
     else:
         for report in reports:
-            for diagnostic in report.diagnostics:
-                click.echo(str(diagnostic))
+            _render_report(report)
         problems = sum(len(report.diagnostics) for report in failed)
         summary_line = f"{plural(len(reports), 'model')} checked: {len(reports) - len(failed)} ok"
         if failed:
             summary_line += f", {len(failed)} with {plural(problems, 'problem')}"
+        warnings = sum(len(report.warnings) for report in reports)
+        if warnings:
+            summary_line += f" ({plural(warnings, 'warning')})"
         click.echo(summary_line, err=True)
     return ExitCode.MODEL_ERROR if failed else ExitCode.OK
+
+
+def _render_report(report: ModelReport) -> None:
+    """Problems and warnings on stdout, which config Triton completed on stderr."""
+    for note in report.notes():
+        click.echo(note, err=True)
+    for diagnostic in report.diagnostics:
+        click.echo(str(diagnostic))
+    for warning in report.warnings:
+        click.echo(f"{warning.location()}: warning: {warning.message}")
 
 
 @click.command(epilog=EXIT_CODES)
@@ -197,8 +218,15 @@ def adopt_command(
     parent = _models_parent(workspace, models_dir)
     adopted = adopt(source, parent, name, top)
     model = ModelDir(adopted.path)
-    locked = lock_model(model, workspace.runtime(runtime)) if adopted.requirements else None
-    (report,) = validate_models([model])
+    target = workspace.runtime(runtime)
+    locked = lock_model(model, target) if adopted.requirements else None
+    complete = TritonCompleter.for_runtime(target, env_builder_for(target), False, progress=not as_json)
+    (report,) = validate_models([model], complete)
+    served = report.triton_models.get(adopted.top_model)
+    if adopted.case_template is None and served is not None and served.completed is not None:
+        template = write_case_template(model.path, served)  # from the config Triton completed
+        adopted = dataclasses.replace(adopted, case_template=template)
+        (report,) = validate_models([model], complete)  # with the template (the completion is cached)
     if as_json:
         echo_json(
             {
@@ -207,6 +235,7 @@ def adopt_command(
                 "triton_models": list(adopted.triton_models),
                 "top_model": adopted.top_model,
                 "wrapped": adopted.wrapped,
+                "loader": adopted.loader,
                 "left_out": [str(path) for path in adopted.left_out],
                 "requirements": [str(path) for path in adopted.requirements],
                 "wired": list(adopted.wired),
@@ -219,7 +248,11 @@ def adopt_command(
     shown = display_path(adopted.path)
     top_line = f"top: {adopted.top_model}"
     if adopted.wrapped:
-        top_line += f", a one-step ensemble around {adopted.wrapped} written by adopt: SageMaker MME serves a repository's ensemble"
+        loads = f", after {adopted.loader}, which loads what it calls by name" if adopted.loader else ""
+        top_line += (
+            f", an ensemble around {adopted.wrapped}{loads}, written by adopt: SageMaker MME serves a "
+            "repository's ensemble, and loads only it and its steps"
+        )
     click.echo(f"adopted {source} as {shown}: {', '.join(adopted.triton_models)} ({top_line})")
     if adopted.left_out:
         left = ", ".join(display_path(path) for path in adopted.left_out)
@@ -230,8 +263,7 @@ def adopt_command(
         click.echo(f"  no {REQUIREMENTS_FILE}: python steps run on the server's own Python")
     if locked is not None:
         click.echo(f"  locked {plural(locked.packages, 'package')} into {display_path(locked.path)}")
-    for diagnostic in report.diagnostics:
-        click.echo(str(diagnostic))
+    _render_report(report)
     if not report.ok:
         click.echo(
             f"validate: {plural(len(report.diagnostics), 'problem')}; fix them, then run packager validate {model.name}",

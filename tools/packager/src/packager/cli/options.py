@@ -21,6 +21,12 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print a JSON
 RUNTIME_OPTION = click.option(
     "--runtime", help="The target runtime from packager.toml (default: its [packager] runtime)."
 )
+CPU_OPTION = click.option(
+    "--cpu",
+    is_flag=True,
+    help="Run KIND_GPU instance groups as KIND_CPU (the servers here have no GPU): only the staged copy of "
+    "config.pbtxt changes, never the model directory or the artifact (packager.toml: gpu_as_cpu = true).",
+)
 
 SIGN_KEY_OPTION = click.option(
     "--sign-key",

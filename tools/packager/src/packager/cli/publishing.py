@@ -27,6 +27,7 @@ from packager.ci import (
 )
 from packager.cli.cold_start import cold_start_check
 from packager.cli.options import (
+    CPU_OPTION,
     EXIT_CODES,
     JSON_OPTION,
     MODELS_ARGUMENT,
@@ -54,6 +55,7 @@ LOAD_TIMEOUT_OPTION = load_timeout_option(LOAD_TIMEOUT)
 @MODELS_ARGUMENT
 @publishing_options
 @LOAD_TIMEOUT_OPTION
+@CPU_OPTION
 @JSON_OPTION
 @pass_workspace
 def push(
@@ -68,6 +70,7 @@ def push(
     sign_key: Path | None,
     public_key: Path | None,
     load_timeout: float,
+    cpu: bool,
     as_json: bool,
 ) -> ExitCode:
     """Validate, build the environment, build the artifact, replay the built artifact through Triton, and
@@ -80,7 +83,7 @@ def push(
     the same bytes again are a no-op, other bytes are refused (bump model_version.txt).
     """
     revision = workspace.revision(branch, commit)
-    target = workspace.runtime(runtime)
+    target = workspace.runtime(runtime, cpu=cpu)
     plan = _push_plan(
         workspace, revision, target, staging, production, out, sign_key, public_key, load_timeout, as_json
     )

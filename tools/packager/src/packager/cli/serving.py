@@ -12,6 +12,7 @@ import click
 from packager.artifacts import read_manifest
 from packager.cli.options import (
     ARTIFACT_OPTION,
+    CPU_OPTION,
     echo_json,
     EXIT_CODES,
     JSON_OPTION,
@@ -42,6 +43,7 @@ from packager.triton import (
     Ports,
     Reload,
     Served,
+    TritonCompleter,
     Watcher,
 )
 from packager.workspace import Workspace
@@ -82,6 +84,7 @@ LOAD_TIMEOUT_OPTION = load_timeout_option(LOAD_TIMEOUT)
     help="Answer gRPC on this 127.0.0.1 port (default: a free one, printed).",
 )
 @LOAD_TIMEOUT_OPTION
+@CPU_OPTION
 @JSON_OPTION
 @pass_workspace
 def serve(
@@ -95,12 +98,13 @@ def serve(
     http_port: int | None,
     grpc_port: int | None,
     load_timeout: float,
+    cpu: bool,
     as_json: bool,
 ) -> ExitCode:
     """Serve one model directory, or a built artifact (--artifact), in a local Triton until Ctrl-C,
     printing its endpoints and a curl that sends the top-level model an example request (--json: as one
     JSON document, then a JSON line per reload)."""
-    target = workspace.runtime(runtime)
+    target = workspace.runtime(runtime, cpu=cpu)
     if (model is None) == (artifact is None):
         raise click.UsageError("serve takes one MODEL|PATH or --artifact FILE")
     if watch and artifact is not None:
@@ -116,7 +120,9 @@ def serve(
     if len(found) != 1:
         raise click.UsageError(f"serve takes one model; {model} holds {len(found)}")
     log_path = workspace.log_dir() / f"{found[0].name}-serve.log"
-    report, environment = prepare(found[0], target, env_builder_for(target), progress=not as_json)
+    builder = env_builder_for(target)
+    complete = TritonCompleter.for_runtime(target, builder, True, not as_json, launcher, load_timeout)
+    report, environment = prepare(found[0], target, builder, not as_json, complete)
     cases = load_cases(found[0].path, report.triton_models, top_model(report.triton_models))
     with launched(report, environment, launcher, log_path, env_mode, load_timeout, ports) as served:
         watcher = Watcher(found[0], served, environment) if watch else None
@@ -226,6 +232,7 @@ def _report_reload(reload: Reload, as_json: bool) -> None:
 @ARTIFACT_OPTION
 @PUBLIC_KEY_OPTION
 @LOAD_TIMEOUT_OPTION
+@CPU_OPTION
 @JSON_OPTION
 @pass_workspace
 def replay(
@@ -238,6 +245,7 @@ def replay(
     artifact: Path | None,
     public_key: Path | None,
     load_timeout: float,
+    cpu: bool,
     as_json: bool,
 ) -> ExitCode:
     """Replay each model's test cases through a real Triton, over HTTP and gRPC, and compare outputs.
@@ -247,7 +255,7 @@ def replay(
     --artifact, Triton serves exactly what the artifact holds, packed environments included, once it
     verified against its manifest (and signature, with a public key) as it was unpacked.
     """
-    target = workspace.runtime(runtime)
+    target = workspace.runtime(runtime, cpu=cpu)
     protocols = protocols or PROTOCOLS
     log_dir = workspace.log_dir()
     launcher = launcher_for(target, progress=not as_json)

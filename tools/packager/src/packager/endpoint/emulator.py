@@ -43,6 +43,8 @@ from packager.triton import (
     ServerStartError,
     UnservableModel,
     check_backends,
+    fit_devices,
+    refuse_gpus,
 )
 
 NOT_READY_AFTER = 60.0  # SageMaker answers ModelNotReadyException to a load that takes longer
@@ -314,6 +316,7 @@ class Emulator:
                 marks.append(time.monotonic())
                 models = triton_models_in(unpacked)
                 check_backends(models, self.servers.launcher)
+                refuse_gpus(unpacked, models, self.servers.launcher)
                 cold.model = str(artifact.manifest["top_model"])
                 cold.bytes = staged_bytes([model.directory for model in models.values()])
                 cold.evicted = [victim.target for victim in self._make_room(target, cold.bytes)]
@@ -351,10 +354,12 @@ class Emulator:
         return Loaded(target, cold.model, ensembles_first, slot, cold.bytes, cold), start_s
 
     def _stage(self, models: dict[str, TritonModel], loaded: Loaded) -> None:
-        """The target's models staged in its server's repository; none of them left there (and its names
-        released) when staging fails."""
+        """The target's models staged in its server's repository (instance groups asking for a GPU run as
+        KIND_CPU in the staged copy where the launcher says `gpu_as_cpu`); none of them left there (and its
+        names released) when staging fails."""
         try:
-            stage_models(models, loaded.slot.repository)
+            staged = stage_models(models, loaded.slot.repository)
+            fit_devices(loaded.slot.repository, staged, self.servers.launcher)
         except BaseException:
             self._remove(loaded)
             raise

@@ -6,7 +6,8 @@ Owns the env builder plug point (`EnvBuilder` and its registry `ENV_BUILDERS`; o
 requirements with uv (`lock`), checking them against a runtime's constraints, finding interpreters, and
 the content-addressed env cache.
 
-Public: EnvBuilder, ENV_BUILDERS, env_builder_for, Environment, ensure_environment, environment_key,
+Public: EnvBuilder, ENV_BUILDERS, env_builder_for, Environment, ensure_environment, cached_environment,
+environment_key,
 place, place_in_steps, TARBALL, read_requirements, lock_model, checked_lock, Locked, uv_command,
 Interpreter, find_interpreter. Backends are reached through the registry (`packager.environments.venv.VenvBuilder`
 and `packager.environments.conda.CondaBuilder` for direct use).
@@ -16,6 +17,7 @@ from packager.environments.builder import ENV_BUILDERS, EnvBuilder, env_builder_
 from packager.environments.cache import (
     TARBALL,
     Environment,
+    cached_environment,
     ensure_environment,
     environment_key,
     place,
@@ -32,6 +34,7 @@ __all__ = [
     "TARBALL",
     "Environment",
     "ensure_environment",
+    "cached_environment",
     "environment_key",
     "place",
     "place_in_steps",

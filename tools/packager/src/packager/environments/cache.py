@@ -80,28 +80,60 @@ def environment_key(lock: str, runtime: Runtime, builder: str, fingerprint: dict
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class _Address:
+    """Where a model's environment for a runtime is (or goes) in the cache, and what it is built from."""
+
+    lock: Path
+    pins: str
+    fingerprint: dict[str, str]
+    key: str
+
+    @property
+    def directory(self) -> Path:
+        return cache_root() / "envs" / self.key[:24]
+
+
+def _address(model: ModelDir, runtime: Runtime, builder: EnvBuilder) -> _Address:
+    lock = checked_lock(model, runtime)
+    pins = lock.read_text()
+    fingerprint = builder.fingerprint(runtime.python)
+    return _Address(lock, pins, fingerprint, environment_key(pins, runtime, builder.name, fingerprint))
+
+
 def ensure_environment(
     model: ModelDir, runtime: Runtime, builder: EnvBuilder, progress: bool = True
 ) -> Environment:
     """The model's environment for `runtime`, from the cache or built now by `builder` from its lock."""
     started = time.monotonic()
-    lock = checked_lock(model, runtime)
-    pins = lock.read_text()
-    fingerprint = builder.fingerprint(runtime.python)
-    key = environment_key(pins, runtime, builder.name, fingerprint)
-    directory = cache_root() / "envs" / key[:24]
+    address = _address(model, runtime, builder)
+    key, directory = address.key, address.directory
     if (directory / TARBALL).is_file():
         return Environment(key, directory, cache_hit=True, seconds=time.monotonic() - started)
     with locked(directory):
         if not (directory / TARBALL).is_file():
             _say(
-                progress, f"{model.name}: building the {builder.name} environment {key[:12]} from {lock.name}"
+                progress,
+                f"{model.name}: building the {builder.name} environment {key[:12]} from {address.lock.name}",
             )
-            _build(model, pins, runtime, builder, fingerprint, key, directory)
+            _build(model, address.pins, runtime, builder, address.fingerprint, key, directory)
             hit = False
         else:
             hit = True
     return Environment(key, directory, cache_hit=hit, seconds=time.monotonic() - started)
+
+
+def cached_environment(model: ModelDir, runtime: Runtime, builder: EnvBuilder) -> Environment | None:
+    """The model's environment for `runtime` where the cache already holds it; None where it would have to
+    be built (nothing is built here), or its lock is not current."""
+    started = time.monotonic()
+    try:
+        address = _address(model, runtime, builder)
+    except RequirementsError:
+        return None
+    if not (address.directory / TARBALL).is_file():
+        return None
+    return Environment(address.key, address.directory, cache_hit=True, seconds=time.monotonic() - started)
 
 
 def _build(

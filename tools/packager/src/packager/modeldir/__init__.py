@@ -9,16 +9,17 @@ anything.
 
 Public: ModelDir, discover_models, find_repo_root, models_under, version_dirs, name_problem,
 MODEL_VERSION_FILE, MODELS_DIR, TRITON_CONFIG; Diagnostic, display_path; TritonModel, ParsedConfig,
-ConfigUnreadable, read_config, read_text, env_path, top_model, enum_name, ENSEMBLE, PYTHON, PLATFORM_BACKENDS,
-ENV_PATH_PARAMETER, ENV_PATH_VALUE, MODEL_DIRECTORY_VARIABLE; Case, Tensor, Tolerance, CaseError,
+ConfigUnreadable, read_config, read_text, env_path, top_model, gpu_groups, gpu_diagnostic, enum_name,
+ENSEMBLE, PYTHON, PLATFORM_BACKENDS, ENV_PATH_PARAMETER, ENV_PATH_VALUE, MODEL_DIRECTORY_VARIABLE; Case, Tensor, Tolerance, CaseError,
 load_cases, case_files, CASES_DIR, Stream, generate_problem, example_input_tensors, decoupled_model; Weight, pointers, weights, check_weights, vouched_by_dvc, pull; REQUIREMENTS_FILE, LOCK_FILE, RequirementLine,
 RequirementsError, parse_requirements, digest, LockHeader, read_lock_header, lock_problems; LIBS_DIR,
 Library, LibraryError, libraries_dir, library_files, model_libraries, shared_libraries; scaffold;
-adopt, Adoption, AdoptionError, case_template, kserve_datatype, example_inputs, example_tensor; Calls,
-model_calls, entry_points, loaded_with (which models call which, BLS calls and loads read statically).
+adopt, Adoption, AdoptionError, case_template, write_case_template, kserve_datatype, example_inputs,
+example_tensor; Completion, Completer (configs as Triton completes them); Calls, model_calls,
+entry_points, loaded_with (which models call which, BLS calls and loads read statically).
 """
 
-from packager.modeldir.adopt import Adoption, AdoptionError, adopt, case_template
+from packager.modeldir.adopt import Adoption, AdoptionError, adopt, case_template, write_case_template
 from packager.modeldir.calls import Calls, entry_points, loaded_with, model_calls
 from packager.modeldir.cases import (
     CASES_DIR,
@@ -35,6 +36,7 @@ from packager.modeldir.cases import (
     kserve_datatype,
     load_cases,
 )
+from packager.modeldir.completion import Completer, Completion
 from packager.modeldir.diagnostics import Diagnostic, display_path
 from packager.modeldir.discovery import (
     MODEL_VERSION_FILE,
@@ -69,6 +71,8 @@ from packager.modeldir.model_config import (
     decoupled_model,
     enum_name,
     env_path,
+    gpu_diagnostic,
+    gpu_groups,
     read_config,
     read_text,
     top_model,
@@ -88,14 +92,17 @@ from packager.modeldir.scaffold import scaffold
 from packager.modeldir.weights import Weight, check_weights, pointers, pull, vouched_by_dvc, weights
 
 __all__ = [
-    "Adoption",
-    "AdoptionError",
-    "adopt",
-    "case_template",
     "Calls",
     "entry_points",
     "loaded_with",
     "model_calls",
+    "Adoption",
+    "AdoptionError",
+    "adopt",
+    "case_template",
+    "write_case_template",
+    "Completer",
+    "Completion",
     "CASES_DIR",
     "Case",
     "CaseError",
@@ -132,6 +139,8 @@ __all__ = [
     "decoupled_model",
     "enum_name",
     "env_path",
+    "gpu_diagnostic",
+    "gpu_groups",
     "read_config",
     "read_text",
     "top_model",

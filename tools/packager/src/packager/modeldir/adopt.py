@@ -2,12 +2,14 @@
 
 It takes what users and NVIDIA's examples ship: one Triton model directory (`add_sub/config.pbtxt` with
 `add_sub/1/model.py`, or `model.py` beside the config), or a model repository (a directory of them, such as
-an ensemble and its steps, or NVIDIA's BLS examples: a python model that calls others by name). Only what
-Triton loads is copied: each config, its version directories, its
-`warmup/` and the label files it names; clients, notebooks and the rest are left where they are, and listed.
+an ensemble and its steps, or NVIDIA's BLS examples: a python model that calls others by name); a python
+model without a config.pbtxt (its `auto_complete_config` sets it) gets the one line Triton needs,
+`backend: "python"`. Only what Triton loads is copied: each config, its version directories, its `warmup/`
+and the label files it names; clients, notebooks and the rest are left where they are, and listed.
 A requirements.txt becomes the model's, wired into every python step's EXECUTION_ENV_PATH. The model gets
 a model_version.txt, a BUILD file, the replay test and a case template for its top model, whose outputs
-are null until someone writes what the model must return. The directory appears whole, or not at all.
+are null until someone writes what the model must return (where Triton completes the top model's config,
+the template waits for that config: `write_case_template`). The directory appears whole, or not at all.
 
 The top model is the one requests go to: the one no other model calls (see `calls.entry_points`), or the
 one `top` names when that does not settle it. SageMaker MME serves a repository's ensemble (and loads only
@@ -36,18 +38,25 @@ from packager.modeldir.calls import entry_points, unloaded_calls
 from packager.modeldir.cases import CASES_DIR, example_inputs, example_tensor
 from packager.modeldir.discovery import MODEL_VERSION_FILE, TRITON_CONFIG, name_problem, version_dirs
 from packager.modeldir.model_config import (
+    DEFAULT_PYTHON_FILE,
     ENSEMBLE,
     ENV_PATH_PARAMETER,
     ENV_PATH_VALUE,
     ConfigUnreadable,
+    ModelConfig,
+    ParsedConfig,
     TritonModel,
     enum_name,
     read_config,
 )
+from packager.modeldir.textproto_positions import FieldPositions
 from packager.modeldir.requirements import REQUIREMENTS_FILE
 from packager.modeldir.scaffold import BUILD, TEST
 
 TEMPLATE_CASE = "example.json"
+# What a python model without a config.pbtxt gets: Triton cannot tell its backend from a version
+# directory's model.py alone everywhere, and the model-directory contract needs the file.
+MINIMAL_CONFIG = 'backend: "python"\n'
 TEMPLATE_VALUES = 16  # a template lists up to this many values of a tensor; a bigger one gets one `fill`
 WRAPPER_SUFFIX = "_ensemble"
 LOADER_SUFFIX = "_loader"
@@ -114,10 +123,13 @@ class Adoption:
     triton_models: tuple[str, ...]
     top_model: str
     wrapped: str | None  # the model the ensemble adopt wrote passes requests to (None: it wrote none)
+    loader: str | None  # the step it put in front of `wrapped` to load what that calls by name
     left_out: tuple[Path, ...]  # files of the source that no Triton model loads
     requirements: tuple[Path, ...]  # the requirements files it took
     wired: tuple[str, ...]  # python steps it gave EXECUTION_ENV_PATH
-    case_template: Path | None  # None when the top model declares no inputs to fill
+    case_template: (
+        Path | None
+    )  # None when the top model declares no inputs to fill, or Triton completes them, or Triton completes them
 
 
 def adopt(source: Path, parent: Path, name: str | None = None, top: str | None = None) -> Adoption:
@@ -191,23 +203,44 @@ def _wrapper_name(chosen: str, found: dict[str, TritonModel]) -> str:
 
 def _triton_models(source: Path) -> dict[str, TritonModel]:
     """The Triton models `source` holds, by the name Triton serves them under."""
-    directories = [source] if (source / TRITON_CONFIG).is_file() else []
+    directories = [source] if _is_triton_model(source) else []
     directories = directories or sorted(
-        entry for entry in source.iterdir() if entry.is_dir() and (entry / TRITON_CONFIG).is_file()
+        entry for entry in source.iterdir() if entry.is_dir() and _is_triton_model(entry)
     )
     if not directories:
         raise UsageError(
-            f"{source}: holds no {TRITON_CONFIG}, nor subdirectories with one; "
-            "give a Triton model directory or a model repository"
+            f"{source}: holds no {TRITON_CONFIG}, nor subdirectories with one; give a Triton model directory "
+            f"(a {TRITON_CONFIG}, or a python model's {DEFAULT_PYTHON_FILE}) or a model repository"
         )
     found = {}
     for directory in directories:
         try:
-            parsed = read_config(directory / TRITON_CONFIG)
+            parsed = _read_or_minimal(directory)
         except ConfigUnreadable as error:
             raise AdoptionError(f"{error}; fix it before adopting") from None
         found[parsed.config.name or directory.name] = TritonModel(directory, parsed)
     return found
+
+
+def _is_triton_model(directory: Path) -> bool:
+    """A config.pbtxt, or a python model without one: model.py beside it or in a version directory."""
+    if (directory / TRITON_CONFIG).is_file():
+        return True
+    return any(path.is_file() for path in (directory / DEFAULT_PYTHON_FILE, *_versioned_python(directory)))
+
+
+def _versioned_python(directory: Path) -> list[Path]:
+    return [path / DEFAULT_PYTHON_FILE for path in version_dirs(directory).values()]
+
+
+def _read_or_minimal(directory: Path) -> ParsedConfig:
+    """The model's config, or the minimal one it gets where it has none (at the path it will have)."""
+    path = directory / TRITON_CONFIG
+    if path.is_file():
+        return read_config(path)
+    config = ModelConfig()
+    config.backend = "python"
+    return ParsedConfig(path, config, FieldPositions(MINIMAL_CONFIG))
 
 
 def _lay_out(
@@ -218,6 +251,7 @@ def _lay_out(
     for triton_name, triton in sorted(found.items()):
         left_out.extend(_copy_triton_model(triton, root / triton_name))
     steps = dict(found)
+    loader = None
     if entry.wrapper is not None:
         loader = _write_loader(root, entry, found)
         if loader is not None:
@@ -245,16 +279,15 @@ def _lay_out(
     (root / "BUILD").write_text(BUILD.format(name=name, steps=STEPS.format(name=name)))
     (root / "tests").mkdir()
     (root / "tests" / "test_replay.py").write_text(TEST)
-    case = case_template(found[entry.model])
-    if case is not None:
-        (root / CASES_DIR).mkdir(parents=True)
-        (root / CASES_DIR / TEMPLATE_CASE).write_text(render_case(case))
-    template = destination / CASES_DIR / TEMPLATE_CASE if case is not None else None
+    laid_out = TritonModel(root / entry.model, found[entry.model].parsed)  # model.py in a version directory
+    written = write_case_template(root, laid_out) if not laid_out.completion_reason else None
+    template = destination / CASES_DIR / TEMPLATE_CASE if written is not None else None
     return Adoption(
         destination,
         tuple(sorted({*steps, entry.served})),
         entry.served,
         entry.model if entry.wrapper else None,
+        loader.name if loader else None,
         tuple(sorted(left_out)),
         requirements,
         tuple(wired),
@@ -355,6 +388,8 @@ def _copy_triton_model(triton: TritonModel, destination: Path) -> set[Path]:
             shutil.copytree(entry, destination / entry.name, ignore=ignore)
         elif entry.name in keep:
             shutil.copy2(entry, destination / entry.name)
+    if not (source / TRITON_CONFIG).is_file():
+        (destination / TRITON_CONFIG).write_text(MINIMAL_CONFIG)
     if not versions and triton.is_python and (source / triton.python_file).is_file():
         (destination / "1").mkdir()  # NVIDIA's examples ship model.py beside the config
         shutil.copy2(source / triton.python_file, destination / "1" / triton.python_file)
@@ -392,7 +427,7 @@ def case_template(model: TritonModel) -> dict[str, object] | None:
     of more than TEMPLATE_VALUES), each output null until written (a decoupled model's responses: null until
     written). None when the config declares no inputs
     to fill."""
-    config = model.config
+    config = model.loaded_config
     if not config.input:
         return None
     batching = config.max_batch_size > 0
@@ -418,6 +453,18 @@ def _compact(tensor: dict[str, object]) -> dict[str, object]:
     if not isinstance(data, list) or len(data) <= TEMPLATE_VALUES:
         return tensor
     return {**{key: value for key, value in tensor.items() if key != "data"}, "fill": data[0]}
+
+
+def write_case_template(model_dir: Path, model: TritonModel) -> Path | None:
+    """Write `model`'s case template (from the config Triton loads) into the model directory's cases;
+    where, or None when its config declares no inputs to fill."""
+    case = case_template(model)
+    if case is None:
+        return None
+    path = model_dir / CASES_DIR / TEMPLATE_CASE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_case(case))
+    return path
 
 
 def render_case(case: dict[str, object]) -> str:

@@ -553,34 +553,38 @@ def _is_number(value: Any) -> bool:
 def _check_against_config(
     located: _CaseText, model: TritonModel, tensors: tuple[Tensor, ...], at: tuple[str | int, ...]
 ) -> None:
+    if not model.config_known:
+        return  # Triton completes its config, and was not asked: validate says so
+    config = model.loaded_config
     kind = "input" if at[0] == "inputs" else "output"
     response = f"response {at[1]}: " if at[0] == "responses" else ""
-    declared = {tensor.name: tensor for tensor in getattr(model.config, kind)}
-    batching = model.config.max_batch_size > 0
+    declared = {tensor.name: tensor for tensor in getattr(config, kind)}
+    batching = config.max_batch_size > 0
+    source = " (as Triton completes its config)" if model.completed is not None else ""
     for index, tensor in enumerate(tensors):
         spec = declared.get(tensor.name)
         subject = f"{response}{kind} {tensor.name!r}"
         if spec is None:
             known = ", ".join(sorted(declared)) or "none"
-            message = f"{subject} is not an {kind} of model {model.name!r} ({known})"
+            message = f"{subject} is not an {kind} of model {model.name!r} ({known}){source}"
             raise located.error(message, *at, index, "name")
         expected_type = kserve_datatype(spec.data_type)
         if tensor.datatype != expected_type:
-            message = f"{subject} is {expected_type} in {model.name}'s config, not {tensor.datatype}"
+            message = f"{subject} is {expected_type} in {model.name}'s config{source}, not {tensor.datatype}"
             raise located.error(message, *at, index, "datatype")
         dims = list(spec.dims)
         shape = tensor.shape[1:] if batching else tensor.shape
         if len(shape) != len(dims) or any(d != -1 and d != s for d, s in zip(dims, shape)):
             if batching:
                 expected = f"[batch, {', '.join(map(str, dims))}]".replace(", ]", "]")
-                why = f"{model.name} batches (max_batch_size {model.config.max_batch_size})"
+                why = f"{model.name} batches (max_batch_size {config.max_batch_size}){source}"
             else:
-                expected, why = str(dims), f"{model.name} does not batch (no max_batch_size)"
+                expected, why = str(dims), f"{model.name} does not batch (no max_batch_size){source}"
             message = f"{subject} shape {tensor.shape} does not match {expected}: {why}"
             raise located.error(message, *at, index, "shape")
-        if batching and tensor.shape and tensor.shape[0] > model.config.max_batch_size:
+        if batching and tensor.shape and tensor.shape[0] > config.max_batch_size:
             message = (
-                f"{subject} batch of {tensor.shape[0]} is over max_batch_size {model.config.max_batch_size}"
+                f"{subject} batch of {tensor.shape[0]} is over max_batch_size {config.max_batch_size}{source}"
             )
             raise located.error(message, *at, index, "shape")
     if kind == "input":

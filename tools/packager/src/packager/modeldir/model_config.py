@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Mapping
 
@@ -126,10 +128,12 @@ FILE_BACKENDS = {
 
 @dataclass(frozen=True)
 class TritonModel:
-    """A Triton model directory inside a model directory, with its parsed config."""
+    """A Triton model directory inside a model directory, with its parsed config (and the config Triton
+    completed at load time, where it was asked: see `completion_reason`)."""
 
     directory: Path
     parsed: ParsedConfig
+    completed: model_config_pb2.ModelConfig | None = None
 
     @property
     def name(self) -> str:
@@ -137,7 +141,35 @@ class TritonModel:
 
     @property
     def config(self) -> model_config_pb2.ModelConfig:
+        """The config as its file says it (what validation locates problems in)."""
         return self.parsed.config
+
+    @property
+    def loaded_config(self) -> model_config_pb2.ModelConfig:
+        """The config Triton loads: the one it completed, where it was asked, else the file's."""
+        return self.completed if self.completed is not None else self.config
+
+    @property
+    def config_known(self) -> bool:
+        """Whether `loaded_config` holds the inputs, outputs and batching Triton serves the model with."""
+        return self.completed is not None or self.completion_reason is None
+
+    @cached_property
+    def completion_reason(self) -> str | None:
+        """Why Triton completes this model's config at load time (auto-complete, on by default), changing
+        its inputs, outputs or batching; None when what the file says is what Triton loads."""
+        if self.is_ensemble:
+            return None
+        if self.is_python:
+            versions = self.versions()
+            files = [versions[number] / self.python_file for number in self.versions_to_load()]
+            defining = next((path for path in files if defines_auto_complete(path)), None)
+            return f"{defining.name} defines auto_complete_config" if defining is not None else None
+        missing = [field for field in ("input", "output") if not getattr(self.config, field)]
+        if not missing or not self.backend():  # an unknown backend: validation says Triton cannot load it
+            return None
+        what = " and ".join(f"{field}s" for field in missing)
+        return f"its config declares no {what}: the {self.backend()} backend completes them"
 
     @property
     def is_ensemble(self) -> bool:
@@ -188,6 +220,41 @@ class TritonModel:
     def python_file(self) -> str:
         """The file the python backend loads from each version directory."""
         return self.config.default_model_filename or DEFAULT_PYTHON_FILE
+
+
+def gpu_groups(config: model_config_pb2.ModelConfig) -> list[int]:
+    """The indexes of the instance groups that ask for a GPU: kind KIND_GPU, or KIND_AUTO with gpus listed
+    (KIND_AUTO alone runs on CPU where there is no GPU)."""
+    groups = model_config_pb2.ModelInstanceGroup
+    return [
+        index
+        for index, group in enumerate(config.instance_group)
+        if group.kind == groups.KIND_GPU or (group.kind == groups.KIND_AUTO and group.gpus)
+    ]
+
+
+def gpu_diagnostic(model: TritonModel, index: int, message: str) -> Diagnostic:
+    """`message` at the kind (or the gpus) of instance group `index` of the model's config."""
+    written = model.parsed.positions.at("instance_group", index, "kind", 0)
+    field = "kind" if written is not None else "gpus"
+    return model.parsed.diagnostic("instance-group", message, "instance_group", index, field, 0)
+
+
+def defines_auto_complete(path: Path) -> bool:
+    """Whether a python model file's TritonPythonModel defines auto_complete_config (read, never run)."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+        return False  # validation reports a model file that is missing or does not compile
+    return any(
+        isinstance(node, ast.ClassDef)
+        and node.name == "TritonPythonModel"
+        and any(
+            isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == "auto_complete_config"
+            for item in node.body
+        )
+        for node in tree.body
+    )
 
 
 def env_path(model: TritonModel) -> Path | None:

@@ -20,7 +20,7 @@ from packager.release.history import history
 from packager.release.publishing import Published, Route, publish_release, same_or_refuse
 from packager.replay import ModelReplay, replay_artifact
 from packager.settings import Runtime
-from packager.triton import LOAD_TIMEOUT, Launcher
+from packager.triton import LOAD_TIMEOUT, Launcher, TritonCompleter
 from packager.validation import ModelReport
 
 
@@ -99,7 +99,10 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
     result = PushResult(model.name)
     started = time.monotonic()
     try:
-        report, environment = prepare(model, plan.runtime, plan.builder, plan.progress)
+        complete = TritonCompleter.for_runtime(
+            plan.runtime, plan.builder, True, plan.progress, plan.launcher, plan.load_timeout
+        )
+        report, environment = prepare(model, plan.runtime, plan.builder, plan.progress, complete)
         artifact = build_artifact(
             report, plan.runtime, environment, plan.out_dir, plan.signing_key, plan.repository
         )

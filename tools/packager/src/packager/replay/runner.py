@@ -23,7 +23,16 @@ from packager.preflight import prepare
 from packager.replay.clients import PROTOCOLS, SENDERS, STREAMS, NotSent, Sender, StreamFailed
 from packager.replay.compare import compare, compare_stream
 from packager.settings import Runtime
-from packager.triton import LOAD_TIMEOUT, Launcher, Server, launched, loaded, shm_hint
+from packager.triton import (
+    LOAD_TIMEOUT,
+    Launcher,
+    Server,
+    TritonCompleter,
+    completed_from,
+    launched,
+    loaded,
+    shm_hint,
+)
 
 
 @dataclass(frozen=True)
@@ -142,7 +151,8 @@ def replay_model(
     seconds), and replay every case of one model directory."""
     replay = ModelReplay(model.name)
     with _recorded(replay):
-        report, environment = prepare(model, runtime, builder, progress)
+        complete = TritonCompleter.for_runtime(runtime, builder, True, progress, launcher, load_timeout)
+        report, environment = prepare(model, runtime, builder, progress, complete)
         cases = _cases(model, report.triton_models, top_model(report.triton_models))
         with launched(report, environment, launcher, log_path, env_mode, load_timeout) as served:
             replay.results = replay_cases(model.name, served.server, cases, protocols)
@@ -165,9 +175,11 @@ def replay_artifact(
     with _recorded(replay):
         with verified(archive, public_key) as (artifact, repository):
             triton_models = triton_models_in(repository)
-            cases = _cases(model, triton_models, str(artifact.manifest["top_model"]))
+            top = str(artifact.manifest["top_model"])
+            _cases(model, triton_models, top)  # no server started for cases that do not load
             portable = artifact.manifest.get("env_portable")
             with loaded(repository, triton_models, launcher, log_path, portable, load_timeout) as server:
+                cases = _cases(model, completed_from(server, triton_models), top)
                 replay.results = replay_cases(model.name, server, cases, protocols)
     return replay
 

@@ -4,18 +4,21 @@ Owns the launcher plug point (`Launcher` and its registry `LAUNCHERS`; one modul
 sandboxed by bubblewrap, and `container`, through the Docker Engine API), the runtime's image (`image`),
 the running `Server` every launcher yields (readiness, loading, its log), installing a local server from
 the runtime's PyPI package, cleanup (process group, /tmp envs, /dev/shm), and serving a validated model
-directory (staging a model repository and loading it), reloading it on save (`reload`), and an example
-request to try a served model with (`example`).
+directory (staging a model repository and loading it, instance groups that ask for a GPU refused or run on
+CPU), reloading it on save (`reload`), an example request to try a served model with (`example`), and
+asking a server for the configs Triton completes, cached by content (`completion`).
 
 Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, Ports, ServerError, ServerStartError,
 UnservableModel, PortUnavailable, free_ports, shm_hint, READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall,
-install_server, Served, staged_repository, loaded, load_all, check_backends, launched, artifact_launched,
-ENV_MODES, container_ready, build_image, check_image, image_for, ImageFacts, Watcher, Reload,
-Example, example_for, example_request, curl_command, stream_curl, stream_snippet, Sandbox (the bubblewrap sandbox, which the quality gate uses too),
-socat_binary. Backends are reached through the registry
-(`packager.triton.local.LocalLauncher` and `packager.triton.container.ContainerLauncher` for direct use).
+install_server, Served, staged_repository, loaded, load_all, check_backends, fit_devices, refuse_gpus,
+on_cpu, write_staged_config, served_config, completed_from, launched, artifact_launched, ENV_MODES, TritonCompleter,
+container_ready, build_image, check_image, image_for, ImageFacts, Watcher, Reload, example_request,
+curl_command, Sandbox (the bubblewrap sandbox, which the quality gate uses too), socat_binary. Backends are
+reached through the registry (`packager.triton.local.LocalLauncher` and
+`packager.triton.container.ContainerLauncher` for direct use).
 """
 
+from packager.triton.completion import TritonCompleter
 from packager.triton.container import container_ready
 from packager.triton.example import (
     Example,
@@ -51,6 +54,12 @@ from packager.triton.serving import (
     Served,
     artifact_launched,
     check_backends,
+    completed_from,
+    fit_devices,
+    refuse_gpus,
+    served_config,
+    on_cpu,
+    write_staged_config,
     launched,
     load_all,
     loaded,
@@ -94,6 +103,13 @@ __all__ = [
     "loaded",
     "load_all",
     "check_backends",
+    "completed_from",
+    "fit_devices",
+    "refuse_gpus",
+    "served_config",
+    "on_cpu",
+    "write_staged_config",
+    "TritonCompleter",
     "staged_repository",
     "Reload",
     "Watcher",

@@ -60,12 +60,14 @@ class ContainerLauncher:
         ready_timeout: float = READY_TIMEOUT,
         backends: frozenset[str] = frozenset({"python"}),
         network: bool = False,
+        gpu_as_cpu: bool = False,
     ) -> None:
         self.image = image
         self.shm_size = shm_size
         self.ready_timeout = ready_timeout
         self.backends = backends
         self.network = network
+        self.gpu_as_cpu = gpu_as_cpu
 
     @classmethod
     def for_runtime(cls, runtime: Runtime, progress: bool = True) -> ContainerLauncher:
@@ -93,7 +95,10 @@ class ContainerLauncher:
             )
         if not contents.relay and not runtime.network:
             raise EnvironmentFailure(f"image {image} has {NO_RELAY}")
-        return cls(image, runtime.shm_size, backends=frozenset(contents.backends), network=runtime.network)
+        backends = frozenset(contents.backends)
+        return cls(
+            image, runtime.shm_size, backends=backends, network=runtime.network, gpu_as_cpu=runtime.gpu_as_cpu
+        )
 
     @contextmanager
     def start(

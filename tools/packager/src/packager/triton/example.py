@@ -40,7 +40,7 @@ def example_for(
 ) -> Example:
     """How to try `model` at the server's HTTP and gRPC endpoints (host:port), with the inputs of its
     first case that JSON can carry, or zeros from its config."""
-    config = triton_models[model].config
+    config = triton_models[model].loaded_config
     case = next(
         (case for case in cases if case.model == model and not any(t.binary for t in case.inputs)), None
     )

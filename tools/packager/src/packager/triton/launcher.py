@@ -161,6 +161,21 @@ class Server:
             message = json.loads(body).get("error", body) if body.startswith("{") else body
             raise ServerError(f"Triton refused to load {model!r}: {message}\n{self.log_excerpt()}")
 
+    def model_config(self, model: str, timeout: float = READY_TIMEOUT) -> dict[str, object]:
+        """The config a loaded model runs with, as Triton completed it (its JSON form); ServerError when
+        Triton does not give it."""
+        path = f"/v2/models/{urllib.parse.quote(model, safe='')}/config"
+        try:
+            status, body = self._request("GET", path, timeout=timeout)
+        except (OSError, http.client.HTTPException) as error:
+            raise ServerError(
+                f"Triton stopped answering when asked for {model!r}'s config ({error})"
+            ) from None
+        document = json.loads(body) if body.startswith("{") else {}
+        if status != 200:
+            raise ServerError(f"Triton gave no config for {model!r}: {document.get('error', body)}")
+        return dict(document)
+
     def unload(self, model: str, timeout: float = LOAD_TIMEOUT) -> None:
         """Unload one model (explicit model control); ServerError when Triton refuses or stops answering."""
         try:
@@ -182,6 +197,9 @@ class Launcher(Protocol):
     # cannot gets the packed tarball, what ships.
     unpacked_envs: bool
     backends: frozenset[str]  # the backends its server has
+    # Its server has no GPU: whether KIND_GPU instance groups run as KIND_CPU in the staged copy of their
+    # config (the runtime's gpu_as_cpu, or --cpu), instead of being refused before it starts.
+    gpu_as_cpu: bool
 
     def start(
         self, repository: Path, log_path: Path, lend_interpreter: bool = True, ports: Ports = Ports()

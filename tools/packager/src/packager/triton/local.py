@@ -24,11 +24,16 @@ class LocalLauncher:
     unpacked_envs = True
 
     def __init__(
-        self, install: ServerInstall, ready_timeout: float = READY_TIMEOUT, network: bool = False
+        self,
+        install: ServerInstall,
+        ready_timeout: float = READY_TIMEOUT,
+        network: bool = False,
+        gpu_as_cpu: bool = False,
     ) -> None:
         self.install = install
         self.ready_timeout = ready_timeout
         self.network = network
+        self.gpu_as_cpu = gpu_as_cpu
         self.backends = frozenset(
             entry.name for entry in (install.directory / "backends").iterdir() if entry.is_dir()
         )
@@ -36,7 +41,7 @@ class LocalLauncher:
     @classmethod
     def for_runtime(cls, runtime: Runtime, progress: bool = True) -> LocalLauncher:
         """A launcher of the runtime's server, installed into the cache first if it is not there yet."""
-        return cls(install_server(runtime, progress), network=runtime.network)
+        return cls(install_server(runtime, progress), network=runtime.network, gpu_as_cpu=runtime.gpu_as_cpu)
 
     @contextmanager
     def start(

@@ -13,15 +13,17 @@ from packager.environments import Environment
 from packager.modeldir import (
     LOCK_FILE,
     REQUIREMENTS_FILE,
+    TRITON_CONFIG,
     ModelDir,
     TritonModel,
     display_path,
+    gpu_groups,
     libraries_dir,
     library_files,
 )
 from packager.scratch import scratch_dir
 from packager.triton.launcher import ServerError
-from packager.triton.serving import Served, load_all, stage_model
+from packager.triton.serving import Served, load_all, on_cpu, stage_model, write_staged_config
 from packager.validation import validate_model
 
 IGNORED_PARTS = {"__pycache__", ".git"}
@@ -136,6 +138,8 @@ class Watcher:
         for name in names:
             with scratch_dir(f"restage-{name}", repository.parent) as fresh:
                 stage_model(fresh / name, models[name], self.libs, self.environment, self.served.env_mode)
+                if self.served.gpu_as_cpu and gpu_groups(models[name].config):
+                    write_staged_config(fresh / name / TRITON_CONFIG, on_cpu(models[name].config))
                 (repository / name).rename(fresh / "retired")
                 (fresh / name).rename(repository / name)
         load_all(self.served.server, {name: models[name] for name in names}, self.served.load_timeout)

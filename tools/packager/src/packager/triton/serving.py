@@ -1,9 +1,14 @@
 """Serving a model directory in a real Triton: stage a model repository (its Triton models, with the
 environment where EXECUTION_ENV_PATH points), start a server with a launcher, and load every Triton model.
-Shared by `serve` and `replay`; preparing the directory first is the preflight step's job."""
+Shared by `serve` and `replay`; preparing the directory first is the preflight step's job.
+
+The servers here have no GPU: a model whose instance groups ask for one is refused before a server starts,
+or, where the launcher says `gpu_as_cpu`, its staged copy of config.pbtxt is rewritten to KIND_CPU (the
+model directory and the artifact are never written to)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -12,9 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
 from packager.artifacts import Artifact, triton_models_in, verified
 from packager.environments import Environment
-from packager.modeldir import TritonModel, env_path, libraries_dir, library_files, top_model
+from packager.modeldir import (
+    TRITON_CONFIG,
+    Diagnostic,
+    TritonModel,
+    env_path,
+    gpu_diagnostic,
+    gpu_groups,
+    libraries_dir,
+    library_files,
+    top_model,
+)
 from packager.scratch import scratch_dir
 from packager.triton.launcher import LOAD_TIMEOUT, Launcher, Ports, Server, UnservableModel
 from packager.validation import ModelReport
@@ -32,6 +50,7 @@ class Served:
     top_model: str
     env_mode: str  # how the environments were staged (ENV_MODES)
     load_timeout: float = LOAD_TIMEOUT  # the longest one load may take, reloads included
+    gpu_as_cpu: bool = False  # instance groups that ask for a GPU are staged as KIND_CPU, reloads included
 
 
 def lends_interpreter(models: Mapping[str, TritonModel], env_portable: bool | None) -> bool:
@@ -104,6 +123,7 @@ def loaded(
     within `load_timeout` seconds; stopped and cleaned up on exit. The server's interpreter is lent only
     where a step needs it (see `lends_interpreter`)."""
     check_backends(models, launcher)
+    fit_devices(repository, models, launcher)
     with launcher.start(repository, log_path, lends_interpreter(models, env_portable), ports) as server:
         load_all(server, models, load_timeout)
         yield server
@@ -122,6 +142,83 @@ def check_backends(models: Mapping[str, TritonModel], launcher: Launcher) -> Non
             f"{needs}; the {launcher.name} launcher's Triton has only {', '.join(sorted(launcher.backends))}: "
             "serve it with a runtime whose server has it"
         )
+
+
+def fit_devices(repository: Path, models: Mapping[str, TritonModel], launcher: Launcher) -> None:
+    """Models staged at `repository/<name>` whose instance groups ask for a GPU, which no server here has:
+    refused (see `refuse_gpus`), or, where the launcher says `gpu_as_cpu`, run as KIND_CPU from a rewritten
+    staged copy of their config."""
+    refuse_gpus(repository, models, launcher)
+    for name, model in models.items():
+        if gpu_groups(model.config):
+            write_staged_config(repository / name / TRITON_CONFIG, on_cpu(model.config))
+
+
+def refuse_gpus(unpacked: Path, models: Mapping[str, TritonModel], launcher: Launcher) -> None:
+    """Raise UnservableModel naming each config line that asks for a GPU, and the override, unless the
+    launcher says `gpu_as_cpu`. A model under `unpacked` (an artifact's) is named by its path there."""
+    if launcher.gpu_as_cpu:
+        return
+    message = (
+        f"asks for a GPU, and the {launcher.name} launcher's Triton has none (it would refuse the model: "
+        "no GPUs are available): run with --cpu, or set gpu_as_cpu = true in the runtime's packager.toml "
+        "table, to run it as KIND_CPU in the staged copy only (what ships keeps KIND_GPU)"
+    )
+    lines = [
+        _shown(gpu_diagnostic(model, index, message), unpacked)
+        for model in models.values()
+        for index in gpu_groups(model.config)
+    ]
+    if lines:
+        raise UnservableModel("\n".join(lines))
+
+
+def _shown(diagnostic: Diagnostic, unpacked: Path) -> str:
+    if not diagnostic.path.is_relative_to(unpacked):
+        return str(diagnostic)
+    return f"the artifact's {dataclasses.replace(diagnostic, path=diagnostic.path.relative_to(unpacked))}"
+
+
+def on_cpu(config: model_config_pb2.ModelConfig) -> model_config_pb2.ModelConfig:
+    """A copy of `config` with every instance group that asks for a GPU as KIND_CPU (its gpus cleared)."""
+    copy = model_config_pb2.ModelConfig()
+    copy.CopyFrom(config)
+    for index in gpu_groups(copy):
+        group = copy.instance_group[index]
+        group.kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
+        del group.gpus[:]
+    return copy
+
+
+def write_staged_config(path: Path, config: model_config_pb2.ModelConfig) -> None:
+    """Write `config` as the staged copy at `path`, replacing the file, never writing through it: a staged
+    config is a hard link to the model directory's."""
+    path.unlink(missing_ok=True)
+    path.write_text(text_format.MessageToString(config))
+
+
+def parsed_config(document: Mapping[str, object]) -> model_config_pb2.ModelConfig:
+    """A config in Triton's JSON form, as the ModelConfig protobuf (fields a newer Triton adds ignored)."""
+    config = model_config_pb2.ModelConfig()
+    json_format.ParseDict(dict(document), config, ignore_unknown_fields=True)
+    return config
+
+
+def served_config(server: Server, model: str) -> model_config_pb2.ModelConfig:
+    """The config a loaded model runs with, as Triton completed it."""
+    return parsed_config(server.model_config(model))
+
+
+def completed_from(server: Server, models: Mapping[str, TritonModel]) -> dict[str, TritonModel]:
+    """`models` (loaded in `server`), each whose config Triton completes given the config it completed."""
+    return {
+        name: (
+            dataclasses.replace(model, completed=served_config(server, name))
+            if model.completion_reason
+            else model
+        )
+        for name, model in models.items()
+    }
 
 
 def load_all(server: Server, models: Mapping[str, TritonModel], timeout: float = LOAD_TIMEOUT) -> None:
@@ -155,7 +252,10 @@ def launched(
             repository, report.triton_models, launcher, log_path, portable, load_timeout, ports
         ) as server:
             top = top_model(report.triton_models)
-            yield Served(server, repository, report.triton_models, top, mode, load_timeout)
+            served = Served(
+                server, repository, report.triton_models, top, mode, load_timeout, launcher.gpu_as_cpu
+            )
+            yield served
 
 
 @contextmanager
@@ -173,4 +273,6 @@ def artifact_launched(
         portable = artifact.manifest.get("env_portable")
         with loaded(repository, triton_models, launcher, log_path, portable, load_timeout, ports) as server:
             top = str(artifact.manifest["top_model"])
-            yield artifact, Served(server, repository, triton_models, top, "packed", load_timeout)
+            completed = completed_from(server, triton_models)
+            served = Served(server, repository, completed, top, "packed", load_timeout, launcher.gpu_as_cpu)
+            yield artifact, served

@@ -22,6 +22,8 @@ from packager.modeldir import (
     ParsedConfig,
     TritonModel,
     enum_name,
+    gpu_diagnostic,
+    gpu_groups,
 )
 
 TENSORRT = "tensorrt_plan"
@@ -215,6 +217,18 @@ def _check_instance_groups(model: TritonModel) -> Iterator[Diagnostic]:
         if group.profile and model.config.platform != TENSORRT:
             message = "instance_group profile works only on the TensorRT platform"
             yield model.parsed.diagnostic("instance-group", message, "instance_group", index, "profile", 0)
+
+
+def check_devices(model: TritonModel) -> Iterator[Diagnostic]:
+    """Warnings: instance groups that ask for a GPU, which the runtimes here do not have."""
+    for index in gpu_groups(model.config):
+        message = (
+            "this instance group asks for a GPU, and the runtimes here run Triton on CPU only (it refuses the "
+            "model: no GPUs are available): replay refuses it unless given --cpu (or gpu_as_cpu = true in the "
+            "runtime's packager.toml table), which runs it as KIND_CPU in the staged copy only; what ships "
+            "keeps KIND_GPU"
+        )
+        yield gpu_diagnostic(model, index, message)
 
 
 def _check_versions(model: TritonModel) -> Iterator[Diagnostic]:

@@ -121,11 +121,13 @@ class _EnsembleCheck:
     def _check_step_model(
         self, index: int, step: pb.ModelEnsembling.Step, model: TritonModel
     ) -> Iterator[Diagnostic]:
-        config = model.config
+        config = model.loaded_config
         if step.model_version != -1 and step.model_version not in model.versions_to_load():
             loaded = ", ".join(str(version) for version in model.versions_to_load()) or "none"
             message = f"step asks for version {step.model_version} of {model.name!r}, which Triton does not load (loaded: {loaded})"
             yield self.diagnostic(message, *self._step_field(index, "model_version", 0))
+        if not model.config_known:
+            return  # Triton completes the step's config, and was not asked: validate says so
         if 0 < config.max_batch_size < self.config.max_batch_size:
             message = (
                 f"ensemble max_batch_size {self.config.max_batch_size} exceeds the {config.max_batch_size} "
@@ -159,7 +161,7 @@ class _EnsembleCheck:
                 yield self.diagnostic(message, *self._map_field(index, map_name, key, "key"))
                 continue
             where = f"{kind} {key!r} of model {model.name!r}"
-            use = _Use(tensor.data_type, tuple(tensor.dims), model.config.max_batch_size > 0, where)
+            use = _Use(tensor.data_type, tuple(tensor.dims), model.loaded_config.max_batch_size > 0, where)
             reference = self.uses.setdefault(ensemble_tensor, use)
             if use.data_type != reference.data_type:
                 message = (

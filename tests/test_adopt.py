@@ -478,8 +478,9 @@ def test_a_bls_repository_adopts_validates_replays_and_builds(
     adopted = run_packager("adopt", str(bls_repository(tmp_path / "upstream")), cwd=repo)
     assert adopted.returncode == 0, adopted.stdout + adopted.stderr
     assert (
-        "(top: bls_ensemble, a one-step ensemble around bls written by adopt: SageMaker MME serves a "
-        "repository's ensemble)" in adopted.stdout
+        "(top: bls_ensemble, an ensemble around bls, after bls_loader, which loads what it calls by name, "
+        "written by adopt: SageMaker MME serves a repository's ensemble, and loads only it and its steps)"
+        in adopted.stdout
     )
     _write_case(repo / "models" / "bls", [[1, 2, 3, 4], [4, 3, 2, 1]], [[5, 5, 5, 5], [-3, -1, 1, 3]])
     git(repo, "add", "-A")

@@ -13,7 +13,8 @@ UnservableModel, PortUnavailable, free_ports, shm_hint, READY_TIMEOUT, LOAD_TIME
 install_server, Served, staged_repository, loaded, load_all, check_backends, fit_devices, refuse_gpus,
 on_cpu, write_staged_config, served_config, completed_from, launched, artifact_launched, ENV_MODES, TritonCompleter,
 container_ready, build_image, check_image, image_for, ImageFacts, Watcher, Reload, example_request,
-curl_command, Sandbox (the bubblewrap sandbox, which the quality gate uses too), socat_binary. Backends are
+Example, example_for, curl_command, stream_curl, stream_snippet, Sandbox (the bubblewrap sandbox, which
+the quality gate uses too), socat_binary. Backends are
 reached through the registry (`packager.triton.local.LocalLauncher` and
 `packager.triton.container.ContainerLauncher` for direct use).
 """

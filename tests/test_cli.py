@@ -25,7 +25,7 @@ from packager.errors import ExitCode
 from packager.modeldir import TritonModel, example_input_tensors, read_config
 from packager.settings import DEFAULT_RUNTIME
 from packager.triton import Endpoints, Served, curl_command, free_ports
-from tests.conftest import RunPackager, doubler_repository, serve_banner, start_packager
+from tests.conftest import RunPackager, doubler_repository, one_model_dir, serve_banner, start_packager
 
 CORPUS = Path(__file__).parent / "corpus"
 GOOD = CORPUS / "good" / "single_python"
@@ -253,11 +253,47 @@ def _send(curl: str) -> tuple[int, dict[str, Any]]:
         body, status = sent.stdout.rsplit("\n", 1)
         return int(status), json.loads(body)
     words = shlex.split(curl)
-    request = urllib.request.Request(
-        words[2], data=words[-1].encode(), headers={"Content-Type": "application/json"}
-    )
+    data = Path(words[-1][1:]).read_bytes() if words[-1].startswith("@") else words[-1].encode()
+    request = urllib.request.Request(words[2], data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.status, json.loads(response.read())
+
+
+IMAGE_TOTAL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse(
+                [pb_utils.Tensor("TOTAL", pb_utils.get_input_tensor_by_name(r, "IMAGE").as_numpy().sum(keepdims=True).reshape(1))]
+            )
+            for r in requests
+        ]
+"""
+IMAGE_TOTAL_CONFIG = """backend: "python"
+input [ { name: "IMAGE", data_type: TYPE_FP32, dims: [ 3, 224, 224 ] } ]
+output [ { name: "TOTAL", data_type: TYPE_FP32, dims: [ 1 ] } ]
+"""
+
+
+def test_serve_sends_an_image_sized_example_from_a_file(tmp_path: Path) -> None:
+    """150,528 zeros are too long for one shell argument: the curl sends them from a file beside the log."""
+    (tmp_path / "pants.toml").write_text("")
+    one_model_dir(tmp_path / "models", "image", IMAGE_TOTAL, IMAGE_TOTAL_CONFIG)
+    process = start_packager("serve", "image", cwd=tmp_path)
+    try:
+        lines = serve_banner(process)
+        curl = next(line.strip() for line in lines if line.startswith("  curl "))
+        assert len(curl) < 1000 and " -d @" in curl, curl
+        assert (tmp_path / "dist" / "logs" / "image-example.json").is_file()
+        status, answer = _send(curl)
+        assert status == 200 and answer["outputs"][0]["data"] == [0.0]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
 
 
 def test_serve_on_a_chosen_http_port_answers_the_curl_it_prints(model_repo: Path) -> None:

@@ -141,7 +141,9 @@ def _serve(
     """Say where the server answers and how to try it (with the top model's first case, if it has one),
     then keep it up until Ctrl-C (or until it dies)."""
     endpoints = served.server.endpoints
-    example = example_for(endpoints.http, endpoints.grpc, served.top_model, served.triton_models, cases or [])
+    example = example_for(
+        endpoints.http, endpoints.grpc, served.top_model, served.triton_models, cases or [], log_path.parent
+    )
     document = {
         "serving": what,
         "runtime": runtime.name,

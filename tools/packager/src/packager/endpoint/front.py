@@ -39,7 +39,7 @@ from packager.endpoint.limits import MAX_BODY, check_target, shown
 from packager.errors import UsageError
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+    from _typeshed import WriteableBuffer  # pants: no-infer-dep
 
 INVOCATIONS = re.compile(r"/endpoints/([^/]+)/invocations")
 TARGET_HEADER = "X-Amzn-SageMaker-Target-Model"

@@ -23,7 +23,6 @@ from packager.modeldir import (
     generate_problem,
 )
 
-
 # Linux refuses one argument longer than 128 KiB ("Argument list too long"); well under it, a body is inline.
 INLINE_BODY = 64 * 1024
 

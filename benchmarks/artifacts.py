@@ -20,15 +20,15 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import boto3
 import numpy as np
 from moto.server import ThreadedMotoServer
 
-from packager.config import load_config
+from benchmarks.timing import timed
 from packager.archives import Member, file_digest, usable_cores, write_tar_gz
 from packager.artifacts import build_artifact
+from packager.config import load_config
 from packager.environments import ensure_environment, env_builder_for, lock_model
 from packager.modeldir import ModelDir, find_repo_root, scaffold
 from packager.release import Destination, publish
@@ -38,12 +38,6 @@ from packager.validation import validate_model
 
 ROOT = find_repo_root(Path(__file__).parent) or Path.cwd()
 RUNTIME = load_config(ROOT).runtime("local")  # packager.toml's: its conda channel is local
-
-
-def timed(action: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
 
 
 def shell(command: str) -> None:

@@ -12,10 +12,9 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable
 
+from benchmarks.timing import timed
 from packager.config import load_config
 from packager.environments import ensure_environment, find_interpreter, lock_model, uv_command
 from packager.environments.channel import local_channel
@@ -25,12 +24,6 @@ from packager.modeldir import LOCK_FILE, ModelDir, find_repo_root
 ROOT = find_repo_root(Path(__file__).parent) or Path.cwd()
 RUNTIME = load_config(ROOT).runtime("local")
 MODEL = ModelDir(ROOT / "models" / "digits")
-
-
-def timed(action: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
 
 
 def row(name: str, baseline: tuple[str, float], measured: tuple[str, float]) -> None:
@@ -80,8 +73,8 @@ def _uv(scratch: Path, name: str) -> None:
 def bench_install(scratch: Path) -> None:
     _pip(scratch, "pip-warmup")  # both download caches warm: the comparison is the installer's own work
     _uv(scratch, "uv-warmup")
-    pip = statistics.median(timed(lambda: _pip(scratch, f"pip-{index}")) for index in range(3))
-    uv = statistics.median(timed(lambda: _uv(scratch, f"uv-{index}")) for index in range(3))
+    pip = statistics.median(timed(_pip, scratch, f"pip-{index}") for index in range(3))
+    uv = statistics.median(timed(_uv, scratch, f"uv-{index}") for index in range(3))
     row("venv + install the lock", ("pip (median of 3)", pip), ("uv (median of 3)", uv))
 
 

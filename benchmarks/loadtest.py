@@ -128,7 +128,7 @@ def main() -> None:
         show("churn, through the MME emulator (boto3 invoke_endpoint)", emulated)
         print("\nemulator overhead (emulator / direct)")
         print(f"{'concurrency':>11} {'throughput':>10} {'p50':>6}")
-        for ours, theirs in zip(direct["levels"], emulated["levels"]):
+        for ours, theirs in zip(direct["levels"], emulated["levels"], strict=True):
             ratio = theirs["throughput"] / ours["throughput"] if ours["throughput"] else float("nan")
             latency = (theirs["p50_ms"] or 0) / ours["p50_ms"] if ours["p50_ms"] else float("nan")
             print(f"{ours['concurrency']:>11} {ratio:>9.2f}x {latency:>5.2f}x")

@@ -25,18 +25,19 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from benchmarks.timing import timed
 from packager.config import load_config
 from packager.environments import Environment, ensure_environment, env_builder_for
 from packager.modeldir import ModelDir, find_repo_root, load_cases, top_model
@@ -53,16 +54,10 @@ CHURN, DIGITS = ModelDir(ROOT / "models" / "churn"), ModelDir(ROOT / "models" / 
 CLIENTS, SECONDS = 8, 5.0
 
 
-def timed(action: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
-
-
 def one_by_one(server: Server, models: Mapping[str, object]) -> float:
     """Seconds to load each of `models` in name order, one after another (what replay did before
     `load_all`)."""
-    return sum(timed(lambda: server.load(name)) for name in sorted(models))
+    return sum(timed(server.load, name) for name in sorted(models))
 
 
 def row(name: str, baseline: tuple[str, float], measured: tuple[str, float], unit: str = "s") -> None:
@@ -145,7 +140,9 @@ def throughput(endpoint: str, rows: np.ndarray, seconds: float = SECONDS) -> tup
     before = _counts(endpoint)
     with multiprocessing.get_context("spawn").Pool(CLIENTS) as pool:
         counts = pool.starmap(_client, [(endpoint, rows, seconds)] * CLIENTS)
-    inferences, executions = (after - previous for after, previous in zip(_counts(endpoint), before))
+    inferences, executions = (
+        after - previous for after, previous in zip(_counts(endpoint), before, strict=True)
+    )
     return sum(counts) / seconds, inferences / max(executions, 1)
 
 
@@ -211,9 +208,14 @@ def bench_container(log_dir: Path) -> None:
     )
     replays = {
         name: timed(
-            lambda: replay_model(
-                CHURN, RUNTIME, BUILDER, launcher, log_dir / f"replay-{name}.log", "packed", progress=False
-            )
+            replay_model,
+            CHURN,
+            RUNTIME,
+            BUILDER,
+            launcher,
+            log_dir / f"replay-{name}.log",
+            "packed",
+            progress=False,
         )
         for name, launcher in launchers.items()
     }
@@ -264,7 +266,7 @@ def bench_replay_loop(log_dir: Path) -> None:
             with launcher.start(repository, log_dir / f"loop-a-{attempt}.log") as server:
                 sequential.append(one_by_one(server, report.triton_models))
                 one_protocol_then_other.append(
-                    sum(timed(lambda: replay_cases("digits", server, cases, (p,))) for p in PROTOCOLS)
+                    sum(timed(replay_cases, "digits", server, cases, (p,)) for p in PROTOCOLS)
                 )
                 process = server.process
                 assert isinstance(process, subprocess.Popen)  # the local launcher's
@@ -276,9 +278,9 @@ def bench_replay_loop(log_dir: Path) -> None:
                 reaped.append(time.perf_counter() - started)
             context = launcher.start(repository, log_dir / f"loop-b-{attempt}.log")
             server = context.__enter__()
-            at_once.append(timed(lambda: load_all(server, report.triton_models)))
-            side_by_side.append(timed(lambda: replay_cases("digits", server, cases, PROTOCOLS)))
-            killed.append(timed(lambda: context.__exit__(None, None, None)))
+            at_once.append(timed(load_all, server, report.triton_models))
+            side_by_side.append(timed(replay_cases, "digits", server, cases, PROTOCOLS))
+            killed.append(timed(context.__exit__, None, None, None))
     row(
         "load digits' steps",
         ("one by one", statistics.median(sequential)),

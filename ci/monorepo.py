@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 SHARED = [
     "pants", "pants.toml", "pyproject.toml", "BUILD", ".gitignore", ".dvcignore", ".dvc/config", "dvc-store",

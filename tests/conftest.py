@@ -10,8 +10,9 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import boto3
 import numpy as np
@@ -22,9 +23,9 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import make_server
 
 from packager.artifacts.provenance import CI_BRANCH_VARIABLES, CI_COMMIT_VARIABLES
+from packager.config import load_config
 from packager.environments import lock_model
 from packager.modeldir import LOCK_FILE, ModelDir, scaffold
-from packager.config import load_config
 from packager.settings import DEFAULT_RUNTIME, Runtime
 from packager.triton import Server, build_image
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.conftest import RunPackager, git
 from packager.artifacts import read_manifest
 from packager.errors import UsageError
 from packager.modeldir import (
@@ -29,6 +28,7 @@ from packager.modeldir.scaffold import REQUIREMENTS
 from packager.settings import DEFAULT_RUNTIME
 from packager.triton import launched, launcher_for
 from packager.validation import validate_model
+from tests.conftest import RunPackager, git
 
 # One python step, unbatched, two inputs and two outputs, as NVIDIA's python_backend add_sub example is
 # laid out: config.pbtxt, 1/model.py and a client script side by side.
@@ -235,9 +235,9 @@ def _write_case(model: Path, inputs: list[list[int]], outputs: list[list[int]]) 
     path = model / "tests" / "cases" / "example.json"
     case = json.loads(path.read_text())
     batched = case["inputs"][0]["shape"][0] == 1 and len(case["inputs"]) == 1
-    for tensor, values in zip(case["inputs"], inputs):
+    for tensor, values in zip(case["inputs"], inputs, strict=True):
         tensor["data"] = [values] if batched else values
-    for tensor, values in zip(case["outputs"], outputs):
+    for tensor, values in zip(case["outputs"], outputs, strict=True):
         tensor["data"] = [values] if batched else values
     path.write_text(json.dumps(case, indent=2))
 

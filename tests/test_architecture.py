@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,10 @@ def test_every_registry_line_names_a_real_factory(registry: Registry[object]) ->
         assert callable(registry.factory(name)), f"{registry.plug_point} {name!r}"
     with pytest.raises(Exception, match=f"no {registry.plug_point} 'nonexistent' \\(known: "):
         registry.factory("nonexistent")
+
+
+def test_the_changelog_names_the_packagers_version() -> None:
+    """A release moves `__version__` and gives its changes a section of that version in CHANGELOG.md."""
+    changelog = (Path(__file__).parent.parent / "CHANGELOG.md").read_text()
+    versions = re.findall(r"^## (\d+\.\d+\.\d+)", changelog, re.MULTILINE)
+    assert versions and versions[0] == packager.__version__, f"CHANGELOG.md's newest is {versions[:1]}"

@@ -15,14 +15,14 @@ from packager.artifacts import (
     SIGNATURE,
     ArtifactError,
     build_artifact,
+    generate_keys,
     verified,
     verify_artifact,
 )
-from packager.settings import DEFAULT_RUNTIME
-from packager.modeldir import LibraryError, ModelDir
 from packager.environments import Environment, ensure_environment
 from packager.environments.venv import VenvBuilder
-from packager.artifacts import generate_keys
+from packager.modeldir import LibraryError, ModelDir
+from packager.settings import DEFAULT_RUNTIME
 from packager.validation import ModelReport, validate_model
 from tests.conftest import git
 

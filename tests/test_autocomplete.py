@@ -14,19 +14,16 @@ import tarfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc.model_config_pb2 import ModelInstanceGroup
 
-from tests.conftest import DOUBLER, DOUBLER_CONFIG, RunPackager, git, serve_banner, start_packager
-from tests.test_adopt import ADD_SUB
-from tests.test_reload import RecordingServer
 from packager.artifacts import build_artifact
 from packager.config import load_config
-from packager.settings import ConfigError
 from packager.endpoint import emulating
 from packager.endpoint.errors import TargetInvalid
 from packager.environments import env_builder_for
@@ -34,10 +31,13 @@ from packager.modeldir import Completion, ModelDir, TritonModel, read_config
 from packager.modeldir.model_config import ModelConfig
 from packager.modeldir.scaffold import REQUIREMENTS
 from packager.preflight import prepare
-from packager.settings import DEFAULT_RUNTIME
-from packager.triton import Launcher, Served, TritonCompleter, Watcher, launcher_for
 from packager.release.stores.file import FileStore
+from packager.settings import DEFAULT_RUNTIME, ConfigError
+from packager.triton import Launcher, Served, TritonCompleter, Watcher, launcher_for
 from packager.validation import validate_model
+from tests.conftest import DOUBLER, DOUBLER_CONFIG, RunPackager, git, serve_banner, start_packager
+from tests.test_adopt import ADD_SUB
+from tests.test_reload import RecordingServer
 
 # What python_backend's auto_complete examples do: declare the tensors unless the config already does,
 # set max_batch_size, and ask for dynamic batching when batching ({batch}: 0, nobatch, or 4); then add_sub.

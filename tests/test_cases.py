@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from packager.modeldir import Case, CaseError, load_cases
-from packager.modeldir import ModelDir
-from packager.modeldir import TritonModel
+from packager.modeldir import Case, CaseError, ModelDir, TritonModel, load_cases
 from packager.validation import validate_model
 from tests.conftest import REPEAT, REPEAT_CONFIG, SQUARE, SQUARE_CONFIG, one_model_dir
 

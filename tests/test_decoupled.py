@@ -11,8 +11,8 @@ import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -31,8 +31,8 @@ from tests.conftest import (
     SQUARE,
     SQUARE_CONFIG,
     RunPackager,
-    runtime_client,
     one_model_dir,
+    runtime_client,
     serve_banner,
     start_packager,
 )

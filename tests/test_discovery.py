@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from packager.modeldir import ModelDir, discover_models, find_repo_root, models_under, version_dirs
 from packager.errors import UsageError
+from packager.modeldir import ModelDir, discover_models, find_repo_root, models_under, version_dirs
 
 
 def _model(path: Path, *triton_models: str) -> Path:

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 
 from packager.archives import file_digest
-from packager.settings import DEFAULT_RUNTIME, Constraint, Runtime
-from packager.modeldir import ModelDir, RequirementsError
 from packager.environments import (
     ensure_environment,
     env_builder_for,
@@ -26,6 +24,8 @@ from packager.environments.conda import CondaBuilder
 from packager.environments.requirements import check_constraints
 from packager.environments.venv import VenvBuilder, make_relocatable
 from packager.errors import EnvironmentFailure
+from packager.modeldir import ModelDir, RequirementsError
+from packager.settings import DEFAULT_RUNTIME, Constraint, Runtime
 
 
 def _requirements(tmp_path: Path, text: str) -> Path:

@@ -9,15 +9,23 @@ import io
 import json
 import tarfile
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 import pytest
 from isal import igzip
 
 from packager.archives import UnsafeArchive, extract
-from packager.artifacts import MANIFEST, SIGNATURE, ArtifactError, content_digest, verified
-from packager.artifacts import read_manifest, verify_artifact
+from packager.artifacts import (
+    MANIFEST,
+    SIGNATURE,
+    ArtifactError,
+    content_digest,
+    read_manifest,
+    verified,
+    verify_artifact,
+)
 from tests.conftest import RunPackager
 
 Entry = tuple[tarfile.TarInfo, IO[bytes] | None]

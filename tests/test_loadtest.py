@@ -9,9 +9,9 @@ import math
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -284,7 +284,7 @@ def test_loadtest_a_sagemaker_endpoint_through_boto3(
     assert printed.pop("files")["png"].endswith("loadtest.png") and printed == report
     _sane(report, [1, 2])
     assert report["target"] == f"SageMaker endpoint churn-ep, TargetModel churn_1.tar.gz at {stand_in}"
-    paths, models, types = (set(column) for column in list(zip(*_StandIn.seen))[:3])
+    paths, models, types = (set(column) for column in list(zip(*_StandIn.seen, strict=True))[:3])
     assert (paths, models, types) == (
         {"/endpoints/churn-ep/invocations"},
         {"churn_1.tar.gz"},

@@ -11,9 +11,10 @@ import sys
 import tarfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,8 +26,8 @@ from packager.release.stores import Store
 from packager.release.stores.file import FileStore
 from packager.release.stores.s3 import S3Store
 from packager.settings import DEFAULT_RUNTIME, Runtime
-from packager.triton.container import ContainerLauncher
 from packager.triton import Server
+from packager.triton.container import ContainerLauncher
 from packager.triton.local import LocalLauncher
 from tests.conftest import S3_CREDENTIALS, RunPackager, child_environment, runtime_client, s3_client
 

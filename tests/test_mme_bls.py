@@ -13,8 +13,9 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -170,8 +171,8 @@ NOT_READY = "Model 'add_sub' is not ready"
 
 def _expected(factor: int) -> dict[str, list[float]]:
     return {
-        "SUM": [factor * (a + b) for a, b in zip(IN_0, IN_1)],
-        "DIFFERENCE": [factor * (a - b) for a, b in zip(IN_0, IN_1)],
+        "SUM": [factor * (a + b) for a, b in zip(IN_0, IN_1, strict=True)],
+        "DIFFERENCE": [factor * (a - b) for a, b in zip(IN_0, IN_1, strict=True)],
     }
 
 
@@ -279,7 +280,7 @@ def _outputs(answer: dict[str, Any]) -> dict[str, list[float]]:
 
 
 def _cold_start(events: list[Event], target: str) -> ColdStart:
-    (cold,) = [event for event in events if isinstance(event, ColdStart) and event.target == target]
+    (cold,) = (event for event in events if isinstance(event, ColdStart) and event.target == target)
     return cold
 
 

@@ -133,7 +133,7 @@ def test_a_killed_mme_serve_leaves_scratch_that_the_next_one_removes_but_never_a
     (repository / "store").mkdir(parents=True)
     (repository / "pants.toml").write_text("")
     holder = _run_until(HOLDER, "holding", temp=temp)
-    (held,) = [path.name for path in temp.glob("packager-held-*") if path.is_dir()]
+    (held,) = (path.name for path in temp.glob("packager-held-*") if path.is_dir())
     killed = _serve(repository, temp)
     killed.kill()
     killed.wait()

@@ -5,8 +5,9 @@ exit 1, never an internal error; nothing is published or recorded on the way. S3
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa

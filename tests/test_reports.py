@@ -5,8 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-from packager.replay import CaseResult, ModelReplay
-from packager.replay import replay_table, summary, write_junit
+from packager.replay import CaseResult, ModelReplay, replay_table, summary, write_junit
 
 REPLAYS = [
     ModelReplay(

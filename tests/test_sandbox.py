@@ -8,18 +8,18 @@ import json
 import os
 import signal
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
 from packager.settings import DEFAULT_RUNTIME
-from packager.triton import Server
+from packager.triton import Server, free_ports
 from packager.triton.local import LocalLauncher
 from packager.triton.sandbox import ALLOWED_VARIABLES, HOME, Sandbox, allowed_environment
-from packager.triton import free_ports
 from tests.conftest import (
     NETWORK_PROBE,
     RunPackager,

@@ -9,9 +9,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -328,6 +329,10 @@ def test_publish_reads_back_and_reports_a_lost_race_on_a_racing_store(racing_s3:
     assert len(created) == 2, "moto let both conditional creates succeed (the race happened)"
     stored = store.head("m_1.tar.gz")
     assert stored is not None
-    winner = [artifact.sha256 for artifact, outcome in zip(candidates, outcomes) if outcome == "uploaded"]
+    winner = [
+        artifact.sha256
+        for artifact, outcome in zip(candidates, outcomes, strict=True)
+        if outcome == "uploaded"
+    ]
     assert winner == [stored.metadata["sha256"]], outcomes
     assert sum(outcome.startswith("refused: ") for outcome in outcomes) == 1, outcomes

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from packager.settings import DEFAULT_RUNTIME
-from packager.triton import ServerError
-from packager.settings import Runtime
-from packager.triton import Launcher
+from packager.settings import DEFAULT_RUNTIME, Runtime
+from packager.triton import Launcher, ServerError
 from packager.triton.container import ContainerLauncher
 from packager.triton.local import LocalLauncher
 

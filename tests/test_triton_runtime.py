@@ -19,11 +19,10 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from packager.settings import DEFAULT_RUNTIME
 from packager.environments import ensure_environment, lock_model
 from packager.environments.venv import VenvBuilder
-from packager.modeldir import ModelDir, example_input_tensors
-from packager.modeldir import TritonModel, read_config
+from packager.modeldir import ModelDir, TritonModel, example_input_tensors, read_config
+from packager.settings import DEFAULT_RUNTIME
 from packager.triton import (
     Ports,
     PortUnavailable,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,6 @@ from tests.conftest import (
     S3_CREDENTIALS,
     SQUARE,
     SQUARE_CONFIG,
-    RunPackager,
     child_environment,
     git,
     runtime_client,

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from packager.modeldir import ModelDir
-from packager.modeldir import check_weights, pointers, weights
+from packager.modeldir import ModelDir, check_weights, pointers, weights
 
 CHURN = Path(__file__).parent.parent / "models" / "churn"
 

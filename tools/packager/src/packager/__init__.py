@@ -1,3 +1,3 @@
 """Packager: validates, tests and ships the Triton models of this monorepo."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

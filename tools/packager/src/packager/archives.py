@@ -17,9 +17,10 @@ import os
 import posixpath
 import stat
 import tarfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO
 
 from isal import igzip, igzip_threaded, isal_zlib
 

@@ -9,9 +9,9 @@ import fcntl
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 PUBLISHED_MODE = 0o644  # artifacts and store objects are world-readable
 # A lock file younger than this may belong to a process between creating and locking it.

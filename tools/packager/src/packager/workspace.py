@@ -10,8 +10,8 @@ from pathlib import Path
 
 from packager.artifacts import read_private_key, read_public_key
 from packager.config import load_config
-from packager.modeldir import ModelDir, discover_models, find_repo_root
 from packager.errors import UsageError
+from packager.modeldir import ModelDir, discover_models, find_repo_root
 from packager.release import Revision, Route, resolve_revision, route
 from packager.release.stores import Store, open_store
 from packager.settings import AUTO, Config, Runtime

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,11 @@ SKIPPED_NAMES = ("__pycache__", ".gitignore")
 SKIPPED_SUFFIXES = (".pyc", ".dvc")
 
 
+def _kept(path: str, placed: str | None) -> bool:
+    """What ships of a Triton model's directory: what `_keep` keeps, but the environment placed there."""
+    return _keep(path) and path != placed
+
+
 def _keep(name: str) -> bool:
     leaf = name.rsplit("/", 1)[-1]
     return leaf not in SKIPPED_NAMES and not leaf.endswith(SKIPPED_SUFFIXES)
@@ -58,7 +64,7 @@ def _members(report: ModelReport, environment: Environment | None) -> list[Membe
         target = env_path(triton)
         placed = target.relative_to(triton.directory).as_posix() if target is not None else None
         members.append(Member(name, "dir"))
-        for member in tree_members(triton.directory, name, keep=lambda path: _keep(path) and path != placed):
+        for member in tree_members(triton.directory, name, keep=partial(_kept, placed=placed)):
             members.append(_followed(member, triton.directory.parent) if member.kind == "symlink" else member)
         if placed is not None and environment is not None:
             members.append(Member(f"{name}/{placed}", "file", source=environment.tarball))

@@ -6,9 +6,9 @@ import getpass
 import os
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 # Where CI systems say which branch and commit they build (GitHub Actions, GitLab CI, Buildkite).
 CI_BRANCH_VARIABLES = (

@@ -16,10 +16,11 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from packager.archives import Members, TarStream, UnsafeArchive
 from packager.artifacts.artifact import MANIFEST, SIGNATURE, Artifact, ArtifactError, content_digest, parents
@@ -134,7 +135,8 @@ def _parse(archive: Path, raw: bytes) -> dict[str, Any]:
         if not (
             isinstance(entry, dict)
             and isinstance(entry.get("sha256"), str)
-            and type(entry.get("size")) is int
+            and isinstance(entry.get("size"), int)
+            and not isinstance(entry.get("size"), bool)
             and entry["size"] >= 0
         ):
             raise _malformed(archive, f"its entry for {name!r} is not a sha256 and a size")

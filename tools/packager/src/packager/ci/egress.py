@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 # Where Pants resolves from when nothing else is configured, and where PyPI serves its files.
 PYPI_HOSTS = ("pypi.org", "files.pythonhosted.org")

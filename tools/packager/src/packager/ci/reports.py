@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from packager.ci.pipeline import FAILED, PASSED, SKIPPED, STEPS, CiRun
 from packager.tables import markdown_table, plural, table

@@ -11,22 +11,22 @@ import click
 from packager.artifacts import build_artifact, generate_keys
 from packager.cli.cold_start import cold_start_check
 from packager.cli.options import (
-    echo_json,
     EXIT_CODES,
     JSON_OPTION,
     MODELS_ARGUMENT,
     OUT_OPTION,
-    pass_workspace,
     PUBLIC_KEY_OPTION,
     RUNTIME_OPTION,
     SIGN_KEY_OPTION,
+    echo_json,
+    pass_workspace,
 )
 from packager.environments import env_builder_for
 from packager.errors import ExitCode
 from packager.preflight import prepare
 from packager.release import CheckRefused, verify_target
 from packager.tables import table
-from packager.triton import launcher_for, LOAD_TIMEOUT
+from packager.triton import LOAD_TIMEOUT, launcher_for
 from packager.workspace import Workspace
 
 

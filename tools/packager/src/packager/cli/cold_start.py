@@ -3,8 +3,8 @@ emulated multi-model endpoint, against packager.toml's [endpoint] budget."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import click
 

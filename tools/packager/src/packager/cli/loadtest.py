@@ -4,40 +4,40 @@ Triton, a running one, or a SageMaker endpoint; the knee and the auto-scaling ta
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Mapping
 
 import click
 
 from packager.cli.options import (
-    echo_json,
     EXIT_CODES,
     JSON_OPTION,
+    RUNTIME_OPTION,
+    echo_json,
     load_timeout_option,
     pass_workspace,
-    RUNTIME_OPTION,
 )
 from packager.environments import env_builder_for
 from packager.errors import ExitCode
 from packager.loadtest import (
     DEFAULT_HEADROOM,
     Level,
-    loadtest_table,
     LoadReport,
-    request_body,
-    run_levels,
     SageMakerEndpoint,
     Target,
     TritonGrpcStream,
     TritonHttp,
+    loadtest_table,
+    request_body,
+    run_levels,
     write_reports,
 )
-from packager.modeldir import CASES_DIR, Case, CaseError, load_cases, ModelDir, top_model, TritonModel
+from packager.modeldir import CASES_DIR, Case, CaseError, ModelDir, TritonModel, load_cases, top_model
 from packager.preflight import NotServable, prepare
 from packager.replay import NoCases
 from packager.tables import plural
-from packager.triton import launched, launcher_for, LOAD_TIMEOUT, TritonCompleter
+from packager.triton import LOAD_TIMEOUT, TritonCompleter, launched, launcher_for
 from packager.validation import validate_model
 from packager.workspace import Workspace
 

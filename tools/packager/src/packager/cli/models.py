@@ -9,26 +9,26 @@ from pathlib import Path
 import click
 
 from packager.cli.options import (
-    echo_json,
     EXIT_CODES,
     JSON_OPTION,
     MODELS_ARGUMENT,
-    pass_workspace,
     RUNTIME_OPTION,
+    echo_json,
+    pass_workspace,
 )
 from packager.environments import env_builder_for, lock_model, place_in_steps
 from packager.errors import ExitCode
 from packager.modeldir import (
-    adopt,
-    write_case_template,
     CASES_DIR,
+    REQUIREMENTS_FILE,
+    TRITON_CONFIG,
+    ModelDir,
+    adopt,
     check_weights,
     display_path,
-    ModelDir,
     pull,
-    REQUIREMENTS_FILE,
     scaffold,
-    TRITON_CONFIG,
+    write_case_template,
 )
 from packager.preflight import prepare
 from packager.tables import plural, table

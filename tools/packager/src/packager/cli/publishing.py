@@ -10,20 +10,22 @@ from pathlib import Path
 import click
 
 from packager.ci import (
-    affected_models,
+    MATRIX_SYSTEMS,
     Base,
-    base_for,
-    ci_table,
     CiPlan,
     CiRun,
+    affected_models,
+    base_for,
+    ci_table,
     failure_details,
     headline,
     markdown,
-    matrix as render_matrix,
-    MATRIX_SYSTEMS,
     pants_command,
     run_ci,
     write_ci_junit,
+)
+from packager.ci import (
+    matrix as render_matrix,
 )
 from packager.cli.cold_start import cold_start_check
 from packager.cli.options import (
@@ -41,11 +43,11 @@ from packager.cli.options import (
 )
 from packager.environments import env_builder_for
 from packager.errors import ExitCode
-from packager.release import history, promote, push_model, PushPlan, released_models, Revision, rollback
+from packager.release import PushPlan, Revision, history, promote, push_model, released_models, rollback
 from packager.replay import replay_table
 from packager.settings import Runtime
 from packager.tables import table
-from packager.triton import launcher_for, LOAD_TIMEOUT
+from packager.triton import LOAD_TIMEOUT, launcher_for
 from packager.workspace import Workspace
 
 LOAD_TIMEOUT_OPTION = load_timeout_option(LOAD_TIMEOUT)

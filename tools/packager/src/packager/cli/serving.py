@@ -13,14 +13,14 @@ from packager.artifacts import read_manifest
 from packager.cli.options import (
     ARTIFACT_OPTION,
     CPU_OPTION,
-    echo_json,
     EXIT_CODES,
     JSON_OPTION,
-    load_timeout_option,
     MODELS_ARGUMENT,
-    pass_workspace,
     PUBLIC_KEY_OPTION,
     RUNTIME_OPTION,
+    echo_json,
+    load_timeout_option,
+    pass_workspace,
 )
 from packager.environments import env_builder_for
 from packager.errors import ExitCode
@@ -30,21 +30,21 @@ from packager.replay import PROTOCOLS, replay_artifact, replay_model, replay_tab
 from packager.settings import Runtime
 from packager.tables import table
 from packager.triton import (
-    artifact_launched,
-    build_image,
-    Example,
-    check_image,
     ENV_MODES,
-    example_for,
-    image_for,
-    launched,
-    launcher_for,
     LOAD_TIMEOUT,
+    Example,
     Ports,
     Reload,
     Served,
     TritonCompleter,
     Watcher,
+    artifact_launched,
+    build_image,
+    check_image,
+    example_for,
+    image_for,
+    launched,
+    launcher_for,
 )
 from packager.workspace import Workspace
 

@@ -46,8 +46,8 @@ from packager.endpoint.errors import (
 from packager.endpoint.forward import BINARY_JSON, Answer, infer, triton_headers
 from packager.endpoint.front import TARGET_HEADER, Backend, Connections, fronted
 from packager.endpoint.limits import MAX_BODY, MAX_TARGET, check_target
-from packager.endpoint.sizes import SizeError, parse_size, shown_size
 from packager.endpoint.servers import ServerPool, Slot, server_pool
+from packager.endpoint.sizes import SizeError, parse_size, shown_size
 from packager.endpoint.staging import stage_models, staged_bytes
 
 __all__ = [

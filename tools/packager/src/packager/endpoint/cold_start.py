@@ -5,9 +5,9 @@ a file store), against the budget packager.toml sets; and the check's refusals, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from packager.endpoint.emulator import WORDS, ColdStart, Settings, emulating
 from packager.endpoint.errors import EndpointError, ModelNotReady

@@ -18,11 +18,12 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from packager.artifacts import ArtifactError, triton_models_in, verified
 from packager.endpoint.errors import ModelError, ModelNotReady, StoreUnavailable, TargetInvalid
@@ -90,7 +91,7 @@ class ColdStart:
     def timed(self, marks: list[float]) -> None:
         """Each step's seconds, from the clock's readings as one step after another ended (as far as they
         went)."""
-        for step, earlier, later in zip(STEPS, marks, marks[1:]):
+        for step, earlier, later in zip(STEPS, marks, marks[1:], strict=False):
             setattr(self, f"{step}_s", later - earlier)
 
     def fail(self, step: str, error: Exception) -> None:
@@ -429,16 +430,17 @@ def emulating(
     store: ArtifactStore,
     launcher: Launcher,
     log_path: Path,
-    settings: Settings = Settings(),
+    settings: Settings | None = None,
     ports: Ports = Ports(),
     listener: Callable[[Event], None] = lambda event: None,
 ) -> Iterator[Emulator]:
     """An emulator on a pool of servers that `launcher` starts (the first at once, on `ports`, logging to
-    `log_path`; see `servers`); on exit everything is unloaded, every server stopped, and the repositories
-    and downloads deleted."""
+    `log_path`; see `servers`), serving as `settings` say (default: a Settings of its own, which may be
+    changed while it runs); on exit everything is unloaded, every server stopped, and the repositories and
+    downloads deleted."""
     with ExitStack() as stack:
         downloads = stack.enter_context(scratch_dir("mme-downloads"))
         servers = stack.enter_context(server_pool(launcher, log_path, ports))
-        emulator = Emulator(store, servers, downloads, settings, listener)
+        emulator = Emulator(store, servers, downloads, settings or Settings(), listener)
         stack.callback(emulator.close)
         yield emulator

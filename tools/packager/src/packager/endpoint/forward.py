@@ -17,8 +17,8 @@ from __future__ import annotations
 import http.client
 import re
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException

@@ -25,10 +25,10 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from packager.scratch import scratch_dir
 from packager.triton import Launcher, Ports, Server

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from packager.modeldir import TritonModel
 

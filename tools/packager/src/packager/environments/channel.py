@@ -20,8 +20,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from packager.cache import building, cache_root, locked
 from packager.environments.interpreters import Interpreter

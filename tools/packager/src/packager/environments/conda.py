@@ -16,8 +16,9 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Coroutine, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from packager.archives import extract
 from packager.cache import cache_root, locked

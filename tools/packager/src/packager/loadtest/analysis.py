@@ -11,8 +11,8 @@ a new instance starts.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 DEFAULT_HEADROOM = 0.5
 

@@ -27,8 +27,9 @@ import http.client
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import tritonclient.grpc as grpcclient

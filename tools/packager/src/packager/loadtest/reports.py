@@ -7,7 +7,6 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from packager.loadtest.analysis import Level, knee, recommended_target
 from packager.tables import markdown_table, table

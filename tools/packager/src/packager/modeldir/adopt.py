@@ -26,9 +26,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from google.protobuf import text_encoding
 from tritonclient.grpc import model_config_pb2
@@ -49,9 +49,9 @@ from packager.modeldir.model_config import (
     enum_name,
     read_config,
 )
-from packager.modeldir.textproto_positions import FieldPositions
 from packager.modeldir.requirements import REQUIREMENTS_FILE
 from packager.modeldir.scaffold import BUILD, TEST
+from packager.modeldir.textproto_positions import FieldPositions
 
 TEMPLATE_CASE = "example.json"
 # What a python model without a config.pbtxt gets: Triton cannot tell its backend from a version
@@ -107,8 +107,9 @@ parameters: {{
 """
 STEPS = """\
 # Triton python-backend steps, adopted as they were written (`packager adopt`): Pants leaves their
-# formatting alone until someone runs `./pants fmt models/{name}::` and drops skip_black.
-python_sources(name="steps", sources=["*/[0-9]*/*.py"], skip_mypy=True, skip_black=True)"""
+# formatting and style alone until someone runs `./pants fmt models/{name}::` and drops skip_black and
+# skip_ruff.
+python_sources(name="steps", sources=["*/[0-9]*/*.py"], skip_mypy=True, skip_black=True, skip_ruff=True)"""
 
 
 class AdoptionError(PackagerError):

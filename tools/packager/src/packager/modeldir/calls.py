@@ -12,9 +12,9 @@ at run time is counted as unresolved.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from packager.modeldir.model_config import TritonModel
 

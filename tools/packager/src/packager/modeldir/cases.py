@@ -36,10 +36,11 @@ import json
 import math
 import re
 import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from functools import cached_property
-from typing import Any, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2
@@ -574,7 +575,7 @@ def _check_against_config(
             raise located.error(message, *at, index, "datatype")
         dims = list(spec.dims)
         shape = tensor.shape[1:] if batching else tensor.shape
-        if len(shape) != len(dims) or any(d != -1 and d != s for d, s in zip(dims, shape)):
+        if len(shape) != len(dims) or any(d != -1 and d != s for d, s in zip(dims, shape, strict=True)):
             if batching:
                 expected = f"[batch, {', '.join(map(str, dims))}]".replace(", ]", "]")
                 why = f"{model.name} batches (max_batch_size {config.max_batch_size}){source}"

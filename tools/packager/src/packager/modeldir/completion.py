@@ -8,8 +8,9 @@ code is never imported here); `packager.triton.completion` asks one, and caches 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Protocol
+from typing import Protocol
 
 from tritonclient.grpc import model_config_pb2
 

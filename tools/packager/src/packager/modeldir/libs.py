@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import ast
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from packager.errors import PackagerError
 from packager.modeldir.discovery import find_repo_root

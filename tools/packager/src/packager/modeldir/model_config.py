@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Mapping
 
 from google.protobuf import text_format
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper

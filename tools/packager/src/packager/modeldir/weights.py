@@ -8,16 +8,16 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
 from packager.archives import file_digest
+from packager.errors import EnvironmentFailure
 from packager.modeldir.diagnostics import Diagnostic, display_path
 from packager.modeldir.discovery import ModelDir
-from packager.errors import EnvironmentFailure
 from packager.subprocesses import run_tool
 
 DVC_COMMAND_VARIABLE = "PACKAGER_DVC"

@@ -12,6 +12,7 @@ promote, rollback, verify_target, Verification, Revision, resolve_revision, chec
 SourceRefused, push_model, PushPlan, PushResult, CheckRefused; and `packager.release.stores`' names.
 """
 
+from packager.release.gates import Revision, SourceRefused, check_publishable, resolve_revision
 from packager.release.history import (
     Entry,
     OtherBytes,
@@ -26,15 +27,14 @@ from packager.release.promotion import promote, rollback
 from packager.release.publishing import (
     Destination,
     ImmutableKey,
-    PublishError,
     Published,
+    PublishError,
     Route,
     publish,
     publish_release,
     record_release,
     route,
 )
-from packager.release.gates import Revision, SourceRefused, check_publishable, resolve_revision
 from packager.release.push import CheckRefused, PushPlan, PushResult, push_model
 from packager.release.verification import Verification, verify_target
 

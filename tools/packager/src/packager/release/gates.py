@@ -5,9 +5,9 @@ be promoted."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from packager.artifacts import (
     Artifact,

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from packager.artifacts import actor, pipeline
 from packager.errors import PackagerError
@@ -59,7 +60,7 @@ class OtherBytes(ReleaseError):
 
 def new_entry(action: str, version: int, key: str, sha256: str, commit: str, note: str = "") -> Entry:
     """An entry stamped now, with who and which pipeline makes it."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     return Entry(action, version, key, sha256, commit, now, actor(), pipeline(), note)
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from packager.artifacts import Artifact, build_artifact
 from packager.environments import EnvBuilder

@@ -15,8 +15,9 @@ import json
 import queue
 import time
 import urllib.parse
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import tritonclient.grpc as grpcclient

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from tritonclient.utils import np_to_triton_dtype
@@ -26,7 +26,9 @@ def compare(expected: Tensor, got: np.ndarray | None) -> list[str]:
     if list(got.shape) != expected.shape:
         return [f"{name}: expected shape {expected.shape}, got {list(got.shape)} ({_show(got)})"]
     if expected.datatype == "BYTES":
-        wrong = np.array([bytes(a) != bytes(b) for a, b in zip(expected.data.reshape(-1), got.reshape(-1))])
+        wrong = np.array(
+            [bytes(a) != bytes(b) for a, b in zip(expected.data.reshape(-1), got.reshape(-1), strict=False)]
+        )
     else:
         want, have = expected.data.astype(np.float64), got.astype(np.float64)
         tolerance = expected.tolerance
@@ -51,7 +53,7 @@ def compare_stream(expected: Stream, got: Sequence[Mapping[str, np.ndarray]]) ->
         ]
     problems = [
         f"response {index}: {problem}"
-        for index, (wanted, have) in enumerate(zip(expected.responses, got))
+        for index, (wanted, have) in enumerate(zip(expected.responses, got, strict=False))
         for tensor in wanted
         for problem in compare(tensor, have.get(tensor.name))
     ]

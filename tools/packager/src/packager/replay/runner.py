@@ -7,11 +7,11 @@ artifact holds. Either way the launcher and env builder are given, so any backen
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from tritonclient.utils import InferenceServerException
 

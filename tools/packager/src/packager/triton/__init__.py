@@ -57,14 +57,14 @@ from packager.triton.serving import (
     check_backends,
     completed_from,
     fit_devices,
-    refuse_gpus,
-    served_config,
-    on_cpu,
-    write_staged_config,
     launched,
     load_all,
     loaded,
+    on_cpu,
+    refuse_gpus,
+    served_config,
     staged_repository,
+    write_staged_config,
 )
 
 __all__ = [

@@ -18,9 +18,9 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Mapping
 
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2
@@ -231,7 +231,7 @@ class TritonCompleter:
                     return self._read(server, asked[name], keys[name], started, model.name, name in bare)
 
                 with ThreadPoolExecutor(max_workers=len(asked)) as pool:
-                    completions.update(zip(sorted(asked), pool.map(read, sorted(asked))))
+                    completions.update(zip(sorted(asked), pool.map(read, sorted(asked)), strict=True))
         return completions
 
     def _read(

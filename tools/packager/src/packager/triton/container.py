@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import resource
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from packager.errors import EnvironmentFailure
 from packager.settings import Runtime

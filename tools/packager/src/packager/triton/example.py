@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import shlex
 import urllib.parse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from packager.modeldir import (
     Case,

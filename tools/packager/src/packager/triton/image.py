@@ -18,7 +18,6 @@ import shutil
 import sys
 import tarfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from packager.errors import EnvironmentFailure
 from packager.scratch import scratch_dir
@@ -50,7 +51,7 @@ def socat_binary() -> str:
 
 def inside_command(directory: Path, argv: list[str]) -> list[str]:
     """`argv` (the server) behind the inside relays: a shell starts one per endpoint, then becomes it."""
-    relays = [f"{name}:{port}" for name, port in zip(ENDPOINTS, INSIDE_PORTS)]
+    relays = [f"{name}:{port}" for name, port in zip(ENDPOINTS, INSIDE_PORTS, strict=True)]
     return ["/bin/sh", "-c", INSIDE_SCRIPT, "sh", str(directory), *relays, "--", *argv]
 
 
@@ -76,7 +77,7 @@ def host_relays(directory: Path, ports: tuple[int, ...], log_path: Path) -> Iter
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with open(log_path, "ab") as log:
-            for name, port in zip(ENDPOINTS, ports):
+            for name, port in zip(ENDPOINTS, ports, strict=True):
                 listen = f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay"
                 processes.append(
                     subprocess.Popen(

@@ -5,9 +5,9 @@ is never sent to Triton, and a model Triton refuses to load keeps its last good 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from packager.environments import Environment
 from packager.modeldir import (

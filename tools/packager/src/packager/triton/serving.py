@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2

@@ -12,8 +12,8 @@ Public: ModelReport, validate_model, validate_models.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from packager.modeldir import (
     TRITON_CONFIG,

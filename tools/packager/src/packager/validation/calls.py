@@ -10,7 +10,7 @@ step's `pb_utils.InferenceRequest(model_name=...)` is never loaded there, and ev
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from packager.modeldir import Diagnostic, TritonModel, loaded_with, model_calls
 

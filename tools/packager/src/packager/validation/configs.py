@@ -6,8 +6,8 @@ from __future__ import annotations
 import ast
 import math
 import posixpath
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -33,7 +33,7 @@ class _Use:
 
 
 def _dims_match(left: Sequence[int], right: Sequence[int]) -> bool:
-    return len(left) == len(right) and all(a == b or -1 in (a, b) for a, b in zip(left, right))
+    return len(left) == len(right) and all(a == b or -1 in (a, b) for a, b in zip(left, right, strict=True))
 
 
 def _type_name(data_type: int) -> str:

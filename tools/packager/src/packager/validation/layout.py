@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import yaml
 
@@ -19,6 +19,7 @@ from packager.modeldir import (
     ConfigUnreadable,
     Diagnostic,
     ModelDir,
+    RequirementsError,
     TritonModel,
     env_path,
     load_cases,
@@ -26,7 +27,6 @@ from packager.modeldir import (
     name_problem,
     parse_requirements,
     read_text,
-    RequirementsError,
     top_model,
     version_dirs,
 )

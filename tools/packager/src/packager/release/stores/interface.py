@@ -10,9 +10,10 @@ registry `STORES`; a new backend is one module with a `from_uri` constructor and
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 from urllib.parse import urlparse
 
 from packager.errors import UsageError

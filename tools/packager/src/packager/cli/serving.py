@@ -23,7 +23,7 @@ from packager.cli.options import (
     pass_workspace,
 )
 from packager.environments import env_builder_for
-from packager.errors import ExitCode
+from packager.errors import ExitCode, worst
 from packager.modeldir import Case, load_cases, top_model
 from packager.preflight import prepare
 from packager.replay import PROTOCOLS, replay_artifact, replay_model, replay_table, summary, write_junit
@@ -295,10 +295,7 @@ def replay(
     else:
         click.echo(replay_table(replays))
         click.echo(summary(replays), err=True)
-    codes = [item.error_code for item in replays if item.error is not None]
-    if ExitCode.ENVIRONMENT_ERROR in codes:
-        return ExitCode.ENVIRONMENT_ERROR
-    return ExitCode.OK if all(item.passed for item in replays) else ExitCode.MODEL_ERROR
+    return worst(item.exit_code for item in replays)
 
 
 @click.group(epilog=EXIT_CODES)

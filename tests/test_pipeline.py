@@ -1,0 +1,138 @@
+"""The pipeline stage's decisions on their own, in seconds: which exit code several results end with, a
+replay's and a build's outcome, and the cold-start policy (refuse or warn over the budget) on measured
+cold starts made up here. The same paths through a real Triton are in test_mme_bls.py and test_cli.py."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from packager.endpoint import ColdStart, ColdStartCheck
+from packager.environments import env_builder_for
+from packager.errors import ExitCode, worst
+from packager.modeldir import ModelDir, load_cases
+from packager.pipeline import (
+    BuildPlan,
+    CheckRefused,
+    ColdStartOverBudget,
+    build_models,
+    first_case,
+    judge_cold_start,
+)
+from packager.replay import CaseResult, ModelReplay
+from packager.settings import DEFAULT_RUNTIME, ColdStartBudget
+from packager.validation import validate_model
+from tests.conftest import new_model
+
+OVER = (
+    "cold-start check: fraud_1.tar.gz took 45.0 s, over the 30 s budget ([endpoint] cold_start_budget in "
+    "packager.toml), so nothing was published: make it load faster, or raise the budget (an endpoint "
+    "answers ModelNotReadyException past 60 s)"
+)
+
+
+@pytest.mark.parametrize(
+    "codes, expected",
+    [
+        ([], ExitCode.OK),
+        ([ExitCode.OK, ExitCode.OK], ExitCode.OK),
+        ([ExitCode.OK, ExitCode.MODEL_ERROR], ExitCode.MODEL_ERROR),
+        ([ExitCode.MODEL_ERROR, ExitCode.USAGE_ERROR], ExitCode.USAGE_ERROR),
+        (
+            [ExitCode.ENVIRONMENT_ERROR, ExitCode.USAGE_ERROR, ExitCode.MODEL_ERROR],
+            ExitCode.ENVIRONMENT_ERROR,
+        ),
+        ([ExitCode.INTERNAL_ERROR, ExitCode.ENVIRONMENT_ERROR], ExitCode.INTERNAL_ERROR),
+    ],
+)
+def test_the_worst_code_wins_whatever_the_order(codes: list[ExitCode], expected: ExitCode) -> None:
+    """A bug outranks a tool failure, which outranks a usage error, which outranks a model's failure."""
+    assert worst(codes) == expected and worst(reversed(codes)) == expected
+    assert worst(iter(codes)) == expected, "any iterable, consumed once"
+
+
+def test_a_replays_exit_code_is_its_errors_or_a_model_error_for_a_failed_case() -> None:
+    passed = CaseResult("m", "a", "http", True, 0.1)
+    failed = CaseResult("m", "b", "grpc", False, 0.1, ("differs",))
+    not_sent = CaseResult("m", "c", "http", False, 0.0, not_sent="HTTP cannot carry it")
+    assert ModelReplay("m", [passed, not_sent]).exit_code == ExitCode.OK
+    assert ModelReplay("m", [passed, failed]).exit_code == ExitCode.MODEL_ERROR
+    stopped = ModelReplay("m", error="Triton did not start", error_code=ExitCode.ENVIRONMENT_ERROR)
+    assert stopped.exit_code == ExitCode.ENVIRONMENT_ERROR and not stopped.passed
+
+
+def _measured(seconds: float, budget: float = 30.0) -> ColdStartCheck:
+    """A cold start as the emulator records one, made up: `seconds` of loading."""
+    cold = ColdStart("fraud_1.tar.gz", model="fraud", bytes=1000, load_s=seconds, first_inference_s=0.0)
+    return ColdStartCheck(cold, budget)
+
+
+def test_a_cold_start_within_the_budget_passes_with_what_it_found() -> None:
+    found = judge_cold_start(_measured(12.0), ColdStartBudget(30.0, "refuse"), "fraud_1.tar.gz", "refused")
+    assert found["over_budget"] is False
+    cold = found["cold_start"]
+    assert isinstance(cold, dict) and (cold["seconds"], cold["budget"], cold["load_s"]) == (12.0, 30.0, 12.0)
+
+
+def test_a_cold_start_over_the_budget_is_refused_with_what_it_found() -> None:
+    with pytest.raises(ColdStartOverBudget) as raised:
+        judge_cold_start(
+            _measured(45.0), ColdStartBudget(30.0, "refuse"), "fraud_1.tar.gz", "nothing was published"
+        )
+    assert str(raised.value) == OVER
+    assert isinstance(raised.value, CheckRefused) and raised.value.exit_code == ExitCode.MODEL_ERROR
+    assert raised.value.found["over_budget"] is True
+
+
+def test_a_budget_that_warns_lets_a_slow_cold_start_pass_and_says_it_was_over() -> None:
+    found = judge_cold_start(_measured(45.0), ColdStartBudget(30.0, "warn"), "fraud_1.tar.gz", "refused")
+    assert found["over_budget"] is True and found == {
+        "cold_start": _measured(45.0).to_json(),
+        "over_budget": True,
+    }
+
+
+def test_the_cold_start_sends_the_first_case_that_calls_the_top_model(
+    tmp_path: Path, scaffold_lock: str
+) -> None:
+    model = ModelDir(new_model(tmp_path, "fraud", scaffold_lock))
+    report = validate_model(model)
+    cases = load_cases(model.path, report.triton_models, "fraud")
+    step = next(name for name in report.triton_models if name != "fraud")
+    aside = dataclasses.replace(cases[0], id=f"{step}-only", model=step)
+    chosen = first_case([aside, *cases], "fraud")
+    assert chosen is not None and chosen.id == cases[0].id and chosen.model == "fraud"
+    assert first_case([aside], "fraud") is None, "no case calls the model an endpoint serves"
+
+
+def test_a_build_refused_by_its_check_is_that_models_result_and_the_others_go_on(
+    tmp_path: Path, scaffold_lock: str
+) -> None:
+    models = [ModelDir(new_model(tmp_path / "models", name, scaffold_lock)) for name in ("alpha", "beta")]
+    checked: list[str] = []
+
+    def check(artifact: object, report: object) -> dict[str, object]:
+        name = models[len(checked)].name
+        checked.append(name)
+        if name == "alpha":
+            raise CheckRefused("alpha's store did not answer", {"seen": 1}, ExitCode.ENVIRONMENT_ERROR)
+        return {"seen": 2}
+
+    plan = BuildPlan(DEFAULT_RUNTIME, env_builder_for(DEFAULT_RUNTIME), tmp_path / "dist", check=check)
+    alpha, beta = build_models(models, plan)
+    assert checked == ["alpha", "beta"]
+    assert (alpha.checked, alpha.error, alpha.error_code) == (
+        {"seen": 1},
+        "alpha's store did not answer",
+        ExitCode.ENVIRONMENT_ERROR,
+    )
+    assert (beta.checked, beta.error, beta.error_code) == ({"seen": 2}, None, ExitCode.OK)
+    assert beta.artifact.path == tmp_path / "dist" / "beta_1.tar.gz" and beta.artifact.path.is_file()
+    assert list(alpha.to_json()) == ["model", "version", "path", "bytes", "sha256", "checked", "error"]
+    assert list(beta.to_json()) == ["model", "version", "path", "bytes", "sha256", "checked"]
+    assert beta.to_json()["bytes"] == beta.artifact.path.stat().st_size
+    assert worst(built.error_code for built in (alpha, beta)) == ExitCode.ENVIRONMENT_ERROR
+    unchecked = build_models(models[1:], BuildPlan(DEFAULT_RUNTIME, plan.builder, tmp_path / "dist"))
+    assert list(unchecked[0].to_json()) == ["model", "version", "path", "bytes", "sha256"]

@@ -1,0 +1,50 @@
+"""Pipeline: the stages composed into what a command does to a set of models, so that a command only
+parses, calls one of these and renders what it returns.
+
+Owns which models a run takes (`selection`: named, `--all`, or those a push affects, from the Pants graph
+and the commit it is compared with in `affected`), building them (`build`: validate, env, build, and a
+check on each artifact), the push pipeline (`push`: build, replay the built artifact, a check, publish by
+branch), and the cold-start check push and `build --cold-start` run, with packager.toml's budget, which
+refuses an artifact over it or only warns (`cold_start`).
+
+Public: select_models, Selection, SelectionKind, Base, base_for, affected_models, pants_command,
+pants_environment, PANTS_COMMAND_VARIABLE, build_models, BuildPlan, Built, push_model, PushPlan,
+PushResult, Check, CheckRefused, cold_start_check, judge_cold_start, first_case, ColdStartOverBudget.
+"""
+
+from packager.pipeline.affected import (
+    PANTS_COMMAND_VARIABLE,
+    Base,
+    affected_models,
+    base_for,
+    pants_command,
+    pants_environment,
+)
+from packager.pipeline.build import BuildPlan, Built, build_models
+from packager.pipeline.cold_start import ColdStartOverBudget, cold_start_check, first_case, judge_cold_start
+from packager.pipeline.push import Check, CheckRefused, PushPlan, PushResult, push_model
+from packager.pipeline.selection import Selection, SelectionKind, select_models
+
+__all__ = [
+    "PANTS_COMMAND_VARIABLE",
+    "Base",
+    "affected_models",
+    "base_for",
+    "pants_command",
+    "pants_environment",
+    "BuildPlan",
+    "Built",
+    "build_models",
+    "ColdStartOverBudget",
+    "cold_start_check",
+    "first_case",
+    "judge_cold_start",
+    "Check",
+    "CheckRefused",
+    "PushPlan",
+    "PushResult",
+    "push_model",
+    "Selection",
+    "SelectionKind",
+    "select_models",
+]

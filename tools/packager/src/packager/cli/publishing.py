@@ -331,16 +331,16 @@ def promote_command(
     staging_uri, production_uri = workspace.store_uris(staging, production)
     key = workspace.public_key(public_key)
     with closing(workspace.store(staging_uri)) as source, closing(workspace.store(production_uri)) as target:
-        entry, source_key = promote(source, target, model, version, from_commit, key, branch)
-    destination = f"{production_uri.rstrip('/')}/{model}_{version}.tar.gz"
+        promotion = promote(source, target, model, version, from_commit, key, branch)
+    entry, source_key = promotion.entry, promotion.source.key
     if as_json:
         echo_json(
             {
                 "model": model,
                 "version": version,
-                "source": f"{staging_uri.rstrip('/')}/{source_key}",
-                "destination": destination,
-                "outcome": "promoted" if entry is not None else "already current",
+                "source": promotion.source.uri,
+                "destination": promotion.destination.uri,
+                "outcome": promotion.outcome,
                 "entry": asdict(entry) if entry is not None else None,
             }
         )
@@ -348,7 +348,8 @@ def promote_command(
         click.echo(f"{model} {version} from {source_key} is already in production and current; nothing to do")
     else:
         click.echo(
-            f"promoted {source_key} -> {destination} (sha256 {entry.sha256[:12]}); {model} is now at {version}"
+            f"promoted {source_key} -> {promotion.destination.uri} (sha256 {entry.sha256[:12]}); {model} is "
+            f"now at {version}"
         )
     return ExitCode.OK
 

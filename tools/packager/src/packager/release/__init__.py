@@ -8,7 +8,7 @@ composes the stages into a publish is `packager.pipeline`'s.
 
 Public: publish, publish_release, record_release, Published, Destination, Route, route, ImmutableKey,
 PublishError, Entry, history, current, record, new_entry, released_models, ReleaseError, OtherBytes,
-promote, rollback, verify_target, Verification, Revision, resolve_revision, check_publishable,
+promote, Promotion, rollback, verify_target, Verification, Revision, resolve_revision, check_publishable,
 SourceRefused; and `packager.release.stores`' names.
 """
 
@@ -23,7 +23,7 @@ from packager.release.history import (
     record,
     released_models,
 )
-from packager.release.promotion import promote, rollback
+from packager.release.promotion import Promotion, promote, rollback
 from packager.release.publishing import (
     Destination,
     ImmutableKey,
@@ -46,6 +46,7 @@ __all__ = [
     "new_entry",
     "record",
     "released_models",
+    "Promotion",
     "promote",
     "rollback",
     "Destination",

@@ -1,6 +1,7 @@
 """The pipeline stage's decisions on their own, in seconds: which exit code several results end with, a
 replay's and a build's outcome, and the cold-start policy (refuse or warn over the budget) on measured
-cold starts made up here. The same paths through a real Triton are in test_mme_bls.py and test_cli.py."""
+cold starts made up here, and a load test's levels against a stand-in server. The same paths through a real Triton are in test_mme_bls.py and test_cli.py.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +13,21 @@ import pytest
 from packager.endpoint import ColdStart, ColdStartCheck
 from packager.environments import env_builder_for
 from packager.errors import ExitCode, worst
+from packager.loadtest import RequestBody, request_body
 from packager.modeldir import ModelDir, load_cases
 from packager.pipeline import (
     BuildPlan,
     CheckRefused,
     ColdStartOverBudget,
+    LoadPlan,
+    Remote,
     build_models,
     first_case,
     judge_cold_start,
+    load_test,
+    model_cases,
 )
-from packager.replay import CaseResult, ModelReplay
+from packager.replay import CaseResult, ModelReplay, NoCases
 from packager.settings import DEFAULT_RUNTIME, ColdStartBudget
 from packager.validation import validate_model
 from tests.conftest import new_model
@@ -136,3 +142,48 @@ def test_a_build_refused_by_its_check_is_that_models_result_and_the_others_go_on
     assert worst(built.error_code for built in (alpha, beta)) == ExitCode.ENVIRONMENT_ERROR
     unchecked = build_models(models[1:], BuildPlan(DEFAULT_RUNTIME, plan.builder, tmp_path / "dist"))
     assert list(unchecked[0].to_json()) == ["model", "version", "path", "bytes", "sha256"]
+
+
+class _Answering:
+    """A stand-in server: every connection answers every request at once, and records its body."""
+
+    description = "a stand-in that answers at once"
+
+    def __init__(self) -> None:
+        self.bodies: set[bytes] = set()
+
+    def connect(self) -> _Answering:
+        return self
+
+    def send(self, request: RequestBody) -> float | None:
+        self.bodies.add(request.body)
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_load_test_sends_the_models_cases_at_each_level_and_reports_them(
+    tmp_path: Path, scaffold_lock: str
+) -> None:
+    model = ModelDir(new_model(tmp_path, "fraud", scaffold_lock))
+    cases = model_cases(model)
+    target = _Answering()
+    heard: list[tuple[str, int]] = []
+    levels: list[int] = []
+    report = load_test(
+        model,
+        Remote(target, cases),
+        LoadPlan((1, 2), 0.2, 100.0, 0.5),
+        starting=lambda where, requests: heard.append((where.description, requests)),
+        measured=lambda level: levels.append(level.concurrency),
+    )
+    assert heard == [("a stand-in that answers at once", len(cases))] and levels == [1, 2]
+    assert target.bodies == {request_body(case).body for case in cases}, "every case is in the mix"
+    assert (report.model, report.target, report.streamed) == ("fraud", target.description, False)
+    assert [level.concurrency for level in report.levels] == [1, 2]
+    assert all(level.errors == 0 for level in report.levels)
+    (model.path / "tests" / "cases" / "midrange.json").unlink()
+    (model.path / "tests" / "cases" / "batch_of_two.json").unlink()
+    with pytest.raises(NoCases, match="no test cases"):
+        model_cases(model)

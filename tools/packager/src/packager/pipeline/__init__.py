@@ -4,12 +4,14 @@ parses, calls one of these and renders what it returns.
 Owns which models a run takes (`selection`: named, `--all`, or those a push affects, from the Pants graph
 and the commit it is compared with in `affected`), building them (`build`: validate, env, build, and a
 check on each artifact), the push pipeline (`push`: build, replay the built artifact, a check, publish by
-branch), and the cold-start check push and `build --cold-start` run, with packager.toml's budget, which
-refuses an artifact over it or only warns (`cold_start`).
+branch), the cold-start check push and `build --cold-start` run, with packager.toml's budget, which
+refuses an artifact over it or only warns (`cold_start`), and a load test against a running server or a
+local Triton it starts (`loadtest`).
 
 Public: select_models, Selection, SelectionKind, Base, base_for, affected_models, pants_command,
 pants_environment, PANTS_COMMAND_VARIABLE, build_models, BuildPlan, Built, push_model, PushPlan,
-PushResult, Check, CheckRefused, cold_start_check, judge_cold_start, first_case, ColdStartOverBudget.
+PushResult, Check, CheckRefused, cold_start_check, judge_cold_start, first_case, ColdStartOverBudget,
+load_test, LoadPlan, Remote, LocalTriton, model_cases.
 """
 
 from packager.pipeline.affected import (
@@ -22,6 +24,7 @@ from packager.pipeline.affected import (
 )
 from packager.pipeline.build import BuildPlan, Built, build_models
 from packager.pipeline.cold_start import ColdStartOverBudget, cold_start_check, first_case, judge_cold_start
+from packager.pipeline.loadtest import LoadPlan, LocalTriton, Remote, load_test, model_cases
 from packager.pipeline.push import Check, CheckRefused, PushPlan, PushResult, push_model
 from packager.pipeline.selection import Selection, SelectionKind, select_models
 
@@ -39,6 +42,11 @@ __all__ = [
     "cold_start_check",
     "first_case",
     "judge_cold_start",
+    "LoadPlan",
+    "LocalTriton",
+    "Remote",
+    "load_test",
+    "model_cases",
     "Check",
     "CheckRefused",
     "PushPlan",

@@ -1,7 +1,7 @@
 """The pipeline stage's decisions on their own, in seconds: which exit code several results end with, a
-replay's and a build's outcome, and the cold-start policy (refuse or warn over the budget) on measured
-cold starts made up here, and a load test's levels against a stand-in server. The same paths through a real Triton are in test_mme_bls.py and test_cli.py.
-"""
+replay's and a build's outcome, the cold-start policy (refuse or warn over the budget) on cold starts made
+up here, a load test's levels against a stand-in server, and an adopted model locked before it is
+validated. The same paths through a real Triton are in test_mme_bls.py, test_cli.py and test_adopt.py."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from packager.pipeline import (
     ColdStartOverBudget,
     LoadPlan,
     Remote,
+    adopt_model,
     build_models,
     first_case,
     judge_cold_start,
@@ -31,6 +32,7 @@ from packager.replay import CaseResult, ModelReplay, NoCases
 from packager.settings import DEFAULT_RUNTIME, ColdStartBudget
 from packager.validation import validate_model
 from tests.conftest import new_model
+from tests.test_adopt import add_sub
 
 OVER = (
     "cold-start check: fraud_1.tar.gz took 45.0 s, over the 30 s budget ([endpoint] cold_start_budget in "
@@ -187,3 +189,19 @@ def test_a_load_test_sends_the_models_cases_at_each_level_and_reports_them(
     (model.path / "tests" / "cases" / "batch_of_two.json").unlink()
     with pytest.raises(NoCases, match="no test cases"):
         model_cases(model)
+
+
+def test_an_adopted_model_is_locked_before_it_is_validated(tmp_path: Path) -> None:
+    """Laid out alone it lacks requirements.lock (test_adopt.py); adopted through the pipeline it validates."""
+    adopted = adopt_model(
+        add_sub(tmp_path / "upstream"),
+        tmp_path / "models",
+        DEFAULT_RUNTIME,
+        env_builder_for(DEFAULT_RUNTIME),
+        progress=False,
+    )
+    root = tmp_path / "models" / "add_sub"
+    assert adopted.adoption.path == root and adopted.report.ok, adopted.report.diagnostics
+    assert adopted.locked is not None and adopted.locked.path == root / "requirements.lock"
+    assert adopted.locked.path.is_file() and adopted.locked.packages > 0
+    assert adopted.adoption.case_template == root / "tests" / "cases" / "example.json"

@@ -6,14 +6,16 @@ and the commit it is compared with in `affected`), building them (`build`: valid
 check on each artifact), the push pipeline (`push`: build, replay the built artifact, a check, publish by
 branch), the cold-start check push and `build --cold-start` run, with packager.toml's budget, which
 refuses an artifact over it or only warns (`cold_start`), and a load test against a running server or a
-local Triton it starts (`loadtest`).
+local Triton it starts (`loadtest`), and adopting an existing Triton model: laid out, locked, validated,
+with a case template from the config Triton completes (`adoption`).
 
 Public: select_models, Selection, SelectionKind, Base, base_for, affected_models, pants_command,
 pants_environment, PANTS_COMMAND_VARIABLE, build_models, BuildPlan, Built, push_model, PushPlan,
 PushResult, Check, CheckRefused, cold_start_check, judge_cold_start, first_case, ColdStartOverBudget,
-load_test, LoadPlan, Remote, LocalTriton, model_cases.
+load_test, LoadPlan, Remote, LocalTriton, model_cases, adopt_model, Adopted.
 """
 
+from packager.pipeline.adoption import Adopted, adopt_model
 from packager.pipeline.affected import (
     PANTS_COMMAND_VARIABLE,
     Base,
@@ -29,6 +31,8 @@ from packager.pipeline.push import Check, CheckRefused, PushPlan, PushResult, pu
 from packager.pipeline.selection import Selection, SelectionKind, select_models
 
 __all__ = [
+    "Adopted",
+    "adopt_model",
     "PANTS_COMMAND_VARIABLE",
     "Base",
     "affected_models",

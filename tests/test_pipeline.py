@@ -1,7 +1,8 @@
-"""The pipeline stage's decisions on their own, in seconds: which exit code several results end with, a
+"""The pipeline stage's functions on their own, in seconds: which exit code several results end with, a
 replay's and a build's outcome, the cold-start policy (refuse or warn over the budget) on cold starts made
 up here, a load test's levels against a stand-in server, and an adopted model locked before it is
-validated. The same paths through a real Triton are in test_mme_bls.py, test_cli.py and test_adopt.py."""
+validated; then a model directory and its artifact replayed through one real Triton each. The same paths
+through the CLI are in test_mme_bls.py, test_cli.py and test_adopt.py."""
 
 from __future__ import annotations
 
@@ -21,15 +22,19 @@ from packager.pipeline import (
     ColdStartOverBudget,
     LoadPlan,
     Remote,
+    ReplayPlan,
     adopt_model,
     build_models,
     first_case,
     judge_cold_start,
     load_test,
     model_cases,
+    replay_built,
+    replay_models,
 )
 from packager.replay import CaseResult, ModelReplay, NoCases
 from packager.settings import DEFAULT_RUNTIME, ColdStartBudget
+from packager.triton import launcher_for
 from packager.validation import validate_model
 from tests.conftest import new_model
 from tests.test_adopt import add_sub
@@ -205,3 +210,28 @@ def test_an_adopted_model_is_locked_before_it_is_validated(tmp_path: Path) -> No
     assert adopted.locked is not None and adopted.locked.path == root / "requirements.lock"
     assert adopted.locked.path.is_file() and adopted.locked.packages > 0
     assert adopted.adoption.case_template == root / "tests" / "cases" / "example.json"
+
+
+def test_a_model_directory_and_its_artifact_replay_through_a_real_triton(
+    tmp_path: Path, scaffold_lock: str
+) -> None:
+    model = ModelDir(new_model(tmp_path / "models", "fraud", scaffold_lock))
+    builder = env_builder_for(DEFAULT_RUNTIME)
+    launcher = launcher_for(DEFAULT_RUNTIME, progress=False)
+    (tmp_path / "logs").mkdir()
+    plan = ReplayPlan(
+        DEFAULT_RUNTIME, builder, launcher, tmp_path / "logs", protocols=("http",), progress=False
+    )
+    heard: list[str] = []
+    (replayed,) = replay_models([model], plan, say=heard.append)
+    assert replayed.passed and replayed.exit_code == ExitCode.OK, replayed.to_json()
+    assert {result.protocol for result in replayed.results} == {"http"}
+    (built,) = build_models([model], BuildPlan(DEFAULT_RUNTIME, builder, tmp_path / "dist"))
+    from_artifact = replay_built(built.artifact.path, model, plan, say=heard.append)
+    assert from_artifact.passed and len(from_artifact.results) == len(replayed.results)
+    assert heard == [
+        f"replaying fraud on runtime {DEFAULT_RUNTIME.name} ...",
+        f"replaying {built.artifact.path} with the cases of fraud ...",
+    ]
+    assert (tmp_path / "logs" / "fraud-replay.log").is_file()
+    assert (tmp_path / "logs" / "fraud-artifact.log").is_file()

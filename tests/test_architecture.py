@@ -44,6 +44,7 @@ STAGES = [
     ("release", {"release"}),
     ("endpoint", {"endpoint"}),
     ("loadtest", {"loadtest"}),
+    ("pipeline", {"pipeline"}),
     ("ci", {"ci"}),
     ("app", {"config", "workspace", "testing", "cli", "__main__"}),
 ]
@@ -57,6 +58,7 @@ SUBPACKAGES = [
     "release",
     "endpoint",
     "loadtest",
+    "pipeline",
     "ci",
 ]
 

@@ -12,23 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from packager.ci import (
+from packager.ci import CiRun, ModelRun, Step, ci_table, markdown, matrix, run_gate, write_ci_junit
+from packager.errors import ExitCode, Outcome, UsageError
+from packager.modeldir import ModelDir, discover_models
+from packager.pipeline import (
     Base,
-    CiRun,
-    ModelRun,
-    Step,
+    Selection,
     affected_models,
     base_for,
-    ci_table,
-    markdown,
-    matrix,
     pants_command,
     pants_environment,
-    run_gate,
-    write_ci_junit,
+    select_models,
 )
-from packager.errors import ExitCode, UsageError
-from packager.modeldir import discover_models
 from packager.release import Revision
 from packager.subprocesses import ToolFailure
 from tests.conftest import CI_REVISION_VARIABLES, RunPackager, git, new_model
@@ -133,6 +128,36 @@ def test_models_are_marked_by_the_addresses_pants_lists(model_repo: Path, tmp_pa
     assert [model.name for model in affected] == ["churn"], "churn_v2 is not under models/churn/"
     arguments = (tmp_path / "pants-args").read_text().split()
     assert arguments == [f"--changed-since={'a' * 40}", "--changed-dependents=transitive", "list"]
+
+
+def test_models_are_selected_by_name_else_all_else_by_what_the_push_affects(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    new_model(model_repo / "models", "churn", (model_repo / "models/fraud/requirements.lock").read_text())
+    git(model_repo, "add", "-A")
+    git(model_repo, "commit", "-q", "-m", "churn")
+    fork = git(model_repo, "rev-parse", "main")
+    git(model_repo, "branch", "-f", "feature/fraud", "main")
+    commit = commit_on(model_repo, "feature/fraud", "models/churn/churn/config.pbtxt", "# a\n")
+    known = discover_models((), model_repo)
+    pants = fake_pants(tmp_path, "models/churn/churn/config.pbtxt:../model")
+
+    def select(named: list[ModelDir], every: bool, since: str | None = None) -> Selection:
+        revision = Revision("feature/fraud", commit)
+        return select_models(
+            model_repo, known, named, every=every, revision=revision, production_branches=MAIN, since=since,
+            pants=[str(pants)],
+        )  # fmt: skip
+
+    fraud = [model for model in known if model.name == "fraud"]
+    assert select(fraud, every=True) == Selection("named", fraud, 2), "names win over --all"
+    assert select([], every=True) == Selection("--all", known, 2)
+    assert not (tmp_path / "pants-args").exists(), "Pants is asked only which models a push affects"
+    affected = select([], every=False)
+    assert (affected.kind, affected.names, affected.considered) == ("affected", ["churn"], 2)
+    assert affected.base == Base(fork, "where feature/fraud left heads/main")
+    assert (tmp_path / "pants-args").read_text().split()[0] == f"--changed-since={fork}"
+    assert select([], every=False, since=commit).base == Base(commit, f"--since {commit}")
 
 
 def test_a_failing_pants_is_a_tool_failure_with_its_output(model_repo: Path, tmp_path: Path) -> None:
@@ -276,14 +301,16 @@ def _run() -> CiRun:
     churn = ModelRun(
         "churn",
         [
-            Step("weights", "passed", 1.0),
-            Step("gate", "passed", 20.0),
-            Step("build", "passed", 3.0, "churn_1.tar.gz (abc)"),
-            Step("replay", "passed", 9.0, "10/10 cases passed"),
-            Step("publish", "passed", 0.5, "uploaded: s3://staging/feature-x/cccccccccccc/churn_1.tar.gz"),
+            Step("weights", Outcome.PASSED, 1.0),
+            Step("gate", Outcome.PASSED, 20.0),
+            Step("build", Outcome.PASSED, 3.0, "churn_1.tar.gz (abc)"),
+            Step("replay", Outcome.PASSED, 9.0, "10/10 cases passed"),
+            Step(
+                "publish", Outcome.PASSED, 0.5, "uploaded: s3://staging/feature-x/cccccccccccc/churn_1.tar.gz"
+            ),
         ],
     )
-    digits = ModelRun("digits", [Step("weights", "passed", 2.0)])
+    digits = ModelRun("digits", [Step("weights", Outcome.PASSED, 2.0)])
     digits.fail("gate", 12.0, "`pants lint check test models/digits::` failed\nblack", ExitCode.MODEL_ERROR)
     return CiRun(
         revision,

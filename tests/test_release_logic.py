@@ -196,8 +196,11 @@ def test_promote_copies_the_tested_bytes_and_records_them(tmp_path: Path, scaffo
     staging, production = MemoryStore("memory://staging"), MemoryStore("memory://production")
     artifact = _artifact(tmp_path, scaffold_lock)
     staged_key = _stage(staging, artifact)
-    entry, source = promote(staging, production, "fraud", 1, COMMIT[:7], None)
-    assert source == staged_key and entry is not None
+    promotion = promote(staging, production, "fraud", 1, COMMIT[:7], None)
+    entry = promotion.entry
+    assert promotion.source.key == staged_key and entry is not None and promotion.outcome == "promoted"
+    assert promotion.source.uri == f"memory://staging/{staged_key}"
+    assert promotion.destination.uri == "memory://production/fraud_1.tar.gz"
     assert (entry.action, entry.version, entry.sha256, entry.commit) == (
         "promote",
         1,
@@ -207,10 +210,11 @@ def test_promote_copies_the_tested_bytes_and_records_them(tmp_path: Path, scaffo
     production.download("fraud_1.tar.gz", tmp_path / "promoted")
     assert (tmp_path / "promoted").read_bytes() == artifact.path.read_bytes()
     assert current(production, "fraud") == entry
-    again, _ = promote(staging, production, "fraud", 1, COMMIT, None)
+    again = promote(staging, production, "fraud", 1, COMMIT, None)
     assert (
-        again is None and len(history(production, "fraud")) == 1
+        again.entry is None and len(history(production, "fraud")) == 1
     ), "promoting the same bytes twice is a no-op"
+    assert again.outcome == "already current" and again.destination == promotion.destination
 
 
 def test_promote_refuses_what_it_cannot_promote(tmp_path: Path, scaffold_lock: str) -> None:
@@ -225,8 +229,8 @@ def test_promote_refuses_what_it_cannot_promote(tmp_path: Path, scaffold_lock: s
         match=r"staged under several branches \(feature-x, feature-y\): choose one with --branch",
     ):
         promote(staging, production, "fraud", 1, COMMIT, None)
-    entry, source = promote(staging, MemoryStore(), "fraud", 1, COMMIT, None, branch="feature/y")
-    assert entry is not None and source.startswith("feature-y/")
+    chosen = promote(staging, MemoryStore(), "fraud", 1, COMMIT, None, branch="feature/y")
+    assert chosen.entry is not None and chosen.source.key.startswith("feature-y/")
     with pytest.raises(Exception, match="not a commit"):
         promote(staging, production, "fraud", 1, "abc", None)
     _stage(staging, artifact, commit="a" * 7 + "b" * 33)
@@ -310,7 +314,7 @@ def test_a_publish_whose_record_was_lost_is_repaired_and_promote_makes_a_publish
     assert [entry.version for entry in history(production, "fraud")] == [1, 2]
     rollback(production, "fraud", 1)
     _stage(staging, two, commit=OTHER_COMMIT)
-    promoted, _ = promote(staging, production, "fraud", 2, OTHER_COMMIT, None)
+    promoted = promote(staging, production, "fraud", 2, OTHER_COMMIT, None).entry
     assert (
         promoted is not None and current(production, "fraud") == promoted
     ), "in production, not current: now current"

@@ -22,6 +22,7 @@ from packager.release.stores import store_uri_problem
 from packager.settings import (
     AUTO,
     DEFAULT_RUNTIME,
+    OVER_BUDGET,
     ColdStartBudget,
     Config,
     ConfigError,
@@ -131,11 +132,12 @@ class _Reader:
                 "[endpoint] cold_start_budget is seconds, a number above 0 (SageMaker gives up at 60), such as 30",
             )
         over = self.string((*at, "over_budget"), table, ColdStartBudget.over_budget)
-        if over not in ("refuse", "warn"):
+        chosen = next((choice for choice in OVER_BUDGET if choice == over), None)
+        if chosen is None:
             raise self.error(
                 (*at, "over_budget"), f'[endpoint] over_budget is "refuse" or "warn", not {over!r}'
             )
-        return ColdStartBudget(float(seconds), over)
+        return ColdStartBudget(float(seconds), chosen)
 
     def runtime(self, name: str, table: dict[str, Any]) -> Runtime:
         at = ("runtime", name)

@@ -1,6 +1,7 @@
-"""Exit codes and the errors that map onto them."""
+"""Exit codes, the errors that map onto them, and what became of each model (or step) a command ran."""
 
-from enum import IntEnum
+from collections.abc import Iterable
+from enum import IntEnum, StrEnum
 
 
 class ExitCode(IntEnum):
@@ -11,6 +12,31 @@ class ExitCode(IntEnum):
     USAGE_ERROR = 2  # the command line is wrong
     ENVIRONMENT_ERROR = 3  # a tool or service the command needs failed
     INTERNAL_ERROR = 70  # a bug in the packager (EX_SOFTWARE); PACKAGER_DEBUG=1 shows the traceback
+
+
+# Least to most serious: what a command that ran several models exits with is the most serious of their
+# codes. A bug outranks a tool or service failure (the other results cannot be trusted), which outranks a
+# usage error (nothing the models hold is to blame), which outranks a model's own failure.
+SEVERITY = (
+    ExitCode.OK,
+    ExitCode.MODEL_ERROR,
+    ExitCode.USAGE_ERROR,
+    ExitCode.ENVIRONMENT_ERROR,
+    ExitCode.INTERNAL_ERROR,
+)
+
+
+def worst(codes: Iterable[ExitCode]) -> ExitCode:
+    """The exit code of several results: the most serious of `codes` by SEVERITY (OK for none)."""
+    return max(codes, key=SEVERITY.index, default=ExitCode.OK)
+
+
+class Outcome(StrEnum):
+    """What became of one model, or one step of it, in a run (its JSON and reports show the value)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not run: an earlier step failed
 
 
 class PackagerError(Exception):

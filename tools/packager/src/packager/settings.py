@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from packager.errors import PackagerError
 
@@ -76,13 +77,17 @@ class Stores:
     production_branches: tuple[str, ...] = ("main",)
 
 
+OverBudget = Literal["refuse", "warn"]  # what a push over the cold-start budget gets
+OVER_BUDGET: tuple[OverBudget, ...] = ("refuse", "warn")
+
+
 @dataclass(frozen=True)
 class ColdStartBudget:
     """[endpoint]: how long an artifact's cold start on a multi-model endpoint may take (SageMaker answers
     ModelNotReadyException past 60 s), and whether a push over it is refused or only warned about."""
 
     seconds: float = 30.0
-    over_budget: str = "refuse"  # or "warn"
+    over_budget: OverBudget = "refuse"
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packager.cache import cache_root
-from packager.ci.affected import pants_environment
 from packager.ci.egress import INSIDE_PORT, egress_proxy, index_hosts
 from packager.errors import EnvironmentFailure
 from packager.modeldir import ModelDir
+from packager.pipeline import pants_environment
 from packager.scratch import scratch_dir
 from packager.subprocesses import SHOWN_LINES
 from packager.triton import Sandbox, socat_binary

@@ -13,18 +13,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packager.ci.affected import Base
 from packager.ci.gate import run_gate
 from packager.environments import env_builder_for
-from packager.errors import ExitCode, PackagerError
+from packager.errors import ExitCode, Outcome, PackagerError, worst
 from packager.modeldir import ModelDir, check_weights, pull
+from packager.pipeline import Base, PushPlan, PushResult, SelectionKind, push_model
 from packager.preflight import NotServable, prepare
-from packager.release import PushPlan, PushResult, Revision, push_model
+from packager.release import Revision
 from packager.settings import Runtime
 from packager.triton import TritonCompleter, install_server
 
 STEPS = ("weights", "gate", "build", "replay", "publish")
-PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class Step:
     """One step of one model: passed, failed (with what to do) or skipped (an earlier step failed)."""
 
     name: str
-    outcome: str
+    outcome: Outcome
     seconds: float = 0.0
     detail: str = ""
 
@@ -60,10 +59,10 @@ class ModelRun:
 
     def step(self, name: str) -> Step:
         """The named step (skipped when the run stopped before it)."""
-        return next((step for step in self.steps if step.name == name), Step(name, SKIPPED))
+        return next((step for step in self.steps if step.name == name), Step(name, Outcome.SKIPPED))
 
     def fail(self, name: str, seconds: float, detail: str, code: ExitCode) -> ModelRun:
-        self.steps.append(Step(name, FAILED, seconds, detail))
+        self.steps.append(Step(name, Outcome.FAILED, seconds, detail))
         self.error_code = code
         return self
 
@@ -81,7 +80,7 @@ class CiRun:
     """A whole `packager ci` run: the revision, what it was compared with, and each model's run."""
 
     revision: Revision
-    selection: str  # why these models: "affected", "--all" or "named"
+    selection: SelectionKind  # why these models
     considered: int  # models in the repository
     selected: list[str]  # the models to process
     base: Base | None = None  # what "affected" compared with
@@ -92,12 +91,8 @@ class CiRun:
         return all(run.ok for run in self.runs)
 
     def exit_code(self) -> ExitCode:
-        """A tool or service failure outranks a model's own failure."""
-        codes = {run.error_code for run in self.runs}
-        for code in (ExitCode.ENVIRONMENT_ERROR, ExitCode.USAGE_ERROR, ExitCode.MODEL_ERROR):
-            if code in codes:
-                return code
-        return ExitCode.OK
+        """The worst of the models' codes: a tool or service failure outranks a model's own failure."""
+        return worst(run.error_code for run in self.runs)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -137,7 +132,7 @@ def run_model(model: ModelDir, plan: CiPlan, position: str = "") -> ModelRun:
             raise NotServable(problems)
     except PackagerError as error:
         return run.fail("weights", time.monotonic() - started, str(error), error.exit_code)
-    run.steps.append(Step("weights", PASSED, time.monotonic() - started))
+    run.steps.append(Step("weights", Outcome.PASSED, time.monotonic() - started))
     log = plan.push.log_dir / f"{model.name}-gate.log"
     started = time.monotonic()
     try:
@@ -149,7 +144,7 @@ def run_model(model: ModelDir, plan: CiPlan, position: str = "") -> ModelRun:
     if not gate.passed:
         detail = f"`{shlex.join(gate.command)}` failed (log: {gate.log}):\n{gate.tail()}"
         return run.fail("gate", gate.seconds, detail, ExitCode.MODEL_ERROR)
-    run.steps.append(Step("gate", PASSED, gate.seconds))
+    run.steps.append(Step("gate", Outcome.PASSED, gate.seconds))
     _say(plan, f"{position}{model.name}: gate passed in {gate.seconds:.0f} s")
     run.push = push_model(model, plan.push)
     run.steps.extend(_push_steps(run.push))
@@ -174,23 +169,26 @@ def _push_steps(result: PushResult) -> list[Step]:
     """Build, replay and publish, from what the push pipeline got to."""
     error, seconds = result.error or "", result.seconds
     if result.artifact is None:
-        return [Step("build", FAILED, seconds.get("build", 0.0), error)]
+        return [Step("build", Outcome.FAILED, seconds.get("build", 0.0), error)]
     built = Step(
-        "build", PASSED, seconds["build"], f"{result.artifact.path.name} ({result.artifact.sha256[:12]})"
+        "build",
+        Outcome.PASSED,
+        seconds["build"],
+        f"{result.artifact.path.name} ({result.artifact.sha256[:12]})",
     )
     if result.replay is None:  # refused before the replay: where it would go does not take it
-        return [built, Step("publish", FAILED, seconds.get("publish", 0.0), error)]
+        return [built, Step("publish", Outcome.FAILED, seconds.get("publish", 0.0), error)]
     cases = result.replay.results
     replayed = f"{sum(case.passed for case in cases)}/{len(cases)} cases passed"
     if not result.replay.passed:
         problems = [f"{case.case} [{case.protocol}]: {case.problems[0]}" for case in cases if not case.passed]
         detail = "\n".join([error, result.replay.error or "", *problems]).strip()
-        return [built, Step("replay", FAILED, seconds["replay"], f"{replayed}: {detail}")]
-    replay = Step("replay", PASSED, seconds["replay"], replayed)
+        return [built, Step("replay", Outcome.FAILED, seconds["replay"], f"{replayed}: {detail}")]
+    replay = Step("replay", Outcome.PASSED, seconds["replay"], replayed)
     if result.published is None:
-        return [built, replay, Step("publish", FAILED, seconds.get("publish", 0.0), error)]
+        return [built, replay, Step("publish", Outcome.FAILED, seconds.get("publish", 0.0), error)]
     where = f"{result.published.outcome}: {result.published.destination.uri}"
-    return [built, replay, Step("publish", PASSED, seconds.get("publish", 0.0), where)]
+    return [built, replay, Step("publish", Outcome.PASSED, seconds.get("publish", 0.0), where)]
 
 
 def _say(plan: CiPlan, message: str) -> None:

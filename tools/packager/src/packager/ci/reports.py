@@ -8,7 +8,8 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from pathlib import Path
 
-from packager.ci.pipeline import FAILED, PASSED, SKIPPED, STEPS, CiRun
+from packager.ci.pipeline import STEPS, CiRun
+from packager.errors import Outcome
 from packager.tables import markdown_table, plural, table
 
 MATRIX_SYSTEMS = ("github", "gitlab")
@@ -20,7 +21,7 @@ GITLAB_JOB = ".packager-model"
 GITLAB_PUBLISH_JOB = ".packager-publish"
 # Where both get the packager and DVC PEXes: the parent pipeline's job that wrote the child pipeline.
 GITLAB_PEXES = {"pipeline": "$PARENT_PIPELINE_ID", "job": "affected"}
-SYMBOLS = {PASSED: "ok", FAILED: "FAILED", SKIPPED: "-"}
+SYMBOLS = {Outcome.PASSED: "ok", Outcome.FAILED: "FAILED", Outcome.SKIPPED: "-"}
 
 
 def headline(run: CiRun) -> str:
@@ -35,7 +36,7 @@ def headline(run: CiRun) -> str:
 def _rows(run: CiRun) -> list[list[str]]:
     rows = []
     for model in run.runs:
-        failed = next((step for step in model.steps if step.outcome == FAILED), None)
+        failed = next((step for step in model.steps if step.outcome == Outcome.FAILED), None)
         publish = model.step("publish")
         where = (failed.detail.splitlines() or [""])[0] if failed else publish.detail
         version = str(model.push.artifact.version) if model.push and model.push.artifact else "-"
@@ -58,7 +59,7 @@ def failure_details(run: CiRun) -> list[tuple[str, str]]:
         (f"{model.model}: {step.name}", step.detail)
         for model in run.runs
         for step in model.steps
-        if step.outcome == FAILED
+        if step.outcome == Outcome.FAILED
     ]
 
 
@@ -87,8 +88,8 @@ def write_ci_junit(run: CiRun, path: Path) -> None:
             "testsuite",
             name=model.model,
             tests=str(len(steps)),
-            failures=str(sum(step.outcome == FAILED for step in steps)),
-            skipped=str(sum(step.outcome == SKIPPED for step in steps)),
+            failures=str(sum(step.outcome == Outcome.FAILED for step in steps)),
+            skipped=str(sum(step.outcome == Outcome.SKIPPED for step in steps)),
             errors="0",
             time=f"{sum(step.seconds for step in steps):.3f}",
         )
@@ -99,10 +100,10 @@ def write_ci_junit(run: CiRun, path: Path) -> None:
             case = ElementTree.SubElement(
                 suite, "testcase", classname=f"ci.{model.model}", name=step.name, time=f"{step.seconds:.3f}"
             )
-            if step.outcome == FAILED:
+            if step.outcome == Outcome.FAILED:
                 first = (step.detail.splitlines() or [""])[0]
                 ElementTree.SubElement(case, "failure", message=first).text = step.detail
-            elif step.outcome == SKIPPED:
+            elif step.outcome == Outcome.SKIPPED:
                 ElementTree.SubElement(case, "skipped", message="an earlier step failed")
     path.parent.mkdir(parents=True, exist_ok=True)
     ElementTree.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 
-from packager.artifacts import build_artifact, generate_keys
-from packager.cli.cold_start import cold_start_check
+from packager.artifacts import generate_keys
 from packager.cli.options import (
     EXIT_CODES,
     JSON_OPTION,
@@ -19,14 +17,15 @@ from packager.cli.options import (
     RUNTIME_OPTION,
     SIGN_KEY_OPTION,
     echo_json,
+    echo_stderr,
     pass_workspace,
 )
 from packager.environments import env_builder_for
-from packager.errors import ExitCode
-from packager.preflight import prepare
-from packager.release import CheckRefused, verify_target
+from packager.errors import ExitCode, worst
+from packager.pipeline import BuildPlan, build_models, cold_start_check
+from packager.release import verify_target
 from packager.tables import table
-from packager.triton import LOAD_TIMEOUT, launcher_for
+from packager.triton import launcher_for
 from packager.workspace import Workspace
 
 
@@ -60,42 +59,35 @@ def build(
     builder = env_builder_for(target)
     check = (  # the manifest is checked; a signature is push's and verify's to check
         cold_start_check(
-            workspace, launcher_for(target, not as_json), None, LOAD_TIMEOUT, as_json, "it is refused"
+            workspace.config.cold_start,
+            launcher_for(target, not as_json),
+            workspace.log_dir(),
+            say=None if as_json else echo_stderr,
         )
         if cold_start
         else None
     )
-    rows, records, refusals = [], [], []
-    for model in workspace.models(models):
-        started = time.monotonic()
-        report, environment = prepare(model, target, builder)
-        artifact = build_artifact(report, target, environment, out or workspace.dist(), signing_key)
-        seconds = time.monotonic() - started
-        size = artifact.path.stat().st_size
-        record: dict[str, object] = {
-            "model": model.name,
-            "version": artifact.version,
-            "path": str(artifact.path),
-            "bytes": size,
-            "sha256": artifact.sha256,
-        }
-        row = [model.name, str(artifact.version), str(artifact.path), f"{size / 1e6:.1f} MB"]
-        row += [artifact.sha256[:12], f"{seconds:.2f}"]
-        if check is not None:
-            try:
-                record["checked"] = check(artifact, report)
-            except CheckRefused as error:
-                record["checked"], record["error"] = error.found, str(error)
-                refusals.append(str(error))
-        rows.append(row)
-        records.append(record)
+    plan = BuildPlan(target, builder, out or workspace.dist(), signing_key, check)
+    results = build_models(workspace.models(models), plan)
     if as_json:
-        echo_json({"artifacts": records})
+        echo_json({"artifacts": [built.to_json() for built in results]})
     else:
+        rows = [
+            [
+                built.model,
+                str(built.artifact.version),
+                str(built.artifact.path),
+                f"{built.size / 1e6:.1f} MB",
+                built.artifact.sha256[:12],
+                f"{built.seconds:.2f}",
+            ]
+            for built in results
+        ]
         click.echo(table(rows, ["model", "version", "artifact", "size", "sha256", "seconds"]))
-        for refused in refusals:
-            click.echo(f"packager: error: {refused}", err=True)
-    return ExitCode.MODEL_ERROR if refusals else ExitCode.OK
+        for built in results:
+            if built.error is not None:
+                click.echo(f"packager: error: {built.error}", err=True)
+    return worst(built.error_code for built in results)
 
 
 @click.command(epilog=EXIT_CODES)

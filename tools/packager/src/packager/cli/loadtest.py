@@ -4,8 +4,6 @@ Triton, a running one, or a SageMaker endpoint; the knee and the auto-scaling ta
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from contextlib import ExitStack
 from pathlib import Path
 
 import click
@@ -23,22 +21,16 @@ from packager.errors import ExitCode
 from packager.loadtest import (
     DEFAULT_HEADROOM,
     Level,
-    LoadReport,
     SageMakerEndpoint,
     Target,
-    TritonGrpcStream,
     TritonHttp,
     loadtest_table,
-    request_body,
-    run_levels,
     write_reports,
 )
-from packager.modeldir import CASES_DIR, Case, CaseError, ModelDir, TritonModel, load_cases, top_model
-from packager.preflight import NotServable, prepare
-from packager.replay import NoCases
+from packager.modeldir import Case
+from packager.pipeline import LoadPlan, LocalTriton, Remote, load_test, model_cases
 from packager.tables import plural
-from packager.triton import LOAD_TIMEOUT, TritonCompleter, launched, launcher_for
-from packager.validation import validate_model
+from packager.triton import LOAD_TIMEOUT, launcher_for
 from packager.workspace import Workspace
 
 MAX_CONCURRENCY = 256
@@ -146,48 +138,40 @@ def loadtest(
     if len(found) != 1:
         raise click.UsageError(f"loadtest takes one model; {model} holds {len(found)}")
     chosen = found[0]
-    with ExitStack() as stack:
-        target: Target
-        if url is not None:
-            target = TritonHttp(url)
-            cases = _unstreamed(_cases(chosen, None), "Triton's HTTP /infer (--url)")
-        elif endpoint is not None:
-            target = SageMakerEndpoint(endpoint, endpoint_url, target_model)
-            cases = _unstreamed(_cases(chosen, None), "SageMaker's InvokeEndpoint (--endpoint)")
-        else:
-            local = workspace.runtime(runtime)
-            launcher, builder = launcher_for(local, progress=not as_json), env_builder_for(local)
-            complete = TritonCompleter.for_runtime(local, builder, True, not as_json, launcher, load_timeout)
-            report, environment = prepare(chosen, local, builder, not as_json, complete)
-            cases = _cases(chosen, report.triton_models)
-            log_path = workspace.log_dir() / f"{chosen.name}-loadtest.log"
-            served = stack.enter_context(
-                launched(report, environment, launcher, log_path, load_timeout=load_timeout)
-            )
-            endpoints = served.server.endpoints
-            streamed = any(case.stream is not None for case in cases)
-            target = TritonGrpcStream(endpoints.grpc) if streamed else TritonHttp(endpoints.http)
-        requests = [request_body(case) for case in cases]
-        if not as_json:
-            click.echo(
-                f"load-testing {chosen.name} ({target.description}) with {plural(len(requests), 'case')}: "
-                f"concurrency {','.join(map(str, concurrencies))}, {duration:g} s each ...",
-                err=True,
-            )
-        levels = run_levels(target, requests, concurrencies, duration, None if as_json else _progress)
-    streams = isinstance(target, TritonGrpcStream)
-    result = LoadReport(chosen.name, target.description, duration, p99_ms, headroom, tuple(levels), streams)
+    where: Remote | LocalTriton
+    if url is not None:
+        where = Remote(TritonHttp(url), _unstreamed(model_cases(chosen), "Triton's HTTP /infer (--url)"))
+    elif endpoint is not None:
+        sagemaker = SageMakerEndpoint(endpoint, endpoint_url, target_model)
+        where = Remote(sagemaker, _unstreamed(model_cases(chosen), "SageMaker's InvokeEndpoint (--endpoint)"))
+    else:
+        local = workspace.runtime(runtime)
+        launcher, builder = launcher_for(local, progress=not as_json), env_builder_for(local)
+        log_path = workspace.log_dir() / f"{chosen.name}-loadtest.log"
+        where = LocalTriton(local, builder, launcher, log_path, load_timeout, progress=not as_json)
+
+    def starting(target: Target, requests: int) -> None:
+        click.echo(
+            f"load-testing {chosen.name} ({target.description}) with {plural(requests, 'case')}: "
+            f"concurrency {','.join(map(str, concurrencies))}, {duration:g} s each ...",
+            err=True,
+        )
+
+    plan = LoadPlan(concurrencies, duration, p99_ms, headroom)
+    result = load_test(
+        chosen, where, plan, starting=None if as_json else starting, measured=None if as_json else _progress
+    )
     directory = out if out is not None else workspace.dist() / "loadtest" / chosen.name
     written = write_reports(result, directory)
     if as_json:
         echo_json({**result.to_json(), "files": {kind: str(path) for kind, path in written.items()}})
     else:
         click.echo(loadtest_table(result))
-    for level in levels:
+    for level in result.levels:
         for sample in level.error_samples:
             click.echo(f"concurrency {level.concurrency}: {sample}", err=True)
     click.echo(f"wrote {', '.join(str(path) for path in written.values())}", err=True)
-    return ExitCode.OK if all(level.errors == 0 for level in levels) else ExitCode.MODEL_ERROR
+    return ExitCode.OK if all(level.errors == 0 for level in result.levels) else ExitCode.MODEL_ERROR
 
 
 def _progress(level: Level) -> None:
@@ -208,20 +192,4 @@ def _unstreamed(cases: list[Case], through: str) -> list[Case]:
             "multi-model endpoints too); load-test it over gRPC streaming on the local Triton this command "
             "starts (leave out --url and --endpoint)"
         )
-    return cases
-
-
-def _cases(model: ModelDir, triton_models: Mapping[str, TritonModel] | None) -> list[Case]:
-    """The model's cases, checked against its configs (validated here when no preflight ran)."""
-    if triton_models is None:
-        report = validate_model(model)
-        if report.diagnostics:
-            raise NotServable(report.diagnostics)
-        triton_models = report.triton_models
-    try:
-        cases = load_cases(model.path, triton_models, top_model(triton_models))
-    except CaseError as error:
-        raise NotServable(error.diagnostics) from None
-    if not cases:
-        raise NoCases(f"{model.path / CASES_DIR}: no test cases (*.json) to send as the request mix")
     return cases

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,13 +22,12 @@ from packager.modeldir import (
     REQUIREMENTS_FILE,
     TRITON_CONFIG,
     ModelDir,
-    adopt,
     check_weights,
     display_path,
     pull,
     scaffold,
-    write_case_template,
 )
+from packager.pipeline import adopt_model
 from packager.preflight import prepare
 from packager.tables import plural, table
 from packager.triton import TritonCompleter
@@ -216,17 +214,11 @@ def adopt_command(
     its top model: what SageMaker MME serves. Files no Triton model loads (clients, notebooks) are left
     where they are, and listed. Then validates."""
     parent = _models_parent(workspace, models_dir)
-    adopted = adopt(source, parent, name, top)
-    model = ModelDir(adopted.path)
     target = workspace.runtime(runtime)
-    locked = lock_model(model, target) if adopted.requirements else None
-    complete = TritonCompleter.for_runtime(target, env_builder_for(target), False, progress=not as_json)
-    (report,) = validate_models([model], complete)
-    served = report.triton_models.get(adopted.top_model)
-    if adopted.case_template is None and served is not None and served.completed is not None:
-        template = write_case_template(model.path, served)  # from the config Triton completed
-        adopted = dataclasses.replace(adopted, case_template=template)
-        (report,) = validate_models([model], complete)  # with the template (the completion is cached)
+    builder = env_builder_for(target)
+    result = adopt_model(source, parent, target, builder, name=name, top=top, progress=not as_json)
+    adopted, locked, report = result.adoption, result.locked, result.report
+    model = ModelDir(adopted.path)
     if as_json:
         echo_json(
             {

@@ -106,3 +106,8 @@ pass_workspace = click.pass_obj
 
 def echo_json(document: dict[str, Any]) -> None:
     click.echo(json.dumps(document, indent=2))
+
+
+def echo_stderr(line: str) -> None:
+    """A line of progress, on stderr (where `--json` keeps stdout for its document)."""
+    click.echo(line, err=True)

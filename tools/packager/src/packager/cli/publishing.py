@@ -11,23 +11,18 @@ import click
 
 from packager.ci import (
     MATRIX_SYSTEMS,
-    Base,
     CiPlan,
     CiRun,
-    affected_models,
-    base_for,
     ci_table,
     failure_details,
     headline,
     markdown,
-    pants_command,
     run_ci,
     write_ci_junit,
 )
 from packager.ci import (
     matrix as render_matrix,
 )
-from packager.cli.cold_start import cold_start_check
 from packager.cli.options import (
     CPU_OPTION,
     EXIT_CODES,
@@ -37,13 +32,15 @@ from packager.cli.options import (
     PUBLIC_KEY_OPTION,
     STAGING_OPTION,
     echo_json,
+    echo_stderr,
     load_timeout_option,
     pass_workspace,
     publishing_options,
 )
 from packager.environments import env_builder_for
-from packager.errors import ExitCode
-from packager.release import PushPlan, Revision, history, promote, push_model, released_models, rollback
+from packager.errors import ExitCode, worst
+from packager.pipeline import PushPlan, cold_start_check, pants_command, push_model, select_models
+from packager.release import Revision, history, promote, released_models, rollback
 from packager.replay import replay_table
 from packager.settings import Runtime
 from packager.tables import table
@@ -115,10 +112,7 @@ def push(
         for result in results:
             if result.replay is not None and not result.replay.passed:
                 click.echo("\n" + replay_table([result.replay]))
-    codes = [result.error_code for result in results if not result.ok]
-    if ExitCode.ENVIRONMENT_ERROR in codes:
-        return ExitCode.ENVIRONMENT_ERROR
-    return ExitCode.MODEL_ERROR if codes else ExitCode.OK
+    return worst(result.error_code for result in results)
 
 
 def _push_plan(
@@ -136,6 +130,16 @@ def _push_plan(
     """What `push` and `ci` publish with: the runtime's backends, the branch's route, keys and outputs."""
     launcher = launcher_for(target, progress=not as_json)
     key = workspace.public_key(public_key)
+    log_dir = workspace.log_dir()
+    check = cold_start_check(
+        workspace.config.cold_start,
+        launcher,
+        log_dir,
+        public_key=key,
+        load_timeout=load_timeout,
+        refused="nothing was published",
+        say=None if as_json else echo_stderr,
+    )
     return PushPlan(
         runtime=target,
         builder=env_builder_for(target),
@@ -143,13 +147,13 @@ def _push_plan(
         revision=revision,
         route=workspace.route(revision, staging, production),
         out_dir=out or workspace.dist(),
-        log_dir=workspace.log_dir(),
+        log_dir=log_dir,
         repository=workspace.root,
         signing_key=workspace.signing_key(sign_key),
         public_key=key,
         progress=not as_json,
         load_timeout=load_timeout,
-        check=cold_start_check(workspace, launcher, key, load_timeout, as_json, "nothing was published"),
+        check=check,
     )
 
 
@@ -211,27 +215,30 @@ def ci_command(
     root = workspace.require_root("packager ci")
     known = workspace.models(())
     pants = pants_command(root)
-    base: Base | None = None
-    if models or every:
-        chosen = workspace.models(models) if models else known
-    else:
-        base = base_for(root, revision, workspace.config.stores.production_branches, since)
-        chosen = affected_models(root, known, base, pants)
-    selection = "named" if models else "--all" if every else "affected"
+    selection = select_models(
+        root,
+        known,
+        workspace.models(models) if models else [],
+        every=every,
+        revision=revision,
+        production_branches=workspace.config.stores.production_branches,
+        since=since,
+        pants=pants,
+    )
     if matrix is not None:
-        click.echo(render_matrix([model.name for model in chosen], matrix))
+        click.echo(render_matrix(selection.names, matrix))
         return ExitCode.OK
-    run = CiRun(revision, selection, len(known), [model.name for model in chosen], base)
+    run = CiRun(revision, selection.kind, selection.considered, selection.names, selection.base)
     if not as_json:
         click.echo(f"ci: {headline(run)}", err=True)
-    if chosen:
+    if selection.models:
         target = workspace.runtime(runtime)
         push_plan = _push_plan(
             workspace, revision, target, staging, production, out, sign_key, public_key, load_timeout, as_json
         )
         with closing(push_plan.route.store):
             gate_runtime = workspace.runtime(None, engine=False)  # what the models' tests resolve
-            run_ci(chosen, CiPlan(root, pants, push_plan, remote, gate_runtime), run)
+            run_ci(selection.models, CiPlan(root, pants, push_plan, remote, gate_runtime), run)
     write_ci_junit(run, junit_xml or workspace.dist() / "ci" / "junit.xml")
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_file:
@@ -324,16 +331,16 @@ def promote_command(
     staging_uri, production_uri = workspace.store_uris(staging, production)
     key = workspace.public_key(public_key)
     with closing(workspace.store(staging_uri)) as source, closing(workspace.store(production_uri)) as target:
-        entry, source_key = promote(source, target, model, version, from_commit, key, branch)
-    destination = f"{production_uri.rstrip('/')}/{model}_{version}.tar.gz"
+        promotion = promote(source, target, model, version, from_commit, key, branch)
+    entry, source_key = promotion.entry, promotion.source.key
     if as_json:
         echo_json(
             {
                 "model": model,
                 "version": version,
-                "source": f"{staging_uri.rstrip('/')}/{source_key}",
-                "destination": destination,
-                "outcome": "promoted" if entry is not None else "already current",
+                "source": promotion.source.uri,
+                "destination": promotion.destination.uri,
+                "outcome": promotion.outcome,
                 "entry": asdict(entry) if entry is not None else None,
             }
         )
@@ -341,7 +348,8 @@ def promote_command(
         click.echo(f"{model} {version} from {source_key} is already in production and current; nothing to do")
     else:
         click.echo(
-            f"promoted {source_key} -> {destination} (sha256 {entry.sha256[:12]}); {model} is now at {version}"
+            f"promoted {source_key} -> {promotion.destination.uri} (sha256 {entry.sha256[:12]}); {model} is "
+            f"now at {version}"
         )
     return ExitCode.OK
 

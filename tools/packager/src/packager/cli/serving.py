@@ -19,14 +19,16 @@ from packager.cli.options import (
     PUBLIC_KEY_OPTION,
     RUNTIME_OPTION,
     echo_json,
+    echo_stderr,
     load_timeout_option,
     pass_workspace,
 )
 from packager.environments import env_builder_for
-from packager.errors import ExitCode
+from packager.errors import ExitCode, worst
 from packager.modeldir import Case, load_cases, top_model
+from packager.pipeline import ReplayPlan, replay_built, replay_models
 from packager.preflight import prepare
-from packager.replay import PROTOCOLS, replay_artifact, replay_model, replay_table, summary, write_junit
+from packager.replay import PROTOCOLS, replay_table, summary, write_junit
 from packager.settings import Runtime
 from packager.tables import table
 from packager.triton import (
@@ -258,29 +260,22 @@ def replay(
     verified against its manifest (and signature, with a public key) as it was unpacked.
     """
     target = workspace.runtime(runtime, cpu=cpu)
-    protocols = protocols or PROTOCOLS
     log_dir = workspace.log_dir()
     launcher = launcher_for(target, progress=not as_json)
-    replays = []
+    say = None if as_json else echo_stderr
     if artifact is not None:
         chosen = workspace.models(models or (str(read_manifest(artifact)[0]["model"]),))
         if len(chosen) != 1:
             raise click.UsageError("--artifact replays one model's cases: name that one model")
-        if not as_json:
-            click.echo(f"replaying {artifact} with the cases of {chosen[0].name} ...", err=True)
-        log = log_dir / f"{chosen[0].name}-artifact.log"
+    plan = ReplayPlan(
+        target, env_builder_for(target), launcher, log_dir, env_mode, protocols or PROTOCOLS, load_timeout,
+        progress=not as_json,
+    )  # fmt: skip
+    if artifact is not None:
         key = workspace.public_key(public_key)
-        replays.append(replay_artifact(artifact, chosen[0], launcher, log, protocols, key, load_timeout))
-    builder = env_builder_for(target)
-    for model in workspace.models(models) if artifact is None else []:
-        if not as_json:
-            click.echo(f"replaying {model.name} on runtime {target.name} ...", err=True)
-        log = log_dir / f"{model.name}-replay.log"
-        replays.append(
-            replay_model(
-                model, target, builder, launcher, log, env_mode, protocols, not as_json, load_timeout
-            )
-        )
+        replays = [replay_built(artifact, chosen[0], plan, public_key=key, say=say)]
+    else:
+        replays = replay_models(workspace.models(models), plan, say=say)
     if junit_xml is not None:
         write_junit(replays, junit_xml, {"runtime": target.name, "launcher": target.launcher})
     if as_json:
@@ -295,10 +290,7 @@ def replay(
     else:
         click.echo(replay_table(replays))
         click.echo(summary(replays), err=True)
-    codes = [item.error_code for item in replays if item.error is not None]
-    if ExitCode.ENVIRONMENT_ERROR in codes:
-        return ExitCode.ENVIRONMENT_ERROR
-    return ExitCode.OK if all(item.passed for item in replays) else ExitCode.MODEL_ERROR
+    return worst(item.exit_code for item in replays)
 
 
 @click.group(epilog=EXIT_CODES)

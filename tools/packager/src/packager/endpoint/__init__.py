@@ -6,10 +6,10 @@ deadline; per-target cold-start timings), the pool of servers that keeps every t
 its artifact gives them (`servers`), staging a target's Triton models into a server (`staging`),
 forwarding a request body to Triton (`forward`), the HTTP front that answers boto3's `sagemaker-runtime`
 InvokeEndpoint (`front`), the errors as the service answers them (`errors`), memory sizes as people write
-them (`sizes`), an artifact's cold start against its budget and the check's refusals (`cold_start`), and
+them (`sizes`), an artifact's cold start, timed against a budget, and its failure at a step (`cold_start`), and
 InvokeEndpoint's limits and what makes a TargetModel a key in the store (`limits`).
 
-Public: measure_cold_start, ColdStartCheck, ColdStartOverBudget, ColdStartFailed, Emulator, emulating,
+Public: measure_cold_start, ColdStartCheck, ColdStartFailed, Emulator, emulating,
 Settings, ColdStart, Eviction, Event, Loaded, NOT_READY_AFTER, fronted, Backend, Connections,
 TARGET_HEADER, EndpointError, TargetInvalid, RequestInvalid, PayloadTooLarge, UnknownOperation,
 ModelNotReady, ModelError, StoreUnavailable, Answer, infer, triton_headers, BINARY_JSON, ServerPool, Slot,
@@ -20,7 +20,6 @@ check_target.
 from packager.endpoint.cold_start import (
     ColdStartCheck,
     ColdStartFailed,
-    ColdStartOverBudget,
     measure_cold_start,
 )
 from packager.endpoint.emulator import (
@@ -52,7 +51,6 @@ from packager.endpoint.staging import stage_models, staged_bytes
 
 __all__ = [
     "ColdStartCheck",
-    "ColdStartOverBudget",
     "ColdStartFailed",
     "measure_cold_start",
     "NOT_READY_AFTER",

@@ -1,7 +1,7 @@
 """An artifact's cold start as a multi-model endpoint pays it: fetched from a store, verified, extracted,
 loaded and asked its first request, through the emulator (a fresh server, with the artifact's directory as
-a file store), against the budget packager.toml sets; and the check's refusals, each saying what it found
-(as push reports it in `checked`)."""
+a file store), timed against a budget; and its failure at a step, saying what it found (as push reports it
+in `checked`). What the budget makes of it is the pipeline's (`packager.pipeline.cold_start`)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,19 @@ from pathlib import Path
 
 from packager.endpoint.emulator import WORDS, ColdStart, Settings, emulating
 from packager.endpoint.errors import EndpointError, ModelNotReady
+from packager.errors import ExitCode, PackagerError
 from packager.modeldir import Tensor
-from packager.release.push import CheckRefused
 from packager.release.stores.file import FileStore
 from packager.triton import LOAD_TIMEOUT, Launcher
 
 
-class ColdStartOverBudget(CheckRefused):
-    """An artifact's cold start took longer than packager.toml's [endpoint] cold_start_budget."""
-
-
-class ColdStartFailed(CheckRefused):
+class ColdStartFailed(PackagerError):
     """An artifact's cold start failed at one of its steps (`found["cold_start"]` names it, and why)."""
+
+    def __init__(self, message: str, found: dict[str, object], exit_code: ExitCode) -> None:
+        super().__init__(message)
+        self.found = found
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -97,10 +98,9 @@ def _failed(
         cold.fail("load" if isinstance(error, ModelNotReady) else "download", error)
     step = str(cold.failed)
     status = f" (status {cold.first_inference_status})" if step == "first_inference" else ""
-    failed = ColdStartFailed(
+    return ColdStartFailed(
         f"cold-start check: {target} failed at {WORDS.get(step, step)}{status}: {cold.error} "
         f"(server log: {log_path})",
         {"cold_start": ColdStartCheck(cold, budget).to_json(), "over_budget": None, "log": str(log_path)},
+        error.exit_code,  # a store that could not be read is the environment's failure
     )
-    failed.exit_code = error.exit_code  # a store that could not be read is the environment's failure
-    return failed

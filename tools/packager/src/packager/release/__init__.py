@@ -3,13 +3,13 @@
 Owns the stores (`stores`: interfaces, registry, one module per backend, the in-memory fake), where a
 branch's artifact goes and the rule that a published key never changes (`publishing`), the release
 history and "current" pointer (`history`), promote and rollback (`promotion`), verifying an artifact by
-its store URI (`verification`), what may be published where (`gates`), and the push pipeline that
-composes every stage (`push`).
+its store URI (`verification`), and what may be published where (`gates`). The push pipeline that
+composes the stages into a publish is `packager.pipeline`'s.
 
 Public: publish, publish_release, record_release, Published, Destination, Route, route, ImmutableKey,
 PublishError, Entry, history, current, record, new_entry, released_models, ReleaseError, OtherBytes,
-promote, rollback, verify_target, Verification, Revision, resolve_revision, check_publishable,
-SourceRefused, push_model, PushPlan, PushResult, CheckRefused; and `packager.release.stores`' names.
+promote, Promotion, rollback, verify_target, Verification, Revision, resolve_revision, check_publishable,
+SourceRefused; and `packager.release.stores`' names.
 """
 
 from packager.release.gates import Revision, SourceRefused, check_publishable, resolve_revision
@@ -23,7 +23,7 @@ from packager.release.history import (
     record,
     released_models,
 )
-from packager.release.promotion import promote, rollback
+from packager.release.promotion import Promotion, promote, rollback
 from packager.release.publishing import (
     Destination,
     ImmutableKey,
@@ -35,7 +35,6 @@ from packager.release.publishing import (
     record_release,
     route,
 )
-from packager.release.push import CheckRefused, PushPlan, PushResult, push_model
 from packager.release.verification import Verification, verify_target
 
 __all__ = [
@@ -47,6 +46,7 @@ __all__ = [
     "new_entry",
     "record",
     "released_models",
+    "Promotion",
     "promote",
     "rollback",
     "Destination",
@@ -62,10 +62,6 @@ __all__ = [
     "SourceRefused",
     "check_publishable",
     "resolve_revision",
-    "PushPlan",
-    "CheckRefused",
-    "PushResult",
-    "push_model",
     "Verification",
     "verify_target",
 ]

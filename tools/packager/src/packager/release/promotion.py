@@ -4,7 +4,9 @@ and roll a model back to an earlier published version. Both add to the release h
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from packager.artifacts import Artifact, ArtifactError, artifact_name, branch_slug, verify_artifact
 from packager.errors import UsageError
@@ -17,6 +19,20 @@ COMMIT_PREFIX = re.compile(r"[0-9a-f]{7,40}")
 CLEAN = re.compile(r"[0-9a-f]{12}")  # a staged commit; uncommitted builds carry a -dirty-<content> suffix
 
 
+@dataclass(frozen=True)
+class Promotion:
+    """What promote did: the staged artifact it took, where production holds it, and the history entry it
+    wrote (None: production already held that artifact, and it was current)."""
+
+    source: Destination
+    destination: Destination
+    entry: Entry | None
+
+    @property
+    def outcome(self) -> Literal["promoted", "already current"]:
+        return "promoted" if self.entry is not None else "already current"
+
+
 def promote(
     staging: ArtifactStore,
     production: Store,
@@ -25,13 +41,10 @@ def promote(
     from_commit: str,
     public_key: Path | None,
     branch: str | None = None,
-) -> tuple[Entry | None, str]:
+) -> Promotion:
     """Copy the tested staging artifact of `from_commit` (a unique prefix of at least 7 hex digits; `branch`
-    chooses when several branches staged it) into production, server-side, after verifying it.
-
-    Returns the history entry written (None when production already held this exact artifact and it was
-    current) and the staging key promoted.
-    """
+    chooses when several branches staged it) into production, server-side, after verifying it, and make it
+    current."""
     history(production, model)  # a history it could not record in refuses the promotion before any copy
     source_key = _staged_key(staging, artifact_name(model, version), from_commit.lower(), branch)
     staged = staging.head(source_key)
@@ -55,9 +68,10 @@ def promote(
         if existing is None:
             raise ReleaseError(f"{target.uri} was copied, but reading it back found nothing; try again")
     same_or_refuse(existing, artifact, target)  # raises ImmutableKey for other bytes
+    source = Destination(staging, source_key, production=False)
     now = current(production, model)
     if now is not None and now.version == version and now.key == target.key:
-        return None, source_key
+        return Promotion(source, target, None)
     commit = staged.metadata.get("commit", "")
     entry = new_entry(
         "promote",
@@ -68,7 +82,7 @@ def promote(
         f"from {source_key}",
     )
     record(production, model, entry)
-    return entry, source_key
+    return Promotion(source, target, entry)
 
 
 def _staged_key(staging: ArtifactStore, filename: str, prefix: str, branch: str | None) -> str:

@@ -31,12 +31,17 @@ again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from packager import __version__
 from packager.artifacts import Artifact, artifact_name, branch_slug
 from packager.errors import EnvironmentFailure, PackagerError
 from packager.release.history import ATTEMPTS, OtherBytes, new_entry, record
 from packager.release.stores import AlreadyExists, ArtifactStore, Store, StoredObject
+
+# Uploaded; or found there already: "unchanged" (the same bytes), "same contents" (equal files, other
+# archive bytes).
+PublishOutcome = Literal["uploaded", "unchanged", "same contents"]
 
 
 class ImmutableKey(PackagerError):
@@ -66,7 +71,7 @@ class Published:
 
     destination: Destination
     sha256: str  # what the key was read back holding: ours, or (for "same contents") the earlier archive's
-    outcome: str  # "uploaded", "unchanged" (same bytes) or "same contents" (equal files, other archive bytes)
+    outcome: PublishOutcome
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,9 @@ def _hold(target: Destination, artifact: Artifact, commit: str) -> None:
     )
 
 
-def same_or_refuse(existing: StoredObject, artifact: Artifact, target: Destination) -> str:
+def same_or_refuse(
+    existing: StoredObject, artifact: Artifact, target: Destination
+) -> Literal["unchanged", "same contents"]:
     """`unchanged` or `same contents` when the stored object is this artifact; ImmutableKey otherwise."""
     if existing.metadata.get("sha256") == artifact.sha256:
         return "unchanged"

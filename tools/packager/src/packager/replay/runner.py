@@ -84,6 +84,13 @@ class ModelReplay:
     def passed(self) -> bool:
         return self.error is None and not any(result.failed for result in self.results)
 
+    @property
+    def exit_code(self) -> ExitCode:
+        """OK when it passed; the error's code when one stopped it; else a model error (a case failed)."""
+        if self.error is not None:
+            return self.error_code
+        return ExitCode.OK if self.passed else ExitCode.MODEL_ERROR
+
     def to_json(self) -> dict[str, object]:
         return {
             "model": self.model,

@@ -15,9 +15,8 @@ from packager.environments import EnvBuilder
 from packager.errors import ExitCode, PackagerError
 from packager.modeldir import ModelDir, libraries_dir, model_libraries
 from packager.preflight import prepare
-from packager.release.gates import Revision, check_publishable
-from packager.release.history import history
-from packager.release.publishing import Published, Route, publish_release, same_or_refuse
+from packager.release import Published, Revision, Route, check_publishable, history, publish_release
+from packager.release.publishing import same_or_refuse
 from packager.replay import ModelReplay, replay_artifact
 from packager.settings import Runtime
 from packager.triton import LOAD_TIMEOUT, Launcher, TritonCompleter
@@ -27,9 +26,17 @@ from packager.validation import ModelReport
 class CheckRefused(PackagerError):
     """The plan's check refused an artifact; `found` is what it found, for the report's `checked`."""
 
-    def __init__(self, message: str, found: dict[str, object]) -> None:
+    def __init__(
+        self, message: str, found: dict[str, object], exit_code: ExitCode = ExitCode.MODEL_ERROR
+    ) -> None:
         super().__init__(message)
         self.found = found
+        self.exit_code = exit_code
+
+
+# Run on a built artifact before it goes further: what it found goes in the report, and a PackagerError
+# refuses the artifact (a CheckRefused with what it found).
+Check = Callable[[Artifact, ModelReport], dict[str, object]]
 
 
 @dataclass
@@ -88,9 +95,7 @@ class PushPlan:
     public_key: Path | None = None
     progress: bool = True
     load_timeout: float = LOAD_TIMEOUT  # the longest one Triton model's load may take in the replay
-    # Run on an artifact whose replay passed, before it is published: what it found goes in the report,
-    # and a PackagerError refuses the artifact (a CheckRefused with what it found).
-    check: Callable[[Artifact, ModelReport], dict[str, object]] | None = None
+    check: Check | None = None  # run on an artifact whose replay passed, before it is published
 
 
 def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
@@ -127,7 +132,7 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
         started = result.timed("replay", started)
         if not result.replay.passed:
             result.error = "its replay failed: nothing was published"
-            result.error_code = result.replay.error_code if result.replay.error else ExitCode.MODEL_ERROR
+            result.error_code = result.replay.exit_code
             return result
         if plan.check is not None:
             try:

@@ -1,0 +1,64 @@
+"""The pipeline behind `packager replay`: each model directory's cases replayed through a Triton of its
+own (validate, weights, env, serve, send, compare), or one model's cases against exactly what a built
+artifact holds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from packager.environments import EnvBuilder
+from packager.modeldir import ModelDir
+from packager.replay import PROTOCOLS, ModelReplay, replay_artifact, replay_model
+from packager.settings import Runtime
+from packager.triton import LOAD_TIMEOUT, Launcher
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """What every replay shares: the runtime and its backends, where server logs go, how environments are
+    served (`env_mode`, model directories only), the protocols, and how long a model may take to load."""
+
+    runtime: Runtime
+    builder: EnvBuilder
+    launcher: Launcher
+    log_dir: Path
+    env_mode: str = "unpacked"
+    protocols: tuple[str, ...] = PROTOCOLS
+    load_timeout: float = LOAD_TIMEOUT
+    progress: bool = True
+
+
+def replay_models(
+    models: Iterable[ModelDir], plan: ReplayPlan, *, say: Callable[[str], None] | None = None
+) -> list[ModelReplay]:
+    """Replay each model directory on its own; `say` hears which one starts."""
+    replays = []
+    for model in models:
+        if say is not None:
+            say(f"replaying {model.name} on runtime {plan.runtime.name} ...")
+        log = plan.log_dir / f"{model.name}-replay.log"
+        replays.append(
+            replay_model(
+                model, plan.runtime, plan.builder, plan.launcher, log, plan.env_mode, plan.protocols,
+                plan.progress, plan.load_timeout,
+            )  # fmt: skip
+        )
+    return replays
+
+
+def replay_built(
+    artifact: Path,
+    model: ModelDir,
+    plan: ReplayPlan,
+    *,
+    public_key: Path | None = None,
+    say: Callable[[str], None] | None = None,
+) -> ModelReplay:
+    """Replay `model`'s cases against what `artifact` holds, once it verified (its signature too, with
+    `public_key`); `say` hears that it starts."""
+    if say is not None:
+        say(f"replaying {artifact} with the cases of {model.name} ...")
+    log = plan.log_dir / f"{model.name}-artifact.log"
+    return replay_artifact(artifact, model, plan.launcher, log, plan.protocols, public_key, plan.load_timeout)

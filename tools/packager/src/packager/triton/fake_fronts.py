@@ -65,8 +65,8 @@ def from_raw(raw: bytes, datatype: str, shape: list[int]) -> np.ndarray:
 
 def to_raw(array: np.ndarray) -> bytes:
     """A tensor's raw bytes, as Triton sends them."""
-    if array.dtype == np.object_:
-        return bytes(serialize_byte_tensor(array).tobytes())
+    if array.dtype == np.object_:  # one object: the elements, each after its length
+        return bytes(serialize_byte_tensor(array).item()) if array.size else b""
     return np.ascontiguousarray(array).tobytes()
 
 

@@ -43,7 +43,7 @@ from packager.environments import Environment, ensure_environment, env_builder_f
 from packager.modeldir import ModelDir, find_repo_root, load_cases, top_model
 from packager.preflight import prepare
 from packager.replay import PROTOCOLS, replay_cases, replay_model
-from packager.triton import Server, launched, launcher_for, staged_repository
+from packager.triton import Server, TritonServer, launched, launcher_for, staged_repository
 from packager.triton.local import LocalLauncher
 from packager.triton.serving import load_all
 
@@ -268,6 +268,7 @@ def bench_replay_loop(log_dir: Path) -> None:
                 one_protocol_then_other.append(
                     sum(timed(replay_cases, "digits", server, cases, (p,)) for p in PROTOCOLS)
                 )
+                assert isinstance(server, TritonServer)
                 process = server.process
                 assert isinstance(process, subprocess.Popen)  # the local launcher's
                 started = time.perf_counter()

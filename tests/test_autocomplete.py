@@ -34,10 +34,10 @@ from packager.preflight import prepare
 from packager.release.stores.file import FileStore
 from packager.settings import DEFAULT_RUNTIME, ConfigError
 from packager.triton import Launcher, Served, TritonCompleter, Watcher, launcher_for
+from packager.triton.fake import FakeLauncher
 from packager.validation import validate_model
 from tests.conftest import DOUBLER, DOUBLER_CONFIG, RunPackager, git, serve_banner, start_packager
 from tests.test_adopt import ADD_SUB
-from tests.test_reload import RecordingServer
 
 # What python_backend's auto_complete examples do: declare the tensors unless the config already does,
 # set max_batch_size, and ask for dynamic batching when batching ({batch}: 0, nobatch, or 4); then add_sub.
@@ -434,20 +434,20 @@ def test_a_step_with_an_environment_is_completed_in_it_once_built(tmp_path: Path
 
 def test_serve_cpu_reload_restages_a_gpu_model_on_cpu(gpu_repo: Path, tmp_path: Path) -> None:
     """`serve --cpu --reload`: a saved step of a KIND_GPU model is restaged with its config on CPU again,
-    its model directory's copy untouched (the server is a stand-in: the restaging is under test)."""
+    its model directory's copy untouched (the server is a fake: the restaging is under test)."""
     model = ModelDir(shutil.copytree(gpu_repo / "models" / "gpu", tmp_path / "models" / "gpu"))
     (tmp_path / "pants.toml").write_text("")
     report = validate_model(model)
     repository = tmp_path / "served"
     (repository / "doubler").mkdir(parents=True)
-    server = RecordingServer()
-    served = Served(server, repository, report.triton_models, "doubler", "packed", 60.0, gpu_as_cpu=True)  # type: ignore[arg-type]
-    watcher = Watcher(model, served, None)
-    step = model.path / "doubler" / "1" / "model.py"
-    step.write_text(step.read_text() + "# saved\n")
-    os.utime(step, (time.time() + 5, time.time() + 5))
-    result = watcher.reload(watcher.changes())
-    assert (result.reloaded, result.refused, server.loads) == (["doubler"], None, ["doubler"])
+    with FakeLauncher(gpu_as_cpu=True).start(repository, tmp_path / "triton.log") as server:
+        served = Served(server, repository, report.triton_models, "doubler", "packed", 60.0, gpu_as_cpu=True)
+        watcher = Watcher(model, served, None)
+        step = model.path / "doubler" / "1" / "model.py"
+        step.write_text(step.read_text() + "# saved\n")
+        os.utime(step, (time.time() + 5, time.time() + 5))
+        result = watcher.reload(watcher.changes())
+    assert (result.reloaded, result.refused, server.loads) == (["doubler"], None, [("doubler", 60.0)])
     staged = read_config(repository / "doubler" / "config.pbtxt").config
     assert [group.kind for group in staged.instance_group] == [ModelInstanceGroup.KIND_CPU]
     assert (model.path / "doubler" / "config.pbtxt").read_text() == GPU_CONFIG

@@ -1,6 +1,7 @@
-"""The container launcher against a real engine (podman's Docker-API service in CI) and the image built
-here: start, load, refuse, hang, crash, interrupt, SIGTERM, SIGKILL; no container left behind; and
-`replay` of an example model in the container, as the endpoint's image would load it."""
+"""What only the container launcher does, against a real engine (podman's Docker-API service in CI) and
+the image built here (what every launcher does is in test_launchers.py): no network, SIGTERM and SIGKILL
+leave no container behind, a missing image or engine, the image built once, shm size; and `replay` of an
+example model in the container, as the endpoint's image would load it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,22 +20,21 @@ from packager.errors import EnvironmentFailure
 from packager.modeldir import Case, Tensor
 from packager.replay import replay_cases
 from packager.settings import Runtime
-from packager.triton import Ports, ServerError, build_image, check_image, free_ports, image_for
-from packager.triton.container import LABEL, OWNER_LABEL, ContainerLauncher, owner, remove_orphans
+from packager.triton import build_image, check_image, image_for
+from packager.triton.container import ContainerLauncher, remove_orphans
 from packager.triton.engine import connect
 from tests.conftest import (
     RunPackager,
     child_environment,
     copy_example,
     doubler_repository,
-    infer_doubler,
     network_targets,
     reach_repository,
     reached,
     start_packager,
 )
+from tests.test_launchers import our_containers
 
-CORPUS = Path(__file__).parent / "corpus"
 REPO = Path(__file__).parent.parent
 
 
@@ -47,32 +46,6 @@ def launcher(container_runtime: Runtime) -> ContainerLauncher:
 @pytest.fixture
 def repository(tmp_path: Path) -> Path:
     return doubler_repository(tmp_path)
-
-
-def _ours(pid: int | None = None) -> list[str]:
-    """The containers the engine holds (running or not) that a packager process started: this test's by
-    default (other test files run containers at the same time)."""
-    client = connect()
-    try:
-        mine = {"label": [LABEL, f"{OWNER_LABEL}={owner(pid)}"]}
-        return [container.name for container in client.containers.list(all=True, filters=mine)]
-    finally:
-        client.close()
-
-
-def test_start_load_infer_stop_leaves_no_container(
-    launcher: ContainerLauncher, repository: Path, tmp_path: Path
-) -> None:
-    (port,) = free_ports(1)
-    with launcher.start(repository, tmp_path / "triton.log", ports=Ports(http=port)) as server:
-        assert _ours(), "the server runs in a container of ours"
-        assert server.endpoints.http == f"127.0.0.1:{port}", "it listens on the HTTP port asked for"
-        server.load("doubler")
-        assert infer_doubler(server) == [[3.0, -4.0]]
-    assert _ours() == []
-    assert (
-        "successfully loaded 'doubler'" in (tmp_path / "triton.log").read_text()
-    ), "the container's log is kept"
 
 
 def test_model_code_in_the_container_has_no_network(
@@ -88,58 +61,6 @@ def test_model_code_in_the_container_has_no_network(
         server.load("reach")
         target = f"tcp:127.0.0.1:{loopback_service}"
         assert reached(server, [target]) == [target], "network = true shares the host's network"
-
-
-def test_a_refused_load_quotes_the_log_and_leaves_the_server_ready(
-    launcher: ContainerLauncher, repository: Path, tmp_path: Path
-) -> None:
-    shutil.copytree(CORPUS / "bad" / "bad_dims" / "scorer", repository / "scorer")
-    with launcher.start(repository, tmp_path / "triton.log") as server:
-        with pytest.raises(ServerError) as error:
-            server.load("scorer")
-        assert "dimension must be integer >= 1" in str(error.value) and "  | " in str(error.value)
-        server.wait_ready(5)  # a failed load does not make the server unready
-        server.load("doubler")
-        assert infer_doubler(server) == [[3.0, -4.0]]
-    assert _ours() == []
-
-
-def test_a_hung_load_is_bounded_and_its_container_removed(
-    launcher: ContainerLauncher, tmp_path: Path
-) -> None:
-    repository = tmp_path / "repo"
-    shutil.copytree(CORPUS / "bad" / "missing_model_py", repository)  # Triton 2.51 hangs loading this
-    hung = (
-        r"loading 'scorer' did not finish within 5 s \(a hung load, or a slower one: raise --load-timeout\)"
-    )
-    with pytest.raises(ServerError, match=hung):
-        with launcher.start(repository, tmp_path / "triton.log") as server:
-            server.load("scorer", timeout=5)
-    assert _ours() == []
-
-
-def test_a_crashed_server_is_reported_and_removed(
-    launcher: ContainerLauncher, repository: Path, tmp_path: Path
-) -> None:
-    with launcher.start(repository, tmp_path / "triton.log") as server:
-        server.load("doubler")
-        server.process.container.kill()  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 10
-        while server.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with pytest.raises(ServerError, match="Triton stopped answering while loading 'doubler'"):
-            server.load("doubler", timeout=5)
-    assert _ours() == []
-
-
-def test_an_interrupt_removes_the_container(
-    launcher: ContainerLauncher, repository: Path, tmp_path: Path
-) -> None:
-    with pytest.raises(KeyboardInterrupt):
-        with launcher.start(repository, tmp_path / "triton.log") as server:
-            server.load("doubler")
-            raise KeyboardInterrupt
-    assert _ours() == []
 
 
 SERVE_FOREVER = """
@@ -175,21 +96,21 @@ def test_sigterm_removes_the_container_and_sigkill_leaves_one_the_next_start_rem
     serve = start_packager("serve", "churn", "--runtime", "container", "--json", cwd=repo)
     assert serve.stdout is not None
     document = json.loads("".join(iter(lambda: serve.stdout.readline() if serve.stdout else "", "}\n")) + "}")
-    assert document["runtime"] == "container" and _ours(serve.pid)
+    assert document["runtime"] == "container" and our_containers(serve.pid)
     serve.send_signal(signal.SIGTERM)
     assert serve.wait(timeout=60) == 128 + signal.SIGTERM
-    assert _ours(serve.pid) == []
+    assert our_containers(serve.pid) == []
     # SIGKILL: no code runs, the container stays; the next start on this machine removes it.
     killed = _serving(launcher.image, repository, tmp_path / "killed.log")
     killed.kill()
     killed.wait()
-    (orphan,) = _ours(killed.pid)
+    (orphan,) = our_containers(killed.pid)
     client = connect()
     try:
         assert orphan in remove_orphans(client)
     finally:
         client.close()
-    assert _ours(killed.pid) == []
+    assert our_containers(killed.pid) == []
 
 
 def test_a_missing_image_or_engine_is_a_clear_error(
@@ -235,7 +156,7 @@ def test_replay_in_the_container_reports_where_it_ran(
     report = json.loads(result.stdout)
     assert (report["runtime"], report["launcher"], report["passed"]) == ("container", "container", True)
     assert '<property name="runtime" value="container"' in (repo / "replay.xml").read_text()
-    assert _ours() == []
+    assert our_containers() == []
 
 
 ECHO = """

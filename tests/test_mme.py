@@ -1,18 +1,19 @@
 """The multi-model endpoint emulator through the real parts: boto3's `sagemaker-runtime` client against the
-HTTP front, one real Triton, and the example models' artifacts (digits and churn) in a moto S3 store."""
+HTTP front, real Triton, and the example models' artifacts (digits and churn) in a moto S3 store. The
+emulator's own logic (the LRU order, the memory limit, the load deadline, concurrent first requests, failed
+loads, what a TargetModel in a file store may name) is tested on fake servers in tests/fast/test_emulator.py.
+"""
 
 from __future__ import annotations
 
 import io
 import json
-import shutil
 import subprocess
 import sys
 import tarfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,6 @@ import tritonclient.http as httpclient
 from packager.artifacts import MANIFEST, read_manifest, verify_artifact
 from packager.endpoint import BINARY_JSON, ColdStart, Emulator, emulating, fronted, parse_size
 from packager.release.stores import Store
-from packager.release.stores.file import FileStore
 from packager.release.stores.s3 import S3Store
 from packager.settings import DEFAULT_RUNTIME, Runtime
 from packager.triton import Server
@@ -70,7 +70,7 @@ def _forged(original: Path, out: Path) -> Path:
 @pytest.fixture(scope="module")
 def store(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """A production-like bucket holding digits_1 and churn_1 at its root, churn_1 again under a staging
-    prefix and two more keys (each test's own cold start), and a tampered churn_1."""
+    prefix, and a tampered churn_1."""
     out = tmp_path_factory.mktemp("mme-dist")
     with pytest.MonkeyPatch.context() as patch:
         for name, value in {**S3_CREDENTIALS, "AWS_ENDPOINT_URL_S3": moto_endpoint}.items():
@@ -80,8 +80,7 @@ def store(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         for name in MODELS:
             path = _artifact(name, out)
             bucket.put_new(path.name, path, {"sha256": verify_artifact(path)[0].sha256})
-        for key in (STAGED_CHURN, "slow/churn_1.tar.gz", "lru/churn_1.tar.gz"):
-            bucket.copy_new(bucket, "churn_1.tar.gz", key, {})
+        bucket.copy_new(bucket, "churn_1.tar.gz", STAGED_CHURN, {})
         forged = _forged(_artifact("churn", out), out)
         bucket.put_new("tampered/churn_1.tar.gz", forged, {})
         yield bucket
@@ -244,35 +243,6 @@ def test_a_target_model_is_a_key_inside_the_s3_store(
     assert target not in emulator.loaded_targets() and not _cold_starts(emulator, target)
 
 
-def test_a_target_model_is_a_key_inside_the_file_store(store: Store, tmp_path: Path) -> None:
-    """An absolute path (even to an artifact in the store), `..`, and a link that leads out of the store
-    are refused, with the same answer whether or not an artifact is where they lead."""
-    directory, outside = tmp_path / "store", tmp_path / "outside"
-    directory.mkdir()
-    outside.mkdir()
-    store.download("churn_1.tar.gz", directory / "churn_1.tar.gz")
-    (directory / "escape").symlink_to(outside)
-    file_store = FileStore(f"file://{directory}", directory)
-    assert file_store.head("churn_1.tar.gz") is not None, "a key inside the store is found"
-    targets = [
-        str(directory / "churn_1.tar.gz"),
-        str(outside / "churn_1.tar.gz"),
-        "../outside/churn_1.tar.gz",
-        "escape/churn_1.tar.gz",
-    ]
-    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
-    with emulating(file_store, launcher, tmp_path / "mme.log") as emulator, fronted(emulator) as url:
-        client = runtime_client(url)
-        absent = [_refusal(client, target) for target in targets]
-        shutil.copyfile(directory / "churn_1.tar.gz", outside / "churn_1.tar.gz")
-        assert [_refusal(client, target) for target in targets] == absent, "no existence oracle"
-        assert not emulator.cold_starts, "nothing was fetched"
-        too_long = "n" * 300 + ".tar.gz"  # a key SageMaker allows, a name no file can have
-        assert _refusal(client, too_long)["Message"] == f"no model {too_long} in file://{directory}"
-    assert all(error["status"] == 400 and "is not a key in the store" in error["Message"] for error in absent)
-    assert "it resolves outside the store" in absent[-1]["Message"]
-
-
 def test_a_body_triton_refuses_is_a_model_error(client: Any) -> None:
     body = json.dumps({"inputs": [{"name": "WRONG", "datatype": "FP32", "shape": [1, 1], "data": [0.0]}]})
     with pytest.raises(client.exceptions.ModelError) as raised:
@@ -301,54 +271,25 @@ def test_a_tampered_artifact_is_refused_and_nothing_of_it_served(client: Any, em
     assert target not in emulator.loaded_targets()
 
 
-def test_concurrent_first_requests_load_a_target_once(client: Any, emulator: Emulator) -> None:
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda _: _churn(client, STAGED_CHURN), range(4)))
-    assert all(answer["PROBABILITY"]["shape"] == [1, 1] for answer in answers)
-    assert len(_cold_starts(emulator, STAGED_CHURN)) == 1
-
-
-def test_a_load_past_the_deadline_is_not_ready_then_serves(client: Any, emulator: Emulator) -> None:
-    target = "slow/churn_1.tar.gz"
-    emulator.settings.not_ready_after = 0.05
-    try:
-        with pytest.raises(client.exceptions.ModelNotReadyException, match="still loading"):
-            _churn(client, target)
-    finally:
-        emulator.settings.not_ready_after = 60.0
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            assert _churn(client, target)["PROBABILITY"]["shape"] == [1, 1]
-            break
-        except client.exceptions.ModelNotReadyException:  # the load started with the short deadline
-            assert time.monotonic() < deadline, "the load never finished"
-            time.sleep(0.2)
-    assert len(_cold_starts(emulator, target)) == 1, "the load went on; it was not started again"
-
-
-def test_least_recently_used_targets_are_unloaded_under_a_memory_limit(
+def test_an_evicted_target_leaves_its_server_and_loads_again_on_its_next_request(
     client: Any, emulator: Emulator
 ) -> None:
+    """Eviction through real Triton: what each server loads follows what the emulator holds, and an evicted
+    target serves again (the order and the limit, the emulator's own logic: tests/fast/test_emulator.py)."""
     _digits(client)
     _churn(client)  # the most recently used, then digits
     (churn,) = _cold_starts(emulator, "churn_1.tar.gz")
     digits = _cold_starts(emulator, "digits_1.tar.gz")[-1]
-    before = emulator.loaded_targets()
     emulator.settings.memory_limit = churn.bytes * 2  # room for two churns, not for digits too
     try:
-        assert _churn(client, "lru/churn_1.tar.gz")["PROBABILITY"]["shape"] == [1, 1]
-        kept = emulator.loaded_targets()
-        assert kept == ["churn_1.tar.gz", "lru/churn_1.tar.gz"], "the most recently used stays"
-        evicted = [eviction.target for eviction in emulator.evictions]
-        assert evicted == [target for target in before if target != "churn_1.tar.gz"], "least recent first"
-        _assert_served(emulator, kept, 2)  # one artifact twice: its model names need a server each
-        _churn(client)  # now more recent than lru/churn_1
+        assert _churn(client, STAGED_CHURN)["PROBABILITY"]["shape"] == [1, 1]
+        assert "digits_1.tar.gz" not in emulator.loaded_targets()
+        _assert_served(emulator, emulator.loaded_targets(), 2)  # one artifact twice: a server each
+        _churn(client)  # now more recent than the staged churn
         emulator.settings.memory_limit = digits.bytes + churn.bytes
         assert _digits(client)["LABEL"]["data"] == [0], "an evicted target reloads on its next request"
         assert len(_cold_starts(emulator, "digits_1.tar.gz")) == 2
-        assert emulator.loaded_targets() == ["churn_1.tar.gz", "digits_1.tar.gz"]
-        _assert_served(emulator, ["churn_1.tar.gz", "digits_1.tar.gz"], 1)  # no name in common
+        _assert_served(emulator, emulator.loaded_targets(), 1)  # no name in common
     finally:
         emulator.settings.memory_limit = None
 

@@ -1,14 +1,12 @@
-"""The local Triton launcher against a real server: start, load, fail, hang, crash; nothing left behind
-on the host (what Triton unpacks or maps stays in its sandbox)."""
+"""What only the local Triton launcher does, against a real server (what every launcher does is in
+test_launchers.py): an environment Triton unpacks stays in its sandbox, and the server dies with a
+killed packager; and the ports a server is asked for, and the example request to try a model with."""
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,25 +19,13 @@ from tritonclient.grpc import model_config_pb2
 
 from packager.environments import ensure_environment, lock_model
 from packager.environments.venv import VenvBuilder
-from packager.modeldir import ModelDir, TritonModel, example_input_tensors, read_config
+from packager.modeldir import ModelDir, example_input_tensors
 from packager.settings import DEFAULT_RUNTIME
-from packager.triton import (
-    Ports,
-    PortUnavailable,
-    Server,
-    ServerError,
-    ServerStartError,
-    UnservableModel,
-    curl_command,
-    example_request,
-    loaded,
-)
-from packager.triton.cleanup import group_members
+from packager.triton import Ports, PortUnavailable, curl_command, example_request
 from packager.triton.launcher import listening_ports
 from packager.triton.local import LocalLauncher
 from tests.conftest import DOUBLER_CONFIG, child_environment, doubler_repository, infer_doubler
-
-CORPUS = Path(__file__).parent / "corpus"
+from tests.test_launchers import LocalLeftovers
 
 
 @pytest.fixture(scope="module")
@@ -50,46 +36,6 @@ def launcher() -> LocalLauncher:
 @pytest.fixture
 def repository(tmp_path: Path) -> Path:
     return doubler_repository(tmp_path)
-
-
-TRITON_DROPPINGS = ("/tmp/python_env_*", "/dev/shm/triton_python_backend_shm_region_*")
-
-
-def _droppings(root: str = "") -> set[str]:
-    """Triton's unpacked environments and python-backend shm regions, as seen below `root`."""
-    return {path[len(root) :] for pattern in TRITON_DROPPINGS for path in glob.glob(root + pattern)}
-
-
-class Leftovers:
-    """What one server could leave behind on the host: its processes, and Triton's unpacked environments
-    and shm regions, which its sandbox keeps in a private /tmp and /dev/shm."""
-
-    def __init__(self, server: Server) -> None:
-        self.group = server.process.pid  # type: ignore[attr-defined]
-        self.on_host = _droppings()
-        self.inside: set[str] = set()
-
-    def snapshot(self) -> None:
-        """Note what the server's processes see under /tmp and /dev/shm now (through /proc/<pid>/root)."""
-        for pid in group_members(self.group):
-            self.inside |= _droppings(f"/proc/{pid}/root")
-
-    def remaining(self) -> list[str]:
-        found = [f"process {pid}" for pid in group_members(self.group)]
-        return found + sorted(_droppings() - self.on_host)
-
-
-def test_start_load_infer_stop_leaves_nothing(
-    launcher: LocalLauncher, repository: Path, tmp_path: Path
-) -> None:
-    with launcher.start(repository, tmp_path / "triton.log") as server:
-        leftovers = Leftovers(server)
-        server.load("doubler")
-        assert infer_doubler(server) == [[3.0, -4.0]]
-        leftovers.snapshot()
-        assert any(path.startswith("/dev/shm/") for path in leftovers.inside), "the python backend maps shm"
-    assert not server.alive()
-    assert leftovers.remaining() == []
 
 
 def test_packed_environment_unpacked_by_triton_is_removed(
@@ -107,74 +53,10 @@ def test_packed_environment_unpacked_by_triton_is_removed(
         + 'parameters: { key: "EXECUTION_ENV_PATH" value: { string_value: "$$TRITON_MODEL_DIRECTORY/python_env.tar.gz" } }\n'
     )
     with launcher.start(repository, tmp_path / "triton.log") as server:
-        leftovers = Leftovers(server)
+        leftovers = LocalLeftovers(server)
         server.load("doubler")
         assert infer_doubler(server) == [[3.0, -4.0]]
-        leftovers.snapshot()
-        assert any(path.startswith("/tmp/python_env_") for path in leftovers.inside), "Triton unpacked it"
-    assert leftovers.remaining() == []
-
-
-def test_refused_load_carries_tritons_reason_and_log(launcher: LocalLauncher, tmp_path: Path) -> None:
-    repository = tmp_path / "repo"
-    shutil.copytree(CORPUS / "bad" / "bad_dims", repository)
-    with launcher.start(repository, tmp_path / "triton.log") as server:
-        with pytest.raises(ServerError) as error:
-            server.load("scorer")
-    message = str(error.value)
-    assert message.startswith("Triton refused to load 'scorer': ")
-    assert "dimension must be integer >= 1" in message
-    assert "  | " in message, "the server log excerpt is attached"
-
-
-def test_hung_load_fails_within_its_timeout_and_leaves_nothing(
-    launcher: LocalLauncher, tmp_path: Path
-) -> None:
-    repository = tmp_path / "repo"
-    shutil.copytree(CORPUS / "bad" / "missing_model_py", repository)  # Triton 2.51 hangs loading this
-    hung = (
-        r"loading 'scorer' did not finish within 5 s \(a hung load, or a slower one: raise --load-timeout\)"
-    )
-    with pytest.raises(ServerError, match=hung):
-        with launcher.start(repository, tmp_path / "triton.log") as server:
-            leftovers = Leftovers(server)
-            server.load("scorer", timeout=5)
-    assert leftovers.remaining() == []
-
-
-def test_crashed_server_is_reported_and_cleaned_up(
-    launcher: LocalLauncher, repository: Path, tmp_path: Path
-) -> None:
-    with launcher.start(repository, tmp_path / "triton.log") as server:
-        leftovers = Leftovers(server)
-        server.load("doubler")
-        leftovers.snapshot()
-        os.kill(leftovers.group, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while server.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not server.alive()
-        with pytest.raises(ServerError, match="Triton stopped answering while loading 'doubler'"):
-            server.load("doubler", timeout=5)
-    assert leftovers.remaining() == []
-
-
-def test_server_that_cannot_start_says_why(launcher: LocalLauncher, tmp_path: Path) -> None:
-    with pytest.raises(ServerStartError, match="Triton exited with status 1 while starting") as error:
-        with launcher.start(tmp_path / "no-such-repository", tmp_path / "triton.log"):
-            pass
-    assert "no-such-repository" in str(error.value)
-
-
-def test_interrupt_while_serving_still_cleans_up(
-    launcher: LocalLauncher, repository: Path, tmp_path: Path
-) -> None:
-    with pytest.raises(KeyboardInterrupt):
-        with launcher.start(repository, tmp_path / "triton.log") as server:
-            leftovers = Leftovers(server)
-            server.load("doubler")
-            leftovers.snapshot()
-            raise KeyboardInterrupt
+        assert any(path.startswith("/tmp/python_env_") for path in leftovers.snapshot()), "Triton unpacked it"
     assert leftovers.remaining() == []
 
 
@@ -213,28 +95,6 @@ def test_server_dies_with_a_killed_packager(repository: Path, tmp_path: Path) ->
         else "gone"
     )
     assert state in ("gone", "Z"), f"tritonserver {server_pid} outlived its packager (state {state})"
-
-
-def test_a_backend_the_server_lacks_is_refused_before_it_starts(
-    launcher: LocalLauncher, tmp_path: Path
-) -> None:
-    repository = tmp_path / "repo"
-    (repository / "scorer" / "1").mkdir(parents=True)
-    (repository / "scorer" / "config.pbtxt").write_text(
-        'backend: "onnxruntime"\nmax_batch_size: 4\n'
-        'input [ { name: "X", data_type: TYPE_FP32, dims: [ 2 ] } ]\n'
-        'output [ { name: "Y", data_type: TYPE_FP32, dims: [ 2 ] } ]\n'
-    )
-    models = {
-        "scorer": TritonModel(repository / "scorer", read_config(repository / "scorer" / "config.pbtxt"))
-    }
-    with pytest.raises(
-        UnservableModel,
-        match="scorer needs the onnxruntime backend; the local launcher's Triton has only python",
-    ):
-        with loaded(repository, models, launcher, tmp_path / "triton.log", env_portable=None):
-            pass
-    assert not (tmp_path / "triton.log").exists(), "no server started"
 
 
 def test_ports_asked_for_are_checked_and_kept_out_of_the_free_ones() -> None:

@@ -2,21 +2,22 @@
 
 Owns the launcher plug point (`Launcher` and its registry `LAUNCHERS`; one module per launcher: `local`,
 sandboxed by bubblewrap, and `container`, through the Docker Engine API), the runtime's image (`image`),
-the running `Server` every launcher yields (readiness, loading, its log), installing a local server from
-the runtime's PyPI package, cleanup (process group, /tmp envs, /dev/shm), and serving a validated model
+the running `Server` every launcher yields (readiness, loading, its log; `TritonServer`, a real one),
+installing a local server from the runtime's PyPI package, cleanup (process group, /tmp envs, /dev/shm), and serving a validated model
 directory (staging a model repository and loading it, instance groups that ask for a GPU refused or run on
 CPU), reloading it on save (`reload`), an example request to try a served model with (`example`), and
 asking a server for the configs Triton completes, cached by content (`completion`).
 
-Public: Launcher, LAUNCHERS, launcher_for, Server, Endpoints, Ports, ServerError, ServerStartError,
-UnservableModel, PortUnavailable, free_ports, shm_hint, READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall,
+Public: Launcher, LAUNCHERS, launcher_for, Server, TritonServer, Endpoints, Ports, ServerError,
+ServerStartError, UnservableModel, PortUnavailable, free_ports, shm_hint, READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall,
 install_server, Served, staged_repository, loaded, load_all, check_backends, fit_devices, refuse_gpus,
 on_cpu, write_staged_config, served_config, completed_from, launched, artifact_launched, ENV_MODES, TritonCompleter,
 container_ready, build_image, check_image, image_for, ImageFacts, Watcher, Reload, example_request,
 Example, example_for, curl_command, stream_curl, stream_snippet, Sandbox (the bubblewrap sandbox, which
 the quality gate uses too), socat_binary. Backends are
 reached through the registry (`packager.triton.local.LocalLauncher` and
-`packager.triton.container.ContainerLauncher` for direct use).
+`packager.triton.container.ContainerLauncher` for direct use); `packager.triton.fake.FakeLauncher`, a
+launcher of in-process fake servers for tests, is in no registry.
 """
 
 from packager.triton.completion import TritonCompleter
@@ -42,6 +43,7 @@ from packager.triton.launcher import (
     Server,
     ServerError,
     ServerStartError,
+    TritonServer,
     UnservableModel,
     free_ports,
     launcher_for,
@@ -93,6 +95,7 @@ __all__ = [
     "Server",
     "ServerError",
     "ServerStartError",
+    "TritonServer",
     "UnservableModel",
     "free_ports",
     "shm_hint",

@@ -22,7 +22,7 @@ from packager.errors import EnvironmentFailure
 from packager.settings import Runtime
 from packager.triton.engine import connect, missing_image
 from packager.triton.image import NO_RELAY, image_contents, image_for
-from packager.triton.launcher import READY_TIMEOUT, Ports, Server, ServerStartError, server_arguments
+from packager.triton.launcher import READY_TIMEOUT, Ports, ServerStartError, TritonServer, server_arguments
 from packager.triton.relay import wired
 from packager.triton.sandbox import allowed_environment, linked_targets
 
@@ -104,10 +104,11 @@ class ContainerLauncher:
     @contextmanager
     def start(
         self, repository: Path, log_path: Path, lend_interpreter: bool = True, ports: Ports = Ports()
-    ) -> Iterator[Server]:
+    ) -> Iterator[TritonServer]:
+        if not repository.is_dir():  # the engine would make it, as root, and serve it empty
+            raise ServerStartError(f"the model repository {repository} is not a directory: nothing to serve")
         with wired(ports, self.network, log_path) as wiring:
-            # A failed load must not make the server unready for the models after it.
-            arguments = [*server_arguments(repository, wiring.listen), "--strict-readiness=false"]
+            arguments = server_arguments(repository, wiring.listen)
             readable = (repository, *linked_targets(repository))
             mounts = {str(path): {"bind": str(path), "mode": "ro"} for path in readable}
             if wiring.directory:
@@ -143,7 +144,7 @@ class ContainerLauncher:
                 ) from None
             refresh_log = _log_writer(container, log_path)
             try:
-                server = Server(
+                server = TritonServer(
                     wiring.process(ContainerProcess(container)), wiring.endpoints, log_path, refresh_log
                 )
                 server.wait_ready(self.ready_timeout)

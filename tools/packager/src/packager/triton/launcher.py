@@ -1,8 +1,10 @@
-"""The Triton launcher plug point: a running server as every launcher yields it, the `Launcher` interface,
-and the registry of launchers by the name a runtime's `launcher` gives.
+"""The Triton launcher plug point: a running server as every launcher yields it (`Server`, what callers
+use; `TritonServer`, a real tritonserver process reached over HTTP), the `Launcher` interface, and the
+registry of launchers by the name a runtime's `launcher` gives.
 
 A launcher starts a server on a model repository and yields a `Server`; leaving the `with` block stops it
-on every path (success, error, Ctrl-C, a hung load, a crashed process) and removes what it left.
+on every path (success, error, Ctrl-C, a hung load, a crashed process) and removes what it left. The
+messages a failed start or load raises are made here, so that every server words them alike.
 """
 
 from __future__ import annotations
@@ -85,8 +87,75 @@ class Process(Protocol):
         """None while running, else the exit status."""
 
 
-class Server:
-    """A running Triton server, whatever launched it: readiness, model loading, and its log."""
+class Server(Protocol):
+    """A running Triton server, whatever launched it: where it answers, whether it still runs, model
+    control (explicit: nothing is loaded until asked), and its log. `TritonServer` is a real one;
+    `packager.triton.fake.FakeServer` answers in this process, for tests."""
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """Where it answers inference, on 127.0.0.1."""
+
+    def alive(self) -> bool:
+        """Whether it still runs."""
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Return once it answers ready; ServerStartError (quoting its log) if it exits or stalls."""
+
+    def load(self, model: str, timeout: float = LOAD_TIMEOUT) -> None:
+        """Load one model (an ensemble loads its steps); ServerError with the log when it fails or hangs."""
+
+    def unload(self, model: str, timeout: float = LOAD_TIMEOUT) -> None:
+        """Unload one model; ServerError when it refuses or stops answering."""
+
+    def model_config(self, model: str, timeout: float = READY_TIMEOUT) -> dict[str, object]:
+        """The config a loaded model runs with, in Triton's JSON form; ServerError when it gives none."""
+
+    def log_excerpt(self, lines: int = 30) -> str:
+        """The last lines of its log, quoted (see `excerpt`)."""
+
+
+LOG_NOISE = ("CUDA", "NVML", "DCGM", "cuda", "GPU", "pinned memory", "unable to create stream")
+
+
+def excerpt(log_path: Path, lines: int = 30) -> str:
+    """The last lines of a server log, quoted, without its options table and the CPU-only noise."""
+    if not log_path.is_file():
+        return "(no server log)"
+    kept = [
+        line
+        for line in log_path.read_text(errors="replace").splitlines()
+        if line.strip() and not line.startswith(("+", "|")) and not any(word in line for word in LOG_NOISE)
+    ]
+    return "\n".join(f"  | {line}" for line in kept[-lines:]) or "  | (empty)"
+
+
+def exited_while_starting(status: int | None, log: str) -> ServerStartError:
+    return ServerStartError(f"Triton exited with status {status} while starting:\n{log}")
+
+
+def load_refused(model: str, message: str, log: str) -> ServerError:
+    return ServerError(f"Triton refused to load {model!r}: {message}\n{log}")
+
+
+def load_hung(model: str, timeout: float, log: str) -> ServerError:
+    return ServerError(
+        f"loading {model!r} did not finish within {timeout:g} s (a hung load, or a slower one: "
+        f"raise --load-timeout):\n{log}"
+    )
+
+
+def stopped_answering(doing: str, reason: object, log: str = "") -> ServerError:
+    """The server went away `doing` something ("while loading 'm'"), with the log where it is quoted."""
+    return ServerError(f"Triton stopped answering {doing} ({reason})" + (f":\n{log}" if log else ""))
+
+
+def no_config(model: str, message: str) -> ServerError:
+    return ServerError(f"Triton gave no config for {model!r}: {message}")
+
+
+class TritonServer:
+    """A running tritonserver process, whatever launched it, reached over its HTTP API."""
 
     def __init__(
         self,
@@ -104,17 +173,9 @@ class Server:
         return self.process.poll() is None
 
     def log_excerpt(self, lines: int = 30) -> str:
-        """The last lines of the server log, without its options table and the CPU-only noise."""
+        """The last lines of the server log (see `excerpt`)."""
         self.refresh_log()
-        if not self.log_path.is_file():
-            return "(no server log)"
-        noise = ("CUDA", "NVML", "DCGM", "cuda", "GPU", "pinned memory", "unable to create stream")
-        kept = [
-            line
-            for line in self.log_path.read_text(errors="replace").splitlines()
-            if line.strip() and not line.startswith(("+", "|")) and not any(word in line for word in noise)
-        ]
-        return "\n".join(f"  | {line}" for line in kept[-lines:]) or "  | (empty)"
+        return excerpt(self.log_path, lines)
 
     def _request(self, method: str, path: str, timeout: float) -> tuple[int, str]:
         request = urllib.request.Request(
@@ -131,9 +192,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise ServerStartError(
-                    f"Triton exited with status {self.process.poll()} while starting:\n{self.log_excerpt()}"
-                )
+                raise exited_while_starting(self.process.poll(), self.log_excerpt())
             try:
                 if self._request("GET", "/v2/health/ready", timeout=2.0)[0] == 200:
                     return
@@ -151,16 +210,11 @@ class Server:
         except (OSError, http.client.HTTPException) as error:  # URLError and ConnectionError are OSErrors
             reason = error.reason if isinstance(error, urllib.error.URLError) else error
             if isinstance(reason, (TimeoutError, socket.timeout)):
-                raise ServerError(
-                    f"loading {model!r} did not finish within {timeout:g} s (a hung load, or a slower one: "
-                    f"raise --load-timeout):\n{self.log_excerpt()}"
-                ) from None
-            raise ServerError(
-                f"Triton stopped answering while loading {model!r} ({reason}):\n{self.log_excerpt()}"
-            ) from None
+                raise load_hung(model, timeout, self.log_excerpt()) from None
+            raise stopped_answering(f"while loading {model!r}", reason, self.log_excerpt()) from None
         if status != 200:
             message = json.loads(body).get("error", body) if body.startswith("{") else body
-            raise ServerError(f"Triton refused to load {model!r}: {message}\n{self.log_excerpt()}")
+            raise load_refused(model, message, self.log_excerpt())
 
     def model_config(self, model: str, timeout: float = READY_TIMEOUT) -> dict[str, object]:
         """The config a loaded model runs with, as Triton completed it (its JSON form); ServerError when
@@ -169,12 +223,10 @@ class Server:
         try:
             status, body = self._request("GET", path, timeout=timeout)
         except (OSError, http.client.HTTPException) as error:
-            raise ServerError(
-                f"Triton stopped answering when asked for {model!r}'s config ({error})"
-            ) from None
+            raise stopped_answering(f"when asked for {model!r}'s config", error) from None
         document = json.loads(body) if body.startswith("{") else {}
         if status != 200:
-            raise ServerError(f"Triton gave no config for {model!r}: {document.get('error', body)}")
+            raise no_config(model, document.get("error", body))
         return dict(document)
 
     def unload(self, model: str, timeout: float = LOAD_TIMEOUT) -> None:
@@ -184,7 +236,7 @@ class Server:
                 "POST", f"/v2/repository/models/{urllib.parse.quote(model, safe='')}/unload", timeout=timeout
             )
         except (OSError, http.client.HTTPException) as error:
-            raise ServerError(f"Triton stopped answering while unloading {model!r} ({error})") from None
+            raise stopped_answering(f"while unloading {model!r}", error) from None
         if status != 200:
             message = json.loads(body).get("error", body) if body.startswith("{") else body
             raise ServerError(f"Triton refused to unload {model!r}: {message}")
@@ -225,12 +277,14 @@ def launcher_for(runtime: Runtime, progress: bool = True) -> Launcher:
 
 
 def server_arguments(repository: Path, listen: tuple[int, int, int]) -> list[str]:
-    """The tritonserver arguments every launcher passes: the repository, explicit model control, and the
-    HTTP, gRPC and metrics endpoints on 127.0.0.1 at `listen` (where the server runs: see `relay`)."""
+    """The tritonserver arguments every launcher passes: the repository, explicit model control (a failed
+    load must not make the server unready for the models after it), and the HTTP, gRPC and metrics
+    endpoints on 127.0.0.1 at `listen` (where the server runs: see `relay`)."""
     http, grpc, metrics = listen
     return [
         f"--model-repository={repository}",
         "--model-control-mode=explicit",
+        "--strict-readiness=false",
         "--http-address=127.0.0.1",
         "--grpc-address=127.0.0.1",
         "--metrics-address=127.0.0.1",

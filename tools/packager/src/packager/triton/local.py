@@ -11,7 +11,7 @@ from pathlib import Path
 from packager.settings import Runtime
 from packager.triton.cleanup import die_with_parent, stop_process_group
 from packager.triton.install import ServerInstall, install_server
-from packager.triton.launcher import READY_TIMEOUT, Ports, Server, server_arguments
+from packager.triton.launcher import READY_TIMEOUT, Ports, TritonServer, server_arguments
 from packager.triton.relay import wired
 from packager.triton.sandbox import Sandbox, allowed_environment, linked_targets
 
@@ -46,7 +46,7 @@ class LocalLauncher:
     @contextmanager
     def start(
         self, repository: Path, log_path: Path, lend_interpreter: bool = True, ports: Ports = Ports()
-    ) -> Iterator[Server]:
+    ) -> Iterator[TritonServer]:
         with wired(ports, self.network, log_path) as wiring:
             command = [
                 str(self.install.binary),
@@ -76,7 +76,7 @@ class LocalLauncher:
                     preexec_fn=die_with_parent,
                 )
             try:
-                server = Server(wiring.process(process), wiring.endpoints, log_path)
+                server = TritonServer(wiring.process(process), wiring.endpoints, log_path)
                 server.wait_ready(self.ready_timeout)
                 yield server
             finally:

@@ -1,43 +1,38 @@
-"""`serve --reload`'s watcher without a server: which saves reload which Triton models, and which are
-refused before Triton sees them (the real server's side is in test_replay_real.py)."""
+"""`serve --reload`'s watcher on a fake server: which saves reload which Triton models, which are refused
+before Triton sees them, and a load the server refuses keeps the last good version serving (the real
+server's side is in test_replay_real.py)."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from packager.modeldir import ModelDir
-from packager.triton import LOAD_TIMEOUT, Served, Watcher
+from packager.triton import Served, Watcher, load_all, staged_repository
+from packager.triton.fake import FakeLauncher, FakeServer
 from packager.validation import validate_model
 from tests.conftest import copy_example
 
-
-class RecordingServer:
-    """Stands in for a running Triton: records what it was asked to load, and within how long."""
-
-    def __init__(self) -> None:
-        self.loads: list[str] = []
-        self.timeouts: list[float] = []
-
-    def load(self, model: str, timeout: float = LOAD_TIMEOUT) -> None:
-        self.loads.append(model)
-        self.timeouts.append(timeout)
+Watched = tuple[Watcher, FakeServer, Path]
 
 
 @pytest.fixture
-def watched(tmp_path: Path) -> tuple[Watcher, RecordingServer, Path]:
+def watched(tmp_path: Path) -> Iterator[Watched]:
+    """churn, staged and loaded in a fake server that `serve --load-timeout 600` watches; the loads it is
+    asked for from then on."""
     (tmp_path / "pants.toml").write_text("")
     model = ModelDir(copy_example("churn", tmp_path))
-    repository = tmp_path / "served"
     report = validate_model(model)
-    for name in report.triton_models:
-        (repository / name).mkdir(parents=True)
-    server = RecordingServer()
-    served = Served(server, repository, report.triton_models, "churn", "packed", 600.0)  # type: ignore[arg-type]
-    return Watcher(model, served, None), server, tmp_path
+    with staged_repository(report, None, "packed") as repository:
+        with FakeLauncher().start(repository, tmp_path / "triton.log") as server:
+            load_all(server, report.triton_models)
+            server.loads.clear()
+            served = Served(server, repository, report.triton_models, "churn", "packed", 600.0)
+            yield Watcher(model, served, None), server, tmp_path
 
 
 def _save(path: Path, text: str) -> None:
@@ -48,7 +43,7 @@ def _save(path: Path, text: str) -> None:
     os.utime(path, (later, later))
 
 
-def test_a_saved_step_is_restaged_and_loaded(watched: tuple[Watcher, RecordingServer, Path]) -> None:
+def test_a_saved_step_is_restaged_and_loaded(watched: Watched) -> None:
     watcher, server, root = watched
     assert watcher.changes() == []
     step = root / "models" / "churn" / "churn" / "1" / "model.py"
@@ -57,22 +52,21 @@ def test_a_saved_step_is_restaged_and_loaded(watched: tuple[Watcher, RecordingSe
     assert changed == [step]
     result = watcher.reload(changed)
     assert (result.reloaded, result.problems, result.refused) == (["churn"], [], None)
-    assert server.loads == ["churn"]
-    assert server.timeouts == [600.0], "a reload waits as long as serve's --load-timeout"
+    assert server.loads == [("churn", 600.0)], "a reload waits as long as serve's --load-timeout"
     assert (watcher.served.repository / "churn" / "1" / "model.py").read_text() == step.read_text()
     assert watcher.changes() == [], "a change is reported once"
 
 
-def test_shared_code_reloads_the_steps_that_import_it(watched: tuple[Watcher, RecordingServer, Path]) -> None:
+def test_shared_code_reloads_the_steps_that_import_it(watched: Watched) -> None:
     watcher, server, root = watched
     _save(root / "libs" / "modelkit" / "onnx.py", "# One thread per instance.\n")
     result = watcher.reload(watcher.changes())
-    assert result.reloaded == ["churn"] and server.loads == ["churn"]
+    assert result.reloaded == ["churn"] and server.loads == [("churn", 600.0)]
     assert (watcher.served.repository / "churn" / "1" / "modelkit" / "onnx.py").is_file()
 
 
 def test_what_cannot_be_reloaded_says_why_and_loads_nothing(
-    watched: tuple[Watcher, RecordingServer, Path],
+    watched: Watched,
 ) -> None:
     watcher, server, root = watched
     model = root / "models" / "churn"
@@ -93,3 +87,13 @@ def test_what_cannot_be_reloaded_says_why_and_loads_nothing(
     result = watcher.reload(watcher.changes())
     assert result.reloaded == [] and any("churn/config.pbtxt:" in problem for problem in result.problems)
     assert server.loads == []
+
+
+def test_a_reload_the_server_refuses_keeps_the_last_good_version_serving(watched: Watched) -> None:
+    watcher, server, root = watched
+    server.launcher.refuse["churn"] = "Invalid argument: a refusal this test asks for"
+    _save(root / "models" / "churn" / "churn" / "1" / "model.py", "\n# A bad edit.\n")
+    result = watcher.reload(watcher.changes())
+    assert result.reloaded == [] and result.refused is not None
+    assert result.refused.startswith("Triton refused to load 'churn': Invalid argument: a refusal this test")
+    assert "churn" in server.ready, "the last good version serves on"

@@ -1,5 +1,6 @@
-"""Publishing, promotion, rollback and release history on the in-memory store: the release logic alone,
-in seconds (the same paths through S3 and a real Triton are in test_releases.py)."""
+"""Publishing, promotion, rollback and release history on the in-memory store, with real artifacts of a
+scaffolded model whose environment FakeEnvBuilder builds: the release logic alone, in seconds (the same
+paths through S3 and a real Triton are in test_releases.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from packager.artifacts import Artifact, build_artifact
+from packager.environments.fake import FakeEnvBuilder
 from packager.modeldir import ModelDir
+from packager.preflight import prepare
 from packager.release import (
     Destination,
     ImmutableKey,
@@ -28,7 +31,6 @@ from packager.release import (
 )
 from packager.release.stores import MemoryStore
 from packager.settings import DEFAULT_RUNTIME, Runtime
-from packager.validation import validate_model
 from tests.conftest import git, new_model
 
 COMMIT = "a" * 40
@@ -43,8 +45,8 @@ def _artifact(
     tag: str = "",
     committed: bool = True,
 ) -> Artifact:
-    """A real artifact of a scaffolded model (no environment: nothing is installed), built in a git
-    repository of its own (committed, unless asked otherwise)."""
+    """A real artifact of a scaffolded model (its environment a fake's: nothing is installed), built in a
+    git repository of its own (committed, unless asked otherwise)."""
     repo = tmp_path / f"repo-{version}-{runtime.name}-{tag}-{committed}"
     if not repo.exists():
         model = ModelDir(new_model(repo / "models", "fraud", lock))
@@ -56,9 +58,9 @@ def _artifact(
         if committed:
             git(repo, "add", "-A")
             git(repo, "commit", "-q", "-m", "model")
-    report = validate_model(ModelDir(repo / "models" / "fraud"))
-    assert report.ok, report.diagnostics
-    return build_artifact(report, runtime, None, repo / "dist")
+    report, environment = prepare(ModelDir(repo / "models" / "fraud"), runtime, FakeEnvBuilder(), False)
+    assert environment is not None and environment.metadata()["builder"] == "fake"
+    return build_artifact(report, runtime, environment, repo / "dist")
 
 
 def _stage(staging: MemoryStore, artifact: Artifact, branch: str = "feature/x", commit: str = COMMIT) -> str:
@@ -107,7 +109,8 @@ def test_publish_uploads_once_then_recognises_itself_and_refuses_other_contents(
     assert head is not None and head.metadata["sha256"] == artifact.sha256
     assert head.metadata["commit"] == COMMIT and head.metadata["content-digest"] == artifact.content_digest
 
-    rebuilt_elsewhere = _artifact(tmp_path, scaffold_lock, runtime=Runtime("other", "2.51.0", "3.11"))
+    elsewhere = Runtime("other", "2.51.0", "3.11", constraints=DEFAULT_RUNTIME.constraints)  # the same lock
+    rebuilt_elsewhere = _artifact(tmp_path, scaffold_lock, runtime=elsewhere)
     assert rebuilt_elsewhere.sha256 != artifact.sha256, "another manifest, other archive bytes"
     assert publish(rebuilt_elsewhere, target, COMMIT).outcome == "same contents"
 

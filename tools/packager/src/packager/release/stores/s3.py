@@ -130,18 +130,15 @@ class S3Store:
             if size <= PART_SIZE:
                 body = source.read_bytes()
                 checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
-                self._retried_while_in_flight(
-                    lambda: self.client.put_object(
-                        Bucket=self.bucket,
-                        Key=self._key(key),
-                        Body=body,
-                        IfNoneMatch="*",
-                        ChecksumSHA256=checksum,
-                        Metadata=metadata,
-                    )
-                )
+                self._put_object(key, body, IfNoneMatch="*", ChecksumSHA256=checksum, Metadata=metadata)
             else:  # a 409 on completing: S3 says to start the upload again
                 self._retried_while_in_flight(lambda: self._multipart(key, source, size, metadata))
+
+    def _put_object(self, key: str, body: bytes, **fields: Any) -> None:
+        """One PUT of a whole object (condition, checksum, metadata: `fields`), retried while one is in flight."""
+        self._retried_while_in_flight(
+            lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, **fields)
+        )
 
     def _multipart(self, key: str, source: Path, size: int, metadata: dict[str, str]) -> None:
         """Parts with SHA-256 checksums, uploaded in parallel; the object appears only on completion."""
@@ -255,15 +252,7 @@ class S3Store:
         condition = {"IfMatch": if_match} if if_match is not None else {"IfNoneMatch": "*"}
         try:
             with self._create(key):
-                self._retried_while_in_flight(
-                    lambda: self.client.put_object(
-                        Bucket=self.bucket,
-                        Key=self._key(key),
-                        Body=data,
-                        ContentType="application/json",
-                        **condition,
-                    )
-                )
+                self._put_object(key, data, ContentType="application/json", **condition)
         except AlreadyExists:
             raise Conflict(key) from None
 

@@ -135,7 +135,7 @@ class S3Store:
                 self._retried_while_in_flight(lambda: self._multipart(key, source, size, metadata))
 
     def _put_object(self, key: str, body: bytes, **fields: Any) -> None:
-        """One PUT of a whole object (condition, checksum, metadata: `fields`), retried while one is in flight."""
+        """One PUT of a whole object (condition, checksum, metadata in `fields`), retried while in flight."""
         self._retried_while_in_flight(
             lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, **fields)
         )

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import click
 
-from packager.cli.options import EXIT_CODES, JSON_OPTION, PUBLIC_KEY_OPTION, RUNTIME_OPTION, pass_workspace
+from packager.cli.options import (
+    EXIT_CODES,
+    JSON_OPTION,
+    PUBLIC_KEY_OPTION,
+    RUNTIME_OPTION,
+    pass_workspace,
+    reporter,
+)
 from packager.endpoint import TARGET_HEADER, Event, Settings, emulating, fronted, parse_size, shown_size
 from packager.errors import ExitCode
 from packager.triton import launcher_for
@@ -48,6 +55,7 @@ def mme() -> None:
 @pass_workspace
 def serve(
     workspace: Workspace,
+    *,
     store_uri: str,
     runtime: str | None,
     port: int | None,
@@ -66,9 +74,9 @@ def serve(
     try:
         with emulating(
             store,
-            launcher_for(target, progress=not as_json),
-            log_path,
-            Settings(public_key=key, memory_limit=limit),
+            launcher_for(target, reporter(as_json)),
+            log_path=log_path,
+            settings=Settings(public_key=key, memory_limit=limit),
             listener=_reporter(as_json),
         ) as emulator:
             with fronted(emulator, port) as url:

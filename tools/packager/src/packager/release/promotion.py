@@ -36,6 +36,7 @@ class Promotion:
 def promote(
     staging: ArtifactStore,
     production: Store,
+    *,
     model: str,
     version: int,
     from_commit: str,
@@ -61,7 +62,7 @@ def promote(
     existing = production.head(target.key)
     if existing is None:
         try:
-            production.copy_new(staging, source_key, target.key, dict(staged.metadata))
+            production.copy_new(staging, source_key, key=target.key, metadata=dict(staged.metadata))
         except AlreadyExists:
             pass
         existing = production.head(target.key)
@@ -76,10 +77,10 @@ def promote(
     entry = new_entry(
         "promote",
         version,
-        target.key,
-        existing.metadata.get("sha256", artifact.sha256),
-        commit,
-        f"from {source_key}",
+        key=target.key,
+        sha256=existing.metadata.get("sha256", artifact.sha256),
+        commit=commit,
+        note=f"from {source_key}",
     )
     record(production, model, entry)
     return Promotion(source, target, entry)
@@ -114,7 +115,9 @@ def _staged_key(staging: ArtifactStore, filename: str, prefix: str, branch: str 
     return "/".join(matches[0])
 
 
-def rollback(production: Store, model: str, to_version: int | None, public_key: Path | None = None) -> Entry:
+def rollback(
+    production: Store, model: str, *, to_version: int | None, public_key: Path | None = None
+) -> Entry:
     """Point "current" back (to `to_version`, or to the version before the current one) after verifying that
     version as promote does (its recorded sha256, its files, its signature with a public key); history
     grows."""
@@ -143,7 +146,14 @@ def rollback(production: Store, model: str, to_version: int | None, public_key: 
     recorded = known.sha256 if known else stored.metadata.get("sha256")  # the history's, where it has one
     artifact = _verified(production, key, (model, to_version), public_key, recorded, "not rolled back")
     commit = known.commit if known else stored.metadata.get("commit", "")
-    entry = new_entry("rollback", to_version, key, artifact.sha256, commit, f"from version {now.version}")
+    entry = new_entry(
+        "rollback",
+        to_version,
+        key=key,
+        sha256=artifact.sha256,
+        commit=commit,
+        note=f"from version {now.version}",
+    )
     record(production, model, entry)
     return entry
 

@@ -17,10 +17,10 @@ from packager.environments import env_builder_for
 from packager.errors import ExitCode, Outcome, PackagerError, worst
 from packager.modeldir import ModelDir, check_weights, pull
 from packager.pipeline import Base, PushPlan, PushResult, SelectionKind, push_model
-from packager.preflight import NotServable, prepare
+from packager.preflight import NotServable
 from packager.release import Revision
 from packager.settings import Runtime
-from packager.triton import TritonCompleter, install_server
+from packager.triton import launcher_for, prepare_to_serve
 
 STEPS = ("weights", "gate", "build", "replay", "publish")
 
@@ -159,12 +159,9 @@ def _prepare_gate(model: ModelDir, plan: CiPlan) -> None:
     if runtime is None or runtime.launcher != "local":
         return
     report = plan.push.report
-    install_server(runtime, report)
+    launcher = launcher_for(runtime, report)  # installs the server
     builder = env_builder_for(runtime, report)
-    complete = TritonCompleter.for_runtime(runtime, builder, build_envs=True, report=report)
-    prepare(
-        model, runtime, builder, report=report, complete=complete
-    )  # the configs Triton completes go in the cache too
+    prepare_to_serve(model, runtime, builder=builder, launcher=launcher, report=report)
 
 
 def _push_steps(result: PushResult) -> list[Step]:

@@ -66,7 +66,9 @@ def build(
         if cold_start
         else None
     )
-    plan = BuildPlan(target, builder, out or workspace.dist(), signing_key, check, report)
+    plan = BuildPlan(
+        target, builder, out or workspace.dist(), signing_key=signing_key, check=check, report=report
+    )
     results = build_models(workspace.models(models), plan)
     if as_json:
         echo_json({"artifacts": [built.to_json() for built in results]})

@@ -353,7 +353,7 @@ def test_serve_summarizes_the_endpoints_with_a_curl_of_the_top_model(
     repository = doubler_repository(tmp_path)
     doubler = TritonModel(repository / "doubler", read_config(repository / "doubler" / "config.pbtxt"))
     served = Served(StoppedServer(), repository, {"doubler": doubler}, "doubler", "unpacked")  # type: ignore[arg-type]
-    code = _serve("doubler", DEFAULT_RUNTIME, served, tmp_path / "serve.log", as_json)
+    code = _serve("doubler", DEFAULT_RUNTIME, served=served, log_path=tmp_path / "serve.log", as_json=as_json)
     assert code == ExitCode.ENVIRONMENT_ERROR
     curl = curl_command("127.0.0.1:8000", "doubler", inputs=example_input_tensors(doubler.config))
     assert "/v2/models/doubler/infer" in curl and '"shape": [1, 2]' in curl

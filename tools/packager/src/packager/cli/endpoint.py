@@ -80,7 +80,7 @@ def serve(
             listener=_reporter(as_json),
         ) as emulator:
             with fronted(emulator, port) as url:
-                _banner(url, store_uri, target.name, limit, log_path, as_json)
+                _banner(url, store_uri, runtime=target.name, limit=limit, log_path=log_path, as_json=as_json)
                 while (exited := emulator.servers.exited()) is None:
                     time.sleep(0.3)
                 click.echo(f"Triton exited unexpectedly:\n{exited.log_excerpt()}", err=True)
@@ -98,7 +98,9 @@ def _reporter(as_json: bool) -> Callable[[Event], None]:
     return report
 
 
-def _banner(url: str, store_uri: str, runtime: str, limit: int | None, log_path: Path, as_json: bool) -> None:
+def _banner(
+    url: str, store_uri: str, *, runtime: str, limit: int | None, log_path: Path, as_json: bool
+) -> None:
     """Where the endpoint answers, and a boto3 snippet to call it with."""
     snippet = (
         "import boto3\n"

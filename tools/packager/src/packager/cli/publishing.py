@@ -85,7 +85,16 @@ def push(
     revision = workspace.revision(branch, commit)
     target = workspace.runtime(runtime, cpu=cpu)
     plan = _push_plan(
-        workspace, revision, target, staging, production, out, sign_key, public_key, load_timeout, as_json
+        workspace,
+        revision,
+        target=target,
+        staging=staging,
+        production=production,
+        out=out,
+        sign_key=sign_key,
+        public_key=public_key,
+        load_timeout=load_timeout,
+        as_json=as_json,
     )
     with closing(plan.route.store):
         results = [push_model(model, plan) for model in workspace.models(models)]
@@ -119,6 +128,7 @@ def push(
 def _push_plan(
     workspace: Workspace,
     revision: Revision,
+    *,
     target: Runtime,
     staging: str | None,
     production: str | None,
@@ -237,7 +247,16 @@ def ci_command(
     if selection.models:
         target = workspace.runtime(runtime)
         push_plan = _push_plan(
-            workspace, revision, target, staging, production, out, sign_key, public_key, load_timeout, as_json
+            workspace,
+            revision,
+            target=target,
+            staging=staging,
+            production=production,
+            out=out,
+            sign_key=sign_key,
+            public_key=public_key,
+            load_timeout=load_timeout,
+            as_json=as_json,
         )
         with closing(push_plan.route.store):
             gate_runtime = workspace.runtime(None, engine=False)  # what the models' tests resolve

@@ -120,7 +120,13 @@ def serve(
         with artifact_launched(
             artifact, launcher, log_path=log_path, public_key=key, load_timeout=load_timeout, ports=ports
         ) as (checked, served):
-            return _serve(f"{checked.name} {checked.version} ({artifact})", target, served, log_path, as_json)
+            return _serve(
+                f"{checked.name} {checked.version} ({artifact})",
+                target,
+                served=served,
+                log_path=log_path,
+                as_json=as_json,
+            )
     found = workspace.models((str(model),))
     if len(found) != 1:
         raise click.UsageError(f"serve takes one model; {model} holds {len(found)}")
@@ -140,12 +146,21 @@ def serve(
         ports=ports,
     ) as served:
         watcher = Watcher(found[0], served, environment) if watch else None
-        return _serve(found[0].name, target, served, log_path, as_json, watcher, cases)
+        return _serve(
+            found[0].name,
+            target,
+            served=served,
+            log_path=log_path,
+            as_json=as_json,
+            watcher=watcher,
+            cases=cases,
+        )
 
 
 def _serve(
     what: str,
     runtime: Runtime,
+    *,
     served: Served,
     log_path: Path,
     as_json: bool,

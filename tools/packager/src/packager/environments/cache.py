@@ -117,7 +117,15 @@ def ensure_environment(
             report(
                 f"{model.name}: building the {builder.name} environment {key[:12]} from {address.lock.name}"
             )
-            _build(model, address.pins, runtime, builder, address.fingerprint, key, directory)
+            _build(
+                model,
+                address.pins,
+                runtime=runtime,
+                builder=builder,
+                fingerprint=address.fingerprint,
+                key=key,
+                directory=directory,
+            )
             hit = False
         else:
             hit = True
@@ -140,6 +148,7 @@ def cached_environment(model: ModelDir, runtime: Runtime, builder: EnvBuilder) -
 def _build(
     model: ModelDir,
     pins: str,
+    *,
     runtime: Runtime,
     builder: EnvBuilder,
     fingerprint: dict[str, str],

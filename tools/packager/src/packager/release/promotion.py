@@ -52,7 +52,14 @@ def promote(
     if staged is None:
         raise ReleaseError(f"{staging.uri}/{source_key} vanished while promoting; try again")
     recorded = staged.metadata.get("sha256")
-    artifact = _verified(staging, source_key, (model, version), public_key, recorded, "not promoted")
+    artifact = _verified(
+        staging,
+        source_key,
+        identity=(model, version),
+        public_key=public_key,
+        recorded=recorded,
+        consequence="not promoted",
+    )
     if artifact.manifest.get("source_dirty", True):
         raise ReleaseError(
             f"{source_key} was built from uncommitted sources (or from outside the repository); "
@@ -144,7 +151,14 @@ def rollback(
         raise ReleaseError(f"{production.uri}/{key} does not exist: {model} {to_version} was never published")
     known = next((entry for entry in reversed(entries) if entry.version == to_version), None)
     recorded = known.sha256 if known else stored.metadata.get("sha256")  # the history's, where it has one
-    artifact = _verified(production, key, (model, to_version), public_key, recorded, "not rolled back")
+    artifact = _verified(
+        production,
+        key,
+        identity=(model, to_version),
+        public_key=public_key,
+        recorded=recorded,
+        consequence="not rolled back",
+    )
     commit = known.commit if known else stored.metadata.get("commit", "")
     entry = new_entry(
         "rollback",
@@ -161,6 +175,7 @@ def rollback(
 def _verified(
     store: ArtifactStore,
     key: str,
+    *,
     identity: tuple[str, int],
     public_key: Path | None,
     recorded: str | None,

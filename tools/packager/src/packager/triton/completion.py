@@ -182,7 +182,9 @@ class TritonCompleter:
                 completions[name] = Completion(cached, note, True, time.monotonic() - started)
         if pending:
             asked = {name: triton_models[name] for name in pending}
-            completions.update(self._ask(model, asked, pending, libs, environment, bare))
+            completions.update(
+                self._ask(model, asked, keys=pending, libs=libs, environment=environment, bare=bare)
+            )
         return completions
 
     def _who(self, model: str, bare: bool) -> str:
@@ -196,6 +198,7 @@ class TritonCompleter:
         self,
         model: ModelDir,
         triton_models: Mapping[str, TritonModel],
+        *,
         keys: Mapping[str, str],
         libs: Path | None,
         environment: Environment | None,
@@ -232,14 +235,21 @@ class TritonCompleter:
             with launcher.start(repository, scratch / "triton.log", lend_interpreter=lend) as server:
 
                 def read(name: str) -> Completion:
-                    return self._read(server, asked[name], keys[name], started, model.name, name in bare)
+                    return self._read(
+                        server,
+                        asked[name],
+                        key=keys[name],
+                        started=started,
+                        model=model.name,
+                        bare=name in bare,
+                    )
 
                 with ThreadPoolExecutor(max_workers=len(asked)) as pool:
                     completions.update(zip(sorted(asked), pool.map(read, sorted(asked)), strict=True))
         return completions
 
     def _read(
-        self, server: Server, triton: TritonModel, key: str, started: float, model: str, bare: bool
+        self, server: Server, triton: TritonModel, *, key: str, started: float, model: str, bare: bool
     ) -> Completion:
         """Load one model (of model directory `model`) and read back its completed config (kept in the
         cache)."""

@@ -76,16 +76,16 @@ def run(scratch: Path, gib: float) -> None:
     model = model_with_weights(scratch / "models", gib)
     lock_model(model, RUNTIME)
     report = validate_model(model)
-    environment = ensure_environment(model, RUNTIME, env_builder_for(RUNTIME), progress=False)
+    environment = ensure_environment(model, RUNTIME, env_builder_for(RUNTIME))
     weights = sum(path.stat().st_size for path in model.path.rglob("weights-*.bin"))
     print(f"model with {weights / 1024**3:.2f} GiB of float32 weights, {os.cpu_count()} CPUs")
     print(f"{'benchmark':<28} {'baseline':>18} {'':>14} {'measured':>18} {'':>14} {'ratio':>8}")
 
     started = time.perf_counter()
-    artifact = build_artifact(report, RUNTIME, environment, scratch / "dist")
+    artifact = build_artifact(report, RUNTIME, environment=environment, out_dir=scratch / "dist")
     build = time.perf_counter() - started
     size = artifact.path.stat().st_size
-    rebuilt = build_artifact(report, RUNTIME, environment, scratch / "again")
+    rebuilt = build_artifact(report, RUNTIME, environment=environment, out_dir=scratch / "again")
     assert rebuilt.sha256 == artifact.sha256, "two builds of the same model differ"
     digests = timed(lambda: [file_digest(path) for path in model.path.rglob("*") if path.is_file()])
     members = [Member("weights", "file", source=path) for path in sorted(model.path.rglob("weights-*.bin"))]

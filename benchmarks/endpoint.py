@@ -72,8 +72,11 @@ def main() -> None:
         for name in MODELS:
             shutil.copyfile(artifact(name), Path(scratch) / f"{name}_1.tar.gz")
         store = open_store(f"file:{scratch}", None)
-        launcher = launcher_for(runtime, progress=False)
-        with emulating(store, launcher, Path(scratch) / "mme.log") as emulator, fronted(emulator) as url:
+        launcher = launcher_for(runtime)
+        with (
+            emulating(store, launcher, log_path=Path(scratch) / "mme.log") as emulator,
+            fronted(emulator) as url,
+        ):
             client = boto3.client(
                 "sagemaker-runtime",
                 endpoint_url=url,

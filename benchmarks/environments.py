@@ -80,12 +80,10 @@ def bench_install(scratch: Path) -> None:
 
 def bench_conda(scratch: Path) -> None:
     os.environ["PACKAGER_CACHE"] = str(scratch / "cache")
-    channel = timed(lambda: local_channel(find_interpreter(RUNTIME.python), progress=False))
-    builder = CondaBuilder(("local",), progress=False)
-    cold = timed(lambda: ensure_environment(MODEL, RUNTIME, builder, progress=False))
-    hit = statistics.median(
-        timed(lambda: ensure_environment(MODEL, RUNTIME, builder, progress=False)) for _ in range(5)
-    )
+    channel = timed(lambda: local_channel(find_interpreter(RUNTIME.python)))
+    builder = CondaBuilder(("local",))
+    cold = timed(lambda: ensure_environment(MODEL, RUNTIME, builder))
+    hit = statistics.median(timed(lambda: ensure_environment(MODEL, RUNTIME, builder)) for _ in range(5))
     del os.environ["PACKAGER_CACHE"]
     print(f"{'(local conda channel made once)':<34} {'':>24} {'':>10} {'':>24} {channel:>8.3f} s")
     row("conda env (digits)", ("cold build", cold), ("cache hit (median of 5)", hit))

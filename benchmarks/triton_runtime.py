@@ -83,13 +83,13 @@ def scratch_cache() -> Iterator[None]:
 
 def bench_env_build(log_dir: Path) -> None:
     with scratch_cache():
-        cold = timed(lambda: ensure_environment(CHURN, RUNTIME, BUILDER, progress=False))
-        hits = [timed(lambda: ensure_environment(CHURN, RUNTIME, BUILDER, progress=False)) for _ in range(5)]
+        cold = timed(lambda: ensure_environment(CHURN, RUNTIME, BUILDER))
+        hits = [timed(lambda: ensure_environment(CHURN, RUNTIME, BUILDER)) for _ in range(5)]
     row("env build (churn)", ("cold", cold), ("cache hit (median of 5)", statistics.median(hits)))
 
 
 def bench_server_start(log_dir: Path) -> None:
-    launcher = launcher_for(RUNTIME, progress=False)
+    launcher = launcher_for(RUNTIME)
     empty = Path(tempfile.mkdtemp(prefix="packager-bench-empty-"))
     starts = []
     for attempt in range(10):
@@ -97,7 +97,9 @@ def bench_server_start(log_dir: Path) -> None:
         with launcher.start(empty, log_dir / f"start-{attempt}.log"):
             starts.append(time.perf_counter() - started)
     replay = timed(
-        lambda: replay_model(CHURN, RUNTIME, BUILDER, launcher, log_dir / "replay.log", progress=False)
+        lambda: replay_model(
+            CHURN, RUNTIME, builder=BUILDER, launcher=launcher, log_path=log_dir / "replay.log"
+        )
     )
     row(
         "server start to ready",
@@ -107,8 +109,8 @@ def bench_server_start(log_dir: Path) -> None:
 
 
 def bench_load_modes(log_dir: Path) -> None:
-    report, environment = prepare(DIGITS, RUNTIME, BUILDER, progress=False)
-    launcher = launcher_for(RUNTIME, progress=False)
+    report, environment = prepare(DIGITS, RUNTIME, BUILDER)
+    launcher = launcher_for(RUNTIME)
     seconds: dict[str, list[float]] = {"packed": [], "unpacked": []}
     for attempt in range(3):
         for mode in seconds:
@@ -154,12 +156,14 @@ def _counts(endpoint: str) -> tuple[int, int]:
 
 
 def bench_dynamic_batching(log_dir: Path) -> None:
-    report, environment = prepare(CHURN, RUNTIME, BUILDER, progress=False)
-    launcher = launcher_for(RUNTIME, progress=False)
+    report, environment = prepare(CHURN, RUNTIME, BUILDER)
+    launcher = launcher_for(RUNTIME)
     rows = np.random.default_rng(0).normal(size=(256, 8)).astype(np.float32)
     rates: dict[bool, tuple[float, float]] = {}
     for batching in (True, False):
-        with launched(report, environment, launcher, log_dir / f"throughput-{batching}.log") as served:
+        with launched(
+            report, environment, launcher=launcher, log_path=log_dir / f"throughput-{batching}.log"
+        ) as served:
             if not batching:
                 config = served.repository / "churn" / "config.pbtxt"
                 text = re.sub(r"dynamic_batching \{[^}]*\}", "", config.read_text())
@@ -180,7 +184,7 @@ def bench_container(log_dir: Path) -> None:
     """The container launcher against the local one: start to ready, loading digits (packed envs, what a
     container serves), and replaying churn's cases."""
     container_runtime = load_config(ROOT).runtime("container")
-    launchers = {"local": launcher_for(RUNTIME, progress=False), "container": launcher_for(container_runtime)}
+    launchers = {"local": launcher_for(RUNTIME), "container": launcher_for(container_runtime)}
     starts: dict[str, list[float]] = {"local": [], "container": []}
     empty = Path(tempfile.mkdtemp(prefix="packager-bench-empty-"))
     empty.chmod(0o755)
@@ -194,7 +198,7 @@ def bench_container(log_dir: Path) -> None:
         ("local (median of 5)", statistics.median(starts["local"])),
         ("container (median of 5)", statistics.median(starts["container"])),
     )
-    report, environment = prepare(DIGITS, RUNTIME, BUILDER, progress=False)
+    report, environment = prepare(DIGITS, RUNTIME, BUILDER)
     loads: dict[str, list[float]] = {"local": [], "container": []}
     for attempt in range(3):
         for name, launcher in launchers.items():
@@ -215,7 +219,6 @@ def bench_container(log_dir: Path) -> None:
             launcher,
             log_dir / f"replay-{name}.log",
             "packed",
-            progress=False,
         )
         for name, launcher in launchers.items()
     }
@@ -255,9 +258,9 @@ def _quietly(command: list[str], env: Mapping[str, str]) -> None:
 
 
 def bench_replay_loop(log_dir: Path) -> None:
-    report, environment = prepare(DIGITS, RUNTIME, BUILDER, progress=False)
+    report, environment = prepare(DIGITS, RUNTIME, BUILDER)
     assert environment is not None  # digits' steps name EXECUTION_ENV_PATH
-    launcher = launcher_for(RUNTIME, progress=False)
+    launcher = launcher_for(RUNTIME)
     cases = load_cases(DIGITS.path, report.triton_models, top_model(report.triton_models))
     sequential, at_once, reaped, killed = [], [], [], []
     one_protocol_then_other, side_by_side = [], []
@@ -311,7 +314,7 @@ def bench_replay_loop(log_dir: Path) -> None:
     replays = [
         timed(
             lambda: replay_model(
-                DIGITS, RUNTIME, BUILDER, launcher, log_dir / "loop-replay.log", progress=False
+                DIGITS, RUNTIME, builder=BUILDER, launcher=launcher, log_path=log_dir / "loop-replay.log"
             )
         )
         for _ in range(3)
@@ -341,8 +344,8 @@ def _latency(endpoint: str, rows: np.ndarray, count: int = 400) -> float:
 
 
 def bench_relay(log_dir: Path) -> None:
-    report, environment = prepare(CHURN, RUNTIME, BUILDER, progress=False)
-    install = LocalLauncher.for_runtime(RUNTIME, progress=False).install
+    report, environment = prepare(CHURN, RUNTIME, BUILDER)
+    install = LocalLauncher.for_runtime(RUNTIME).install
     rows = np.random.default_rng(0).normal(size=(256, 8)).astype(np.float32)
     starts: dict[bool, list[float]] = {True: [], False: []}
     latency: dict[bool, float] = {}
@@ -354,7 +357,9 @@ def bench_relay(log_dir: Path) -> None:
             started = time.perf_counter()
             with launcher.start(empty, log_dir / f"relay-start-{network}-{attempt}.log"):
                 starts[network].append(time.perf_counter() - started)
-        with launched(report, environment, launcher, log_dir / f"relay-{network}.log") as served:
+        with launched(
+            report, environment, launcher=launcher, log_path=log_dir / f"relay-{network}.log"
+        ) as served:
             endpoint = served.server.endpoints.grpc
             throughput(endpoint, rows[:16], seconds=1.0)  # warm up
             latency[network] = _latency(endpoint, rows)

@@ -421,5 +421,5 @@ def container_runtime() -> Runtime:
     """The repository's container runtime, its image built if it is not yet (.ci/run builds it first).
     An engine must answer (DOCKER_HOST; .ci/run starts podman's API service): these tests never skip."""
     runtime = load_config(Path(__file__).parent.parent).runtime("container")
-    build_image(runtime, progress=False)
+    build_image(runtime)
     return runtime

@@ -368,7 +368,9 @@ def test_a_bls_repository_is_served_through_an_ensemble_around_the_model_nothing
     assert report.ok, report.diagnostics
     models = {name: report.triton_models[name] for name in ("add_sub", "bls")}
     shutil.rmtree(root / "bls_loader")
-    (root / "bls_ensemble" / "config.pbtxt").write_text(wrapper_config("bls_ensemble", "bls", models["bls"]))
+    (root / "bls_ensemble" / "config.pbtxt").write_text(
+        wrapper_config("bls_ensemble", "bls", model=models["bls"])
+    )
     (unloaded,) = validate_model(ModelDir(root)).diagnostics
     assert unloaded.location().endswith("bls/1/model.py:11:28") and unloaded.message.startswith(
         "bls calls 'add_sub' by name, which a multi-model endpoint never loads"
@@ -424,8 +426,8 @@ def test_a_one_step_ensemble_streams_a_decoupled_model_in_a_real_triton(tmp_path
     )
     adopted = adopt(upstream, tmp_path / "models", top="repeat")
     report = validate_model(ModelDir(adopted.path))
-    launcher = launcher_for(DEFAULT_RUNTIME, progress=False)
-    with launched(report, None, launcher, tmp_path / "triton.log") as served:
+    launcher = launcher_for(DEFAULT_RUNTIME)
+    with launched(report, None, launcher=launcher, log_path=tmp_path / "triton.log") as served:
         assert served.top_model == "repeat_ensemble"
         answers: queue.Queue[tuple[object, object]] = queue.Queue()
         client = grpcclient.InferenceServerClient(served.server.endpoints.grpc)

@@ -32,6 +32,7 @@ STAGES = [
             "partials",
             "scratch",
             "toml_positions",
+            "reporting",
         },
     ),
     ("modeldir", {"modeldir"}),
@@ -158,3 +159,21 @@ def test_the_changelog_names_the_packagers_version() -> None:
     changelog = (Path(__file__).parent.parent / "CHANGELOG.md").read_text()
     versions = re.findall(r"^## (\d+\.\d+\.\d+)", changelog, re.MULTILINE)
     assert versions and versions[0] == packager.__version__, f"CHANGELOG.md's newest is {versions[:1]}"
+
+
+def _positional(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    names = [argument.arg for argument in function.args.posonlyargs + function.args.args]
+    return names[1:] if names[:1] in (["self"], ["cls"]) else names
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda path: _module_name(path))
+def test_public_functions_take_at_most_three_positional_parameters(path: Path) -> None:
+    """Past the first one or two, a parameter is keyword-only: a call says what each argument is."""
+    crowded = [
+        f"line {node.lineno}: {node.name}({', '.join(_positional(node))})"
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (not node.name.startswith("_") or node.name == "__init__")
+        and len(_positional(node)) > 3
+    ]
+    assert not crowded, f"{_module_name(path)}: put a `*` after the first one or two parameters of {crowded}"

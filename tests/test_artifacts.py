@@ -38,12 +38,12 @@ def fraud(model_repo: Path) -> tuple[ModelReport, Environment]:
     (model.path / "preprocess" / "1" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"stale")
     report = validate_model(model)
     assert report.ok, report.diagnostics
-    return report, ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+    return report, ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder())
 
 
 def test_layout_manifest_and_hard_links(fraud: tuple[ModelReport, Environment], tmp_path: Path) -> None:
     report, environment = fraud
-    artifact = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "dist")
+    artifact = build_artifact(report, DEFAULT_RUNTIME, environment=environment, out_dir=tmp_path / "dist")
     assert artifact.path.name == "fraud_1.tar.gz"
     with tarfile.open(artifact.path) as tar:
         members = {member.name: member for member in tar.getmembers()}
@@ -76,7 +76,7 @@ def test_directories_without_files_are_left_out(
     (report.model.path / "preprocess" / "1" / "cache_only" / "__pycache__" / "x.cpython-311.pyc").write_bytes(
         b""
     )
-    artifact = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "dist")
+    artifact = build_artifact(report, DEFAULT_RUNTIME, environment=environment, out_dir=tmp_path / "dist")
     with tarfile.open(artifact.path) as tar:
         names = tar.getnames()
     assert "preprocess/1" in names
@@ -86,9 +86,9 @@ def test_directories_without_files_are_left_out(
 
 def test_two_builds_are_byte_identical(fraud: tuple[ModelReport, Environment], tmp_path: Path) -> None:
     report, environment = fraud
-    one = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "one")
+    one = build_artifact(report, DEFAULT_RUNTIME, environment=environment, out_dir=tmp_path / "one")
     (report.model.path / "preprocess" / "1" / "model.py").touch()  # a newer mtime changes nothing
-    two = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "two")
+    two = build_artifact(report, DEFAULT_RUNTIME, environment=environment, out_dir=tmp_path / "two")
     assert one.sha256 == two.sha256 == file_digest(two.path)
 
 
@@ -110,7 +110,7 @@ def test_a_weight_rewritten_during_the_build_leaves_no_artifact(
     with pytest.raises(
         ArtifactError, match="fraud_1.tar.gz: preprocess/1/weights.bin changed while it was built"
     ):
-        build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "dist")
+        build_artifact(report, DEFAULT_RUNTIME, environment=environment, out_dir=tmp_path / "dist")
     assert list((tmp_path / "dist").iterdir()) == []
 
 
@@ -128,7 +128,7 @@ def _rewrite(archive: Path, out: Path, change: dict[str, bytes]) -> Path:
 
 def test_tampered_artifact_fails_verify(fraud: tuple[ModelReport, Environment], tmp_path: Path) -> None:
     report, environment = fraud
-    artifact = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "dist")
+    artifact = build_artifact(report, DEFAULT_RUNTIME, environment=environment, out_dir=tmp_path / "dist")
     tampered = _rewrite(
         artifact.path, tmp_path / "tampered.tar.gz", {"preprocess/1/model.py": b"import os\n"}
     )
@@ -140,7 +140,7 @@ def test_nothing_unverified_is_unpacked_for_serving(
     fraud: tuple[ModelReport, Environment], tmp_path: Path
 ) -> None:
     report, environment = fraud
-    artifact = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "dist")
+    artifact = build_artifact(report, DEFAULT_RUNTIME, environment=environment, out_dir=tmp_path / "dist")
     with verified(artifact.path) as (checked, root):
         assert checked.sha256 == artifact.sha256 and checked.manifest == artifact.manifest
         assert (root / "preprocess" / "1" / "model.py").read_bytes() == (
@@ -174,15 +174,25 @@ def test_signed_manifest_verifies_only_with_its_key(
     generate_keys(tmp_path / "other.key", tmp_path / "other.pub")
     assert oct((tmp_path / "release.key").stat().st_mode & 0o777) == "0o600"
     signed = build_artifact(
-        report, DEFAULT_RUNTIME, environment, tmp_path / "signed", tmp_path / "release.key"
+        report,
+        DEFAULT_RUNTIME,
+        environment=environment,
+        out_dir=tmp_path / "signed",
+        signing_key=tmp_path / "release.key",
     )
-    again = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "again", tmp_path / "release.key")
+    again = build_artifact(
+        report,
+        DEFAULT_RUNTIME,
+        environment=environment,
+        out_dir=tmp_path / "again",
+        signing_key=tmp_path / "release.key",
+    )
     assert signed.sha256 == again.sha256, "Ed25519 signatures are deterministic: signed builds reproduce"
     assert verify_artifact(signed.path, tmp_path / "release.pub")[1] == []
     assert verify_artifact(signed.path, tmp_path / "other.pub")[1] == [
         f"the manifest signature does not verify with {tmp_path / 'other.pub'}"
     ]
-    unsigned = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "unsigned")
+    unsigned = build_artifact(report, DEFAULT_RUNTIME, environment=environment, out_dir=tmp_path / "unsigned")
     assert verify_artifact(unsigned.path, tmp_path / "release.pub")[1] == [
         f"not signed ({SIGNATURE} is missing), but a public key is configured"
     ]
@@ -236,7 +246,7 @@ def test_shared_libraries_a_step_imports_are_packed_beside_it(
     (root / "libs" / "unused.py").write_text("")
     step = report.model.path / "preprocess" / "1" / "model.py"
     step.write_text("from fraudkit.scale import *  # noqa\n" + step.read_text())
-    artifact = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "dist")
+    artifact = build_artifact(report, DEFAULT_RUNTIME, environment=environment, out_dir=tmp_path / "dist")
     with tarfile.open(artifact.path) as tar:
         names = set(tar.getnames())
     shared = {name for name in names if "fraudkit" in name or "helpers" in name or "unused" in name}
@@ -249,7 +259,7 @@ def test_shared_libraries_a_step_imports_are_packed_beside_it(
 
     (report.model.path / "preprocess" / "1" / "helpers.py").write_text("")
     with pytest.raises(LibraryError, match="preprocess/1/helpers.py: also in .*libs; a step's own file"):
-        build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "again")
+        build_artifact(report, DEFAULT_RUNTIME, environment=environment, out_dir=tmp_path / "again")
 
 
 def test_a_shipped_file_git_ignores_makes_the_sources_dirty_unless_its_dvc_pointer_vouches_for_it(
@@ -267,11 +277,16 @@ def test_a_shipped_file_git_ignores_makes_the_sources_dirty_unless_its_dvc_point
     (step / "defaults.txt").symlink_to("../../defaults.local")  # a committed link to a file git ignores
     git(model_repo, "add", "-A")
     git(model_repo, "commit", "-q", "-m", "weights and a link")
-    environment = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+    environment = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder())
 
     def provenance() -> tuple[object, object]:
         manifest = build_artifact(
-            validate_model(model), DEFAULT_RUNTIME, environment, tmp_path, None, model_repo
+            validate_model(model),
+            DEFAULT_RUNTIME,
+            environment=environment,
+            out_dir=tmp_path,
+            signing_key=None,
+            repository=model_repo,
         ).manifest
         return manifest["source_dirty"], manifest["source_ignored"]
 
@@ -298,11 +313,16 @@ def test_shared_code_counts_in_the_artifacts_provenance(model_repo: Path, tmp_pa
     git(model_repo, "add", "-A")
     git(model_repo, "commit", "-q", "-m", "fraudkit")
     model = ModelDir(model_repo / "models" / "fraud")
-    environment = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+    environment = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder())
 
     def manifest() -> dict[str, object]:
         return build_artifact(
-            validate_model(model), DEFAULT_RUNTIME, environment, tmp_path, None, model_repo
+            validate_model(model),
+            DEFAULT_RUNTIME,
+            environment=environment,
+            out_dir=tmp_path,
+            signing_key=None,
+            repository=model_repo,
         ).manifest
 
     committed = manifest()

@@ -159,7 +159,7 @@ class CountingLaunches:
     def __call__(self) -> Launcher:
         assert not self.refuse, "a server was started although the completion was cached"
         self.calls += 1
-        return launcher_for(DEFAULT_RUNTIME, progress=False)
+        return launcher_for(DEFAULT_RUNTIME)
 
 
 def test_a_cached_completion_starts_no_server(tmp_path: Path) -> None:
@@ -358,14 +358,14 @@ def test_the_runtime_says_gpu_as_cpu_for_every_command_and_the_endpoint(
         load_config(tmp_path)
     toml.write_text(toml.read_text().replace('"yes"', "true"))
     runtime = load_config(tmp_path).runtime("local")
-    assert runtime.gpu_as_cpu and launcher_for(runtime, progress=False).gpu_as_cpu
+    assert runtime.gpu_as_cpu and launcher_for(runtime).gpu_as_cpu
     model = ModelDir(gpu_repo / "models" / "gpu")
-    report, environment = prepare(model, DEFAULT_RUNTIME, env_builder_for(DEFAULT_RUNTIME), progress=False)
-    artifact = build_artifact(report, DEFAULT_RUNTIME, environment, tmp_path / "dist")
+    report, environment = prepare(model, DEFAULT_RUNTIME, env_builder_for(DEFAULT_RUNTIME))
+    artifact = build_artifact(report, DEFAULT_RUNTIME, environment=environment, out_dir=tmp_path / "dist")
     body = json.dumps({"inputs": [tensor("X", [1, 2], [[1.5, -2.0]])]}).encode()
     store = FileStore(f"file://{artifact.path.parent}", artifact.path.parent)
-    for launcher in (launcher_for(DEFAULT_RUNTIME, progress=False), launcher_for(runtime, progress=False)):
-        with emulating(store, launcher, tmp_path / "mme.log") as emulator:
+    for launcher in (launcher_for(DEFAULT_RUNTIME), launcher_for(runtime)):
+        with emulating(store, launcher, log_path=tmp_path / "mme.log") as emulator:
             if not launcher.gpu_as_cpu:
                 refused = (
                     r"gpu_1.tar.gz cannot be served: the artifact's doubler/config.pbtxt:5:36: asks for a GPU"
@@ -419,8 +419,8 @@ def test_a_step_with_an_environment_is_completed_in_it_once_built(tmp_path: Path
     (root / "requirements.txt").write_text(REQUIREMENTS)
     (root / "requirements.lock").write_text(scaffold_lock)
     builder = env_builder_for(DEFAULT_RUNTIME)
-    offline = TritonCompleter.for_runtime(DEFAULT_RUNTIME, builder, build_envs=False, progress=False)
-    building = TritonCompleter.for_runtime(DEFAULT_RUNTIME, builder, build_envs=True, progress=False)
+    offline = TritonCompleter.for_runtime(DEFAULT_RUNTIME, builder, build_envs=False)
+    building = TritonCompleter.for_runtime(DEFAULT_RUNTIME, builder, build_envs=True)
     bare = TritonCompleter(DEFAULT_RUNTIME, CountingLaunches(), lambda model: None)
     without = validate_model(ModelDir(root), bare)
     assert without.ok and without.completions["auto"].note == (

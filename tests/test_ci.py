@@ -69,7 +69,7 @@ def test_a_branch_is_compared_with_where_it_left_main(model_repo: Path) -> None:
     commit_on(model_repo, "main", "models/fraud/fraud/config.pbtxt", "# on main\n")
     commit = commit_on(model_repo, "feature/fraud", "models/fraud/fraud/config.pbtxt", "# a\n")
     commit = commit_on(model_repo, "feature/fraud", "models/fraud/fraud/config.pbtxt", "# b\n")
-    base = base_for(model_repo, Revision("feature/fraud", commit), MAIN, None)
+    base = base_for(model_repo, Revision("feature/fraud", commit), production_branches=MAIN, since=None)
     assert base == Base(fork, "where feature/fraud left heads/main"), "every commit of the branch counts"
 
 
@@ -80,14 +80,21 @@ def test_main_is_compared_with_the_ci_systems_previous_tip_else_its_parent(
     second = commit_on(model_repo, "main", "models/fraud/fraud/config.pbtxt", "# a\n")
     third = commit_on(model_repo, "main", "models/fraud/fraud/config.pbtxt", "# b\n")
     revision = Revision("main", third)
-    assert base_for(model_repo, revision, MAIN, None) == Base(second, f"the parent of {third[:12]}")
+    assert base_for(model_repo, revision, production_branches=MAIN, since=None) == Base(
+        second, f"the parent of {third[:12]}"
+    )
     monkeypatch.setenv("CI_COMMIT_BEFORE_SHA", "0" * 40)  # GitLab on a branch's first push
-    assert base_for(model_repo, revision, MAIN, None).commit == second
+    assert base_for(model_repo, revision, production_branches=MAIN, since=None).commit == second
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"before": first, "after": third}))
     monkeypatch.setenv("GITHUB_EVENT_PATH", str(event))
-    assert base_for(model_repo, revision, MAIN, None) == Base(first, "the CI system's previous tip")
-    assert base_for(model_repo, Revision("main", first), MAIN, "main~0").commit == third, "--since wins"
+    assert base_for(model_repo, revision, production_branches=MAIN, since=None) == Base(
+        first, "the CI system's previous tip"
+    )
+    assert (
+        base_for(model_repo, Revision("main", first), production_branches=MAIN, since="main~0").commit
+        == third
+    ), "--since wins"
 
 
 def test_a_base_the_clone_lacks_says_to_fetch_history(
@@ -95,19 +102,22 @@ def test_a_base_the_clone_lacks_says_to_fetch_history(
 ) -> None:
     head = git(model_repo, "rev-parse", "main")
     with pytest.raises(UsageError, match="fetch-depth: 0"):
-        base_for(model_repo, Revision("main", head), MAIN, "f" * 40)
+        base_for(model_repo, Revision("main", head), production_branches=MAIN, since="f" * 40)
     monkeypatch.setenv("CI_COMMIT_BEFORE_SHA", "e" * 40)
     with pytest.raises(UsageError, match="the CI system's previous tip names 'eeee"):
-        base_for(model_repo, Revision("main", head), MAIN, None)
-    assert base_for(model_repo, Revision("feature/fraud", head), MAIN, None).commit == head
+        base_for(model_repo, Revision("main", head), production_branches=MAIN, since=None)
+    assert (
+        base_for(model_repo, Revision("feature/fraud", head), production_branches=MAIN, since=None).commit
+        == head
+    )
 
 
 def test_the_first_commit_has_no_base_and_affects_every_model(model_repo: Path) -> None:
     head = git(model_repo, "rev-parse", "main")
-    base = base_for(model_repo, Revision("main", head), MAIN, None)
+    base = base_for(model_repo, Revision("main", head), production_branches=MAIN, since=None)
     assert base.commit is None
     models = discover_models((), model_repo)
-    assert affected_models(model_repo, models, base, ["false"]) == models, "Pants is not asked"
+    assert affected_models(model_repo, models, base=base, pants=["false"]) == models, "Pants is not asked"
 
 
 def test_models_are_marked_by_the_addresses_pants_lists(model_repo: Path, tmp_path: Path) -> None:
@@ -124,7 +134,7 @@ def test_models_are_marked_by_the_addresses_pants_lists(model_repo: Path, tmp_pa
         ]
     )
     pants = fake_pants(tmp_path, listed)
-    affected = affected_models(model_repo, models, Base("a" * 40, "test"), [str(pants)])
+    affected = affected_models(model_repo, models, base=Base("a" * 40, "test"), pants=[str(pants)])
     assert [model.name for model in affected] == ["churn"], "churn_v2 is not under models/churn/"
     arguments = (tmp_path / "pants-args").read_text().split()
     assert arguments == [f"--changed-since={'a' * 40}", "--changed-dependents=transitive", "list"]
@@ -163,7 +173,9 @@ def test_models_are_selected_by_name_else_all_else_by_what_the_push_affects(
 def test_a_failing_pants_is_a_tool_failure_with_its_output(model_repo: Path, tmp_path: Path) -> None:
     pants = fake_pants(tmp_path, "", status=1)
     with pytest.raises(ToolFailure, match="(?s)failed \\(exit 1\\).*pants says why") as raised:
-        affected_models(model_repo, discover_models((), model_repo), Base("a" * 40, "test"), [str(pants)])
+        affected_models(
+            model_repo, discover_models((), model_repo), base=Base("a" * 40, "test"), pants=[str(pants)]
+        )
     assert raised.value.exit_code == ExitCode.ENVIRONMENT_ERROR
 
 
@@ -281,7 +293,9 @@ def test_the_gate_runs_where_the_packager_its_secrets_and_the_network_are_out_of
     }
     try:
         model = discover_models((), model_repo)[0]
-        gate = run_gate(model_repo, model, [str(probe), json.dumps(looked)], tmp_path / "fraud-gate.log")
+        gate = run_gate(
+            model_repo, model, pants=[str(probe), json.dumps(looked)], log=tmp_path / "fraud-gate.log"
+        )
     finally:
         aws.unlink()
     report = json.loads(next(line for line in gate.log.read_text().splitlines() if line.startswith("{")))
@@ -311,7 +325,12 @@ def _run() -> CiRun:
         ],
     )
     digits = ModelRun("digits", [Step("weights", Outcome.PASSED, 2.0)])
-    digits.fail("gate", 12.0, "`pants lint check test models/digits::` failed\nblack", ExitCode.MODEL_ERROR)
+    digits.fail(
+        "gate",
+        12.0,
+        detail="`pants lint check test models/digits::` failed\nblack",
+        code=ExitCode.MODEL_ERROR,
+    )
     return CiRun(
         revision,
         "affected",
@@ -351,7 +370,9 @@ def test_reports_show_every_step_of_every_model(tmp_path: Path) -> None:
 def test_a_tool_failure_outranks_a_model_failure_in_the_exit_status() -> None:
     run = _run()
     run.runs.append(
-        ModelRun("fraud").fail("weights", 1.0, "the DVC remote did not answer", ExitCode.ENVIRONMENT_ERROR)
+        ModelRun("fraud").fail(
+            "weights", 1.0, detail="the DVC remote did not answer", code=ExitCode.ENVIRONMENT_ERROR
+        )
     )
     assert run.exit_code() == ExitCode.ENVIRONMENT_ERROR
 

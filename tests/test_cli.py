@@ -175,7 +175,12 @@ def test_version_and_help_load_none_of_the_pipeline() -> None:
     result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     *output, loaded = result.stdout.strip().splitlines()
-    assert json.loads(loaded) == ["packager.cli", "packager.cli.options", "packager.errors"]
+    assert json.loads(loaded) == [
+        "packager.cli",
+        "packager.cli.options",
+        "packager.errors",
+        "packager.reporting",
+    ]
     assert output[0] == f"packager, version {packager.__version__}"
     listed = "\n".join(output)
     for name, (_, _, summary) in cli.COMMANDS.items():
@@ -348,9 +353,9 @@ def test_serve_summarizes_the_endpoints_with_a_curl_of_the_top_model(
     repository = doubler_repository(tmp_path)
     doubler = TritonModel(repository / "doubler", read_config(repository / "doubler" / "config.pbtxt"))
     served = Served(StoppedServer(), repository, {"doubler": doubler}, "doubler", "unpacked")  # type: ignore[arg-type]
-    code = _serve("doubler", DEFAULT_RUNTIME, served, tmp_path / "serve.log", as_json)
+    code = _serve("doubler", DEFAULT_RUNTIME, served=served, log_path=tmp_path / "serve.log", as_json=as_json)
     assert code == ExitCode.ENVIRONMENT_ERROR
-    curl = curl_command("127.0.0.1:8000", "doubler", example_input_tensors(doubler.config))
+    curl = curl_command("127.0.0.1:8000", "doubler", inputs=example_input_tensors(doubler.config))
     assert "/v2/models/doubler/infer" in curl and '"shape": [1, 2]' in curl
     output = capsys.readouterr().out
     if as_json:

@@ -59,7 +59,7 @@ parameters: { key: "EXECUTION_ENV_PATH" value: { string_value: "$$TRITON_MODEL_D
 def conda_runtime() -> Runtime:
     """The default runtime with conda environments from the local channel, made once (then cached)."""
     started = time.monotonic()
-    local_channel(find_interpreter("3.11"), progress=False)
+    local_channel(find_interpreter("3.11"))
     print(f"local conda channel ready in {time.monotonic() - started:.1f} s")
     return Runtime(
         "conda-local",
@@ -89,11 +89,13 @@ def test_a_conda_env_answers_with_the_build_interpreter_out_of_sight(
     """Its interpreter, its packages and the libpython it maps all come from the unpacked environment:
     the server's sandbox holds no other Python (every step has its own environment, so none is lent)."""
     model = _probe_model(tmp_path / "portable", conda_runtime)
-    report, environment = prepare(model, conda_runtime, CondaBuilder(conda_runtime.channels), progress=False)
+    report, environment = prepare(model, conda_runtime, CondaBuilder(conda_runtime.channels))
     assert environment is not None and environment.portable
     host = find_interpreter("3.11").prefix
-    launcher = LocalLauncher.for_runtime(conda_runtime, progress=False)
-    with launched(report, environment, launcher, tmp_path / "triton.log", env_mode="packed") as served:
+    launcher = LocalLauncher.for_runtime(conda_runtime)
+    with launched(
+        report, environment, launcher=launcher, log_path=tmp_path / "triton.log", env_mode="packed"
+    ) as served:
         client = httpclient.InferenceServerClient(served.server.endpoints.http)
         tensor = httpclient.InferInput("HOST", [1], "BYTES")
         tensor.set_data_from_numpy(np.array([str(host).encode()], dtype=np.object_))
@@ -118,12 +120,12 @@ def test_two_empty_caches_give_the_same_env_and_artifact(
     digests = []
     for home in ("first", "second"):
         monkeypatch.setenv("HOME", str(tmp_path / home))
-        report, environment = prepare(
-            model, conda_runtime, CondaBuilder(conda_runtime.channels), progress=False
-        )
+        report, environment = prepare(model, conda_runtime, CondaBuilder(conda_runtime.channels))
         assert environment is not None and not environment.cache_hit
         assert environment.directory.is_relative_to(tmp_path / home)
-        artifact = build_artifact(report, conda_runtime, environment, tmp_path / home / "dist")
+        artifact = build_artifact(
+            report, conda_runtime, environment=environment, out_dir=tmp_path / home / "dist"
+        )
         digests.append((file_digest(environment.tarball), artifact.sha256))
     assert digests[0] == digests[1]
 
@@ -133,11 +135,11 @@ def test_conda_failures_are_one_clear_line(
 ) -> None:
     monkeypatch.delenv("PACKAGER_CONDA_CHANNELS", raising=False)  # these runtimes' own channels, please
     model = _probe_model(tmp_path / "m", conda_runtime)
-    channel = local_channel(find_interpreter("3.11"), progress=False).as_uri()
+    channel = local_channel(find_interpreter("3.11")).as_uri()
     unsolvable = Runtime("py312", "2.51.0", "3.12", env_builder="conda", channels=(channel,))
     lock_model(model, unsolvable)
     with pytest.raises(EnvironmentFailure, match=rf"solving python 3.12 from {channel} failed: \w+"):
-        ensure_environment(model, unsolvable, CondaBuilder(unsolvable.channels), progress=False)
+        ensure_environment(model, unsolvable, CondaBuilder(unsolvable.channels))
     missing = Runtime(
         "gone", "2.51.0", "3.11", env_builder="conda", channels=("file:///nonexistent/channel",)
     )
@@ -145,9 +147,9 @@ def test_conda_failures_are_one_clear_line(
     with pytest.raises(
         EnvironmentFailure, match="solving python 3.11 from file:///nonexistent/channel failed"
     ):
-        ensure_environment(model, missing, CondaBuilder(missing.channels), progress=False)
+        ensure_environment(model, missing, CondaBuilder(missing.channels))
     lock = model.path / "requirements.lock"
     lock_model(model, conda_runtime)
     lock.write_text(re.sub(r"--hash=sha256:[0-9a-f]{64}", "--hash=sha256:" + "0" * 64, lock.read_text()))
     with pytest.raises(RequirementsError, match="requirements.lock: uv pip install cannot satisfy"):
-        ensure_environment(model, conda_runtime, CondaBuilder(conda_runtime.channels), progress=False)
+        ensure_environment(model, conda_runtime, CondaBuilder(conda_runtime.channels))

@@ -333,7 +333,7 @@ def test_stores_and_production_branches_are_used(
     record(
         open_store(f"file://{model_repo / 'elsewhere' / 'production'}", None),
         "other",
-        new_entry("publish", 3, "other_3.tar.gz", "0" * 64, "c" * 40),
+        new_entry("publish", 3, key="other_3.tar.gz", sha256="0" * 64, commit="c" * 40),
     )
     listed = json.loads(run_packager("releases", "--json", cwd=model_repo, env=no_override).stdout)
     assert sorted(listed) == ["fraud", "other"]

@@ -40,7 +40,7 @@ REPO = Path(__file__).parent.parent
 
 @pytest.fixture(scope="module")
 def launcher(container_runtime: Runtime) -> ContainerLauncher:
-    return ContainerLauncher.for_runtime(container_runtime, progress=False)
+    return ContainerLauncher.for_runtime(container_runtime)
 
 
 @pytest.fixture
@@ -121,21 +121,21 @@ def test_a_missing_image_or_engine_is_a_clear_error(
         EnvironmentFailure,
         match=r"serves with image localhost/packager/nothing:here, which is not here: pull it",
     ):
-        ContainerLauncher.for_runtime(missing, progress=False)
+        ContainerLauncher.for_runtime(missing)
     with pytest.raises(
         EnvironmentFailure, match=r"stub runs CPython 3.11, but runtime 'container' says 3.12"
     ):
         mistaken = replace(container_runtime, image=image_for(container_runtime), python="3.12")
-        ContainerLauncher.for_runtime(mistaken, progress=False)
+        ContainerLauncher.for_runtime(mistaken)
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(
         EnvironmentFailure, match=r"no container engine answers at unix:///nonexistent.*--runtime local"
     ):
-        ContainerLauncher.for_runtime(container_runtime, progress=False)
+        ContainerLauncher.for_runtime(container_runtime)
 
 
 def test_the_image_is_built_once_and_checked_against_its_profile(container_runtime: Runtime) -> None:
-    again = build_image(container_runtime, progress=False)
+    again = build_image(container_runtime)
     assert again.built is False and again.tag == image_for(container_runtime), "an unchanged image is a no-op"
     facts = check_image(again.tag)
     assert (facts.triton_version, facts.python, facts.backends) == ("2.51.0", "3.11", ["python"])
@@ -189,6 +189,6 @@ def test_a_tensor_larger_than_the_containers_shm_says_what_to_raise(
     )
     with small.start(tmp_path / "repo", tmp_path / "triton.log") as server:
         server.load("echo")
-        (result,) = replay_cases("echo", server, [case], ("http",))
+        (result,) = replay_cases("echo", server, cases=[case], protocols=("http",))
     assert not result.passed
     assert "raise the runtime's shm_size" in result.problems[0], result.problems

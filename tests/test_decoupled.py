@@ -83,7 +83,7 @@ def server(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     repository = tmp_path_factory.mktemp("repository")
     for name, model in models.items():
         (repository / name).symlink_to(model / name)
-    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME)
     with launcher.start(repository, tmp_path_factory.mktemp("logs") / "triton.log") as running:
         for name in models:
             running.load(name)
@@ -97,7 +97,7 @@ def _cases(model: Path) -> dict[str, Case]:
 
 def _replayed(server: Server, model: Path, *ids: str) -> dict[tuple[str, str], CaseResult]:
     cases = _cases(model)
-    results = replay_cases(model.name, server, [cases[case] for case in ids])
+    results = replay_cases(model.name, server, cases=[cases[case] for case in ids])
     return {(result.case, result.protocol): result for result in results}
 
 
@@ -194,11 +194,13 @@ def test_serves_example_sends_the_top_models_first_case(tmp_path: Path) -> None:
     )
     triton_models = validate_model(ModelDir(model)).triton_models
     cases = load_cases(model, triton_models, "bls")
-    example = example_for("127.0.0.1:8000", "127.0.0.1:8001", "bls", triton_models, cases)
+    example = example_for(
+        "127.0.0.1:8000", "127.0.0.1:8001", model="bls", triton_models=triton_models, cases=cases
+    )
     assert (example.sends, example.decoupled, example.python) == ("its case add_sub", False, None)
     assert example.curl is not None
     assert json.loads(shlex.split(example.curl)[-1])["inputs"] == case["inputs"]
-    zeros = example_for("127.0.0.1:8000", "127.0.0.1:8001", "bls", triton_models)
+    zeros = example_for("127.0.0.1:8000", "127.0.0.1:8001", model="bls", triton_models=triton_models)
     assert zeros.sends == "an example request (zeros)" and '"data": [""]' in str(zeros.curl)
 
 
@@ -260,7 +262,7 @@ def test_a_load_test_times_the_first_and_the_last_response(server: Server, model
     cases = [case for case in _cases(models["repeat"]).values() if case.id != "wrong_value"]
     requests = [request_body(case) for case in cases]
     target = TritonGrpcStream(server.endpoints.grpc)
-    (level,) = run_levels(target, requests, [2], duration=0.5)
+    (level,) = run_levels(target, requests, concurrencies=[2], duration=0.5)
     assert level.errors == 0 and level.requests > 10
     assert 0 < level.first_p50_ms <= level.first_p95_ms <= level.first_p99_ms
     assert level.first_p50_ms <= level.p50_ms and level.first_p99_ms <= level.p99_ms
@@ -309,8 +311,8 @@ def test_a_multi_model_endpoint_refuses_a_decoupled_model_as_sagemaker_does(
     built = run_packager("build", "repeat", "--out", str(tmp_path), cwd=monorepo)
     assert built.returncode == 0, built.stdout + built.stderr
     store = FileStore(f"file://{tmp_path}", tmp_path)
-    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
-    with emulating(store, launcher, tmp_path / "mme.log") as emulator, fronted(emulator) as url:
+    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME)
+    with emulating(store, launcher, log_path=tmp_path / "mme.log") as emulator, fronted(emulator) as url:
         client = runtime_client(url)
         body = json.dumps({"inputs": [_tensor("IN", [1, 2])]})
         with pytest.raises(client.exceptions.ModelError) as raised:

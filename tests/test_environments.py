@@ -74,14 +74,16 @@ def test_key_covers_lock_runtime_builder_and_its_fingerprint() -> None:
     fingerprint = VenvBuilder().fingerprint("3.11")
     assert fingerprint["version"].startswith("3.11.") and fingerprint["platform"]
     lock = "numpy==1.26.4 --hash=sha256:00\n"
-    base = environment_key(lock, DEFAULT_RUNTIME, "venv", fingerprint)
+    base = environment_key(lock, DEFAULT_RUNTIME, builder="venv", fingerprint=fingerprint)
     other_runtime = Runtime("x", "2.51.0", "3.11", constraints=(Constraint("numpy<1.25", "test"),))
     other_interpreter = {**fingerprint, "interpreter": "/opt/python3.11/bin/python3.11"}
-    assert base == environment_key(lock, DEFAULT_RUNTIME, "venv", dict(fingerprint))
-    assert base != environment_key(lock + "pillow==11.0.0\n", DEFAULT_RUNTIME, "venv", fingerprint)
-    assert base != environment_key(lock, other_runtime, "venv", fingerprint)
-    assert base != environment_key(lock, DEFAULT_RUNTIME, "conda", fingerprint)
-    assert base != environment_key(lock, DEFAULT_RUNTIME, "venv", other_interpreter)
+    assert base == environment_key(lock, DEFAULT_RUNTIME, builder="venv", fingerprint=dict(fingerprint))
+    assert base != environment_key(
+        lock + "pillow==11.0.0\n", DEFAULT_RUNTIME, builder="venv", fingerprint=fingerprint
+    )
+    assert base != environment_key(lock, other_runtime, builder="venv", fingerprint=fingerprint)
+    assert base != environment_key(lock, DEFAULT_RUNTIME, builder="conda", fingerprint=fingerprint)
+    assert base != environment_key(lock, DEFAULT_RUNTIME, builder="venv", fingerprint=other_interpreter)
 
 
 def test_builders_come_from_the_runtimes_configuration() -> None:
@@ -165,20 +167,18 @@ def test_a_lock_pins_everything_with_hashes_for_the_runtimes_platform(tmp_path: 
     assert lock_model(model, DEFAULT_RUNTIME).changed is False, "locking again changes nothing"
     (model.path / "requirements.txt").write_text("requests==2.32.3\nidna\n")
     with pytest.raises(RequirementsError, match=r"requirements.lock:1:1: stale: requirements.txt changed"):
-        ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+        ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder())
     other = Runtime("other", "2.51.0", "3.12", constraints=DEFAULT_RUNTIME.constraints)
     (model.path / "requirements.txt").write_text("requests==2.32.3\n")
     with pytest.raises(
         RequirementsError,
         match=r"locked for CPython 3.11, .*`packager lock --runtime other m`",
     ):
-        ensure_environment(model, other, VenvBuilder(), progress=False)
+        ensure_environment(model, other, VenvBuilder())
 
 
 def test_real_venv_build_is_cached_and_shared(tmp_path: Path, cache: Path) -> None:
-    first = ensure_environment(
-        _model(tmp_path / "a", "packaging==24.2\n"), DEFAULT_RUNTIME, VenvBuilder(), progress=False
-    )
+    first = ensure_environment(_model(tmp_path / "a", "packaging==24.2\n"), DEFAULT_RUNTIME, VenvBuilder())
     assert not first.cache_hit and not first.portable
     assert first.tarball.is_file() and first.tarball.parent.parent == cache / "envs"
     with tarfile.open(first.tarball) as tar:
@@ -192,10 +192,10 @@ def test_real_venv_build_is_cached_and_shared(tmp_path: Path, cache: Path) -> No
     bytecode = first.unpacked / "lib/python3.11/site-packages/packaging/__pycache__/version.cpython-311.pyc"
     assert bytecode.is_file(), "the unpacked tree a server starts on is compiled once, at build"
 
-    again = ensure_environment(ModelDir(tmp_path / "a"), DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+    again = ensure_environment(ModelDir(tmp_path / "a"), DEFAULT_RUNTIME, VenvBuilder())
     assert again.cache_hit and again.key == first.key
     same = _model(tmp_path / "b", "# same, written differently\npackaging == 24.2\n")
-    shared = ensure_environment(same, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+    shared = ensure_environment(same, DEFAULT_RUNTIME, VenvBuilder())
     assert shared.cache_hit and shared.directory == first.directory, "identical locks share one environment"
 
 
@@ -234,12 +234,14 @@ def test_an_interrupted_build_leaves_nothing_half_built_and_the_rerun_completes(
 
     builder.build = killed  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
-        ensure_environment(model, DEFAULT_RUNTIME, builder, progress=False)
+        ensure_environment(model, DEFAULT_RUNTIME, builder)
     assert [path.name for path in (cache / "envs").iterdir() if not path.name.endswith(".lock")] == []
     lock = (model.path / "requirements.lock").read_text()
-    key = environment_key(lock, DEFAULT_RUNTIME, "venv", VenvBuilder().fingerprint("3.11"))[:24]
+    key = environment_key(
+        lock, DEFAULT_RUNTIME, builder="venv", fingerprint=VenvBuilder().fingerprint("3.11")
+    )[:24]
     (cache / "envs" / f".{key}.abc123").mkdir()  # what a SIGKILLed build of it leaves: no code ran
-    built = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+    built = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder())
     assert not built.cache_hit and built.tarball.is_file()
     assert [path.name for path in (cache / "envs").iterdir() if path.name.startswith(".")] == []
 
@@ -251,7 +253,7 @@ def test_two_cold_venv_builds_are_byte_identical(tmp_path: Path, monkeypatch: py
     for attempt in ("first", "second"):
         monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path / attempt / "cache"))
         model = _model(tmp_path / attempt / "model", "wheel==0.45.1\n")
-        environment = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+        environment = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder())
         assert not environment.cache_hit
         assert (environment.unpacked / "bin" / "wheel").read_text().startswith("#!/usr/bin/env python")
         digests.append(file_digest(environment.tarball))

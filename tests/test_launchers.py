@@ -182,11 +182,11 @@ def _fake() -> FakeLauncher:
 @pytest.fixture(scope="module", params=["local", "container", "fake"])
 def subject(request: pytest.FixtureRequest) -> Subject:
     if request.param == "local":
-        local = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+        local = LocalLauncher.for_runtime(DEFAULT_RUNTIME)
         return Subject(local, _kill_local, LocalLeftovers, EXITED)
     if request.param == "container":
         runtime: Runtime = request.getfixturevalue("container_runtime")
-        container = ContainerLauncher.for_runtime(runtime, progress=False)
+        container = ContainerLauncher.for_runtime(runtime)
         return Subject(container, _kill_container, ContainerLeftovers, "is not a directory: nothing to serve")
     return Subject(_fake(), _kill_fake, FakeLeftovers, EXITED)
 
@@ -297,6 +297,8 @@ def test_a_backend_the_server_lacks_is_refused_before_it_starts(subject: Subject
         UnservableModel,
         match=f"scorer needs the onnxruntime backend; the {name} launcher's Triton has only python",
     ):
-        with loaded(repository, models, subject.launcher, tmp_path / "triton.log", env_portable=None):
+        with loaded(
+            repository, models, launcher=subject.launcher, log_path=tmp_path / "triton.log", env_portable=None
+        ):
             pass
     assert not (tmp_path / "triton.log").exists(), "no server started"

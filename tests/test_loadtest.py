@@ -327,7 +327,7 @@ def test_usage_errors(run_packager: RunPackager, tmp_path: Path) -> None:
 def test_every_case_is_sent_once_before_the_first_level() -> None:
     target = _FlakyTarget()
     requests = [RequestBody(name, "m", b"{}") for name in ("a", "b", "bad", "c")]
-    (level,) = run_levels(target, requests, [1], duration=0.1)
+    (level,) = run_levels(target, requests, concurrencies=[1], duration=0.1)
     assert target.sent[:3] == ["a", "b", "bad"], "priming stops at the first failure"
     assert level.concurrency == 1 and level.requests > 0
 

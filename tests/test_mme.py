@@ -80,7 +80,7 @@ def store(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         for name in MODELS:
             path = _artifact(name, out)
             bucket.put_new(path.name, path, {"sha256": verify_artifact(path)[0].sha256})
-        bucket.copy_new(bucket, "churn_1.tar.gz", STAGED_CHURN, {})
+        bucket.copy_new(bucket, "churn_1.tar.gz", key=STAGED_CHURN, metadata={})
         forged = _forged(_artifact("churn", out), out)
         bucket.put_new("tampered/churn_1.tar.gz", forged, {})
         yield bucket
@@ -90,9 +90,9 @@ def store(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture(scope="module")
 def emulator(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     """One emulator (its pool of servers) for the module; when it stops, nothing of it is left."""
-    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME)
     log_path = tmp_path_factory.mktemp("mme-logs") / "mme.log"
-    with emulating(store, launcher, log_path) as running:
+    with emulating(store, launcher, log_path=log_path) as running:
         yield running
         slots, downloads = list(running.servers.slots), running.downloads
     assert not downloads.exists(), "the downloads are removed"
@@ -190,8 +190,11 @@ def test_the_emulator_serves_through_the_container_launcher(
     store: Store, container_runtime: Runtime, tmp_path: Path
 ) -> None:
     """The same emulator in front of Triton in its container (the image production runs)."""
-    launcher = ContainerLauncher.for_runtime(container_runtime, progress=False)
-    with emulating(store, launcher, tmp_path / "mme-container.log") as emulator, fronted(emulator) as url:
+    launcher = ContainerLauncher.for_runtime(container_runtime)
+    with (
+        emulating(store, launcher, log_path=tmp_path / "mme-container.log") as emulator,
+        fronted(emulator) as url,
+    ):
         churn = _churn(runtime_client(url))
         assert churn["PROBABILITY"]["data"] == pytest.approx([0.038451], abs=1e-5)
         assert [cold.target for cold in emulator.cold_starts] == ["churn_1.tar.gz"]

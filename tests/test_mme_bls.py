@@ -261,9 +261,12 @@ def served(
 ) -> Iterator[tuple[Emulator, Any, list[Event]]]:
     """The emulator on the bucket, boto3's client on its front, and the events it reported."""
     events: list[Event] = []
-    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME)
     log_path = tmp_path_factory.mktemp("mme-bls-logs") / "mme.log"
-    with emulating(store, launcher, log_path, listener=events.append) as emulator, fronted(emulator) as url:
+    with (
+        emulating(store, launcher, log_path=log_path, listener=events.append) as emulator,
+        fronted(emulator) as url,
+    ):
         yield emulator, runtime_client(url), events
 
 
@@ -351,9 +354,16 @@ def test_an_artifact_that_does_not_verify_fails_its_cold_start_at_verifying(
     data = bytearray((built / "bls_1.tar.gz").read_bytes())
     data[len(data) // 2] ^= 0xFF
     archive.write_bytes(bytes(data))
-    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME)
     with pytest.raises(ColdStartFailed) as raised:
-        measure_cold_start(archive, REQUEST, "application/json", launcher, tmp_path / "cold.log", 30.0)
+        measure_cold_start(
+            archive,
+            REQUEST,
+            content_type="application/json",
+            launcher=launcher,
+            log_path=tmp_path / "cold.log",
+            budget=30.0,
+        )
     assert str(raised.value).startswith("cold-start check: bls_1.tar.gz failed at verify+extract: ")
     cold = raised.value.found["cold_start"]
     assert isinstance(cold, dict) and cold["failed"] == "verify_extract" and cold["download_s"] > 0

@@ -83,7 +83,9 @@ def _measured(seconds: float, budget: float = 30.0) -> ColdStartCheck:
 
 
 def test_a_cold_start_within_the_budget_passes_with_what_it_found() -> None:
-    found = judge_cold_start(_measured(12.0), ColdStartBudget(30.0, "refuse"), "fraud_1.tar.gz", "refused")
+    found = judge_cold_start(
+        _measured(12.0), ColdStartBudget(30.0, "refuse"), archive="fraud_1.tar.gz", refused="refused"
+    )
     assert found["over_budget"] is False
     cold = found["cold_start"]
     assert isinstance(cold, dict) and (cold["seconds"], cold["budget"], cold["load_s"]) == (12.0, 30.0, 12.0)
@@ -92,7 +94,10 @@ def test_a_cold_start_within_the_budget_passes_with_what_it_found() -> None:
 def test_a_cold_start_over_the_budget_is_refused_with_what_it_found() -> None:
     with pytest.raises(ColdStartOverBudget) as raised:
         judge_cold_start(
-            _measured(45.0), ColdStartBudget(30.0, "refuse"), "fraud_1.tar.gz", "nothing was published"
+            _measured(45.0),
+            ColdStartBudget(30.0, "refuse"),
+            archive="fraud_1.tar.gz",
+            refused="nothing was published",
         )
     assert str(raised.value) == OVER
     assert isinstance(raised.value, CheckRefused) and raised.value.exit_code == ExitCode.MODEL_ERROR
@@ -100,7 +105,9 @@ def test_a_cold_start_over_the_budget_is_refused_with_what_it_found() -> None:
 
 
 def test_a_budget_that_warns_lets_a_slow_cold_start_pass_and_says_it_was_over() -> None:
-    found = judge_cold_start(_measured(45.0), ColdStartBudget(30.0, "warn"), "fraud_1.tar.gz", "refused")
+    found = judge_cold_start(
+        _measured(45.0), ColdStartBudget(30.0, "warn"), archive="fraud_1.tar.gz", refused="refused"
+    )
     assert found["over_budget"] is True and found == {
         "cold_start": _measured(45.0).to_json(),
         "over_budget": True,
@@ -201,9 +208,8 @@ def test_an_adopted_model_is_locked_before_it_is_validated(tmp_path: Path) -> No
     adopted = adopt_model(
         add_sub(tmp_path / "upstream"),
         tmp_path / "models",
-        DEFAULT_RUNTIME,
-        env_builder_for(DEFAULT_RUNTIME),
-        progress=False,
+        runtime=DEFAULT_RUNTIME,
+        builder=env_builder_for(DEFAULT_RUNTIME),
     )
     root = tmp_path / "models" / "add_sub"
     assert adopted.adoption.path == root and adopted.report.ok, adopted.report.diagnostics
@@ -217,19 +223,19 @@ def test_a_model_directory_and_its_artifact_replay_through_a_real_triton(
 ) -> None:
     model = ModelDir(new_model(tmp_path / "models", "fraud", scaffold_lock))
     builder = env_builder_for(DEFAULT_RUNTIME)
-    launcher = launcher_for(DEFAULT_RUNTIME, progress=False)
+    launcher = launcher_for(DEFAULT_RUNTIME)
     (tmp_path / "logs").mkdir()
-    plan = ReplayPlan(
-        DEFAULT_RUNTIME, builder, launcher, tmp_path / "logs", protocols=("http",), progress=False
-    )
     heard: list[str] = []
-    (replayed,) = replay_models([model], plan, say=heard.append)
+    plan = ReplayPlan(
+        DEFAULT_RUNTIME, builder, launcher, tmp_path / "logs", protocols=("http",), report=heard.append
+    )
+    (replayed,) = replay_models([model], plan)
     assert replayed.passed and replayed.exit_code == ExitCode.OK, replayed.to_json()
     assert {result.protocol for result in replayed.results} == {"http"}
     (built,) = build_models([model], BuildPlan(DEFAULT_RUNTIME, builder, tmp_path / "dist"))
-    from_artifact = replay_built(built.artifact.path, model, plan, say=heard.append)
+    from_artifact = replay_built(built.artifact.path, model, plan)
     assert from_artifact.passed and len(from_artifact.results) == len(replayed.results)
-    assert heard == [
+    assert [line for line in heard if line.startswith("replaying ")] == [  # an environment built is said too
         f"replaying fraud on runtime {DEFAULT_RUNTIME.name} ...",
         f"replaying {built.artifact.path} with the cases of fraud ...",
     ]

@@ -86,8 +86,8 @@ def test_of_two_racing_production_pushes_exactly_one_wins(
             Bucket=uri.split("/")[2], VersioningConfiguration={"Status": "Enabled"}
         )
     first, second = _artifact(tmp_path, "first", size), _artifact(tmp_path, "second", size)
-    first_route = route("main", FIRST, open_store(uri, None), production=True)
-    second_route = route("main", SECOND, open_store(uri, None), production=True)
+    first_route = route("main", FIRST, store=open_store(uri, None), production=True)
+    second_route = route("main", SECOND, store=open_store(uri, None), production=True)
     _ignoring_if_none_match(second_route.store)
     outcomes: dict[str, str] = {}
     create_second = second_route.store.put_new

@@ -144,7 +144,9 @@ def test_a_corrupted_release_history_is_refused_by_every_command(
     commit = git(model_repo, "rev-parse", "HEAD")
     staged = _build(run_packager, model_repo)
     staging = open_store(s3["PACKAGER_STAGING_URI"], None)
-    publish(staged, route("feature/fraud", commit, staging, production=False).destination(staged), commit)
+    publish(
+        staged, route("feature/fraud", commit, store=staging, production=False).destination(staged), commit
+    )
     client, bucket = s3_client(s3["AWS_ENDPOINT_URL_S3"]), s3["PACKAGER_PRODUCTION_URI"].split("/")[2]
     where = f"{s3['PACKAGER_PRODUCTION_URI']}/_releases/fraud/history.json"
     for arguments in (
@@ -175,7 +177,9 @@ def test_rollback_verifies_the_version_it_goes_back_to(
         (model_repo / "models" / "fraud" / "model_version.txt").write_text(f"{version}\n")
         artifact = _build(run_packager, model_repo, *(["--sign-key", str(key)] if key else []))
         published = publish(artifact, Destination(production, f"fraud_{version}.tar.gz", True), commit)
-        entry = new_entry("publish", version, published.destination.key, artifact.sha256, commit)
+        entry = new_entry(
+            "publish", version, key=published.destination.key, sha256=artifact.sha256, commit=commit
+        )
         record(production, "fraud", entry)
     (model_repo / "packager.toml").write_text('[signing]\npublic_key = "keys/release.pub"\n')
 

@@ -78,7 +78,7 @@ output [ { name: "REPORT", data_type: TYPE_STRING, dims: [ 1 ] } ]
 
 @pytest.fixture(scope="module")
 def launcher() -> LocalLauncher:
-    return LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+    return LocalLauncher.for_runtime(DEFAULT_RUNTIME)
 
 
 @pytest.fixture

@@ -179,11 +179,11 @@ def test_s3_server_side_copy_only_if_absent(s3: dict[str, str], tmp_path: Path) 
     staging = open_store(s3["PACKAGER_STAGING_URI"], None)
     production = open_store(s3["PACKAGER_PRODUCTION_URI"], None)
     staging.put_new("b/c/m_1.tar.gz", _file(tmp_path, "a", b"tested bytes"), {"sha256": "t"})
-    production.copy_new(staging, "b/c/m_1.tar.gz", "m_1.tar.gz", {"sha256": "t"})
+    production.copy_new(staging, "b/c/m_1.tar.gz", key="m_1.tar.gz", metadata={"sha256": "t"})
     production.download("m_1.tar.gz", tmp_path / "copy")
     assert (tmp_path / "copy").read_bytes() == b"tested bytes"
     with pytest.raises(AlreadyExists):
-        production.copy_new(staging, "b/c/m_1.tar.gz", "m_1.tar.gz", {"sha256": "t"})
+        production.copy_new(staging, "b/c/m_1.tar.gz", key="m_1.tar.gz", metadata={"sha256": "t"})
 
 
 def test_store_uris(tmp_path: Path) -> None:
@@ -204,13 +204,13 @@ def test_copies_are_server_side_between_s3_stores_and_downloads_across_kinds(
         raise AssertionError("an S3-to-S3 copy must not pass through this machine")
 
     monkeypatch.setattr(staging, "download", no_download)
-    production.copy_new(staging, "b/c/m_1.tar.gz", "m_1.tar.gz", {"sha256": "t"})
+    production.copy_new(staging, "b/c/m_1.tar.gz", key="m_1.tar.gz", metadata={"sha256": "t"})
     local = open_store(f"file://{tmp_path / 'local'}", None)
     local.put_new("x/m_2.tar.gz", _file(tmp_path, "b", b"local bytes"), {"sha256": "l"})
-    production.copy_new(local, "x/m_2.tar.gz", "m_2.tar.gz", {"sha256": "l"})
+    production.copy_new(local, "x/m_2.tar.gz", key="m_2.tar.gz", metadata={"sha256": "l"})
     memory = MemoryStore()
-    memory.copy_new(production, "m_1.tar.gz", "copied/m_1.tar.gz", {"sha256": "t"})
-    local.copy_new(memory, "copied/m_1.tar.gz", "m_1.tar.gz", {"sha256": "t"})
+    memory.copy_new(production, "m_1.tar.gz", key="copied/m_1.tar.gz", metadata={"sha256": "t"})
+    local.copy_new(memory, "copied/m_1.tar.gz", key="m_1.tar.gz", metadata={"sha256": "t"})
     for store, key, data in [
         (production, "m_2.tar.gz", b"local bytes"),
         (local, "m_1.tar.gz", b"tested bytes"),

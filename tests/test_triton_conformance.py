@@ -27,9 +27,9 @@ LOAD_TIMEOUT = 10.0  # two cases hang Triton's load; the rest answer within a fe
 def launcher(request: pytest.FixtureRequest) -> Launcher:
     """Each case against a local Triton process and against Triton in its container."""
     if request.param == "local":
-        return LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+        return LocalLauncher.for_runtime(DEFAULT_RUNTIME)
     runtime: Runtime = request.getfixturevalue("container_runtime")
-    return ContainerLauncher.for_runtime(runtime, progress=False)
+    return ContainerLauncher.for_runtime(runtime)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: f"{case.parent.name}/{case.name}")

@@ -30,7 +30,7 @@ from tests.test_launchers import LocalLeftovers
 
 @pytest.fixture(scope="module")
 def launcher() -> LocalLauncher:
-    return LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+    return LocalLauncher.for_runtime(DEFAULT_RUNTIME)
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_packed_environment_unpacked_by_triton_is_removed(
     model.path.mkdir()
     (model.path / "requirements.txt").write_text("numpy<2\n")
     lock_model(model, DEFAULT_RUNTIME)
-    environment = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder(), progress=False)
+    environment = ensure_environment(model, DEFAULT_RUNTIME, VenvBuilder())
     shutil.copyfile(environment.tarball, repository / "doubler" / "python_env.tar.gz")
     config = repository / "doubler" / "config.pbtxt"
     config.write_text(
@@ -65,7 +65,7 @@ import sys, time
 from pathlib import Path
 from packager.settings import DEFAULT_RUNTIME
 from packager.triton.local import LocalLauncher
-launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
+launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME)
 with launcher.start(Path(sys.argv[1]), Path(sys.argv[2])) as server:
     server.load("doubler")
     print(server.process.pid, flush=True)
@@ -149,7 +149,7 @@ def test_example_request_of_an_unbatched_model_and_its_curl() -> None:
             {"name": "FLAGS", "shape": [3], "datatype": "BOOL", "data": [False, False, False]},
         ]
     }
-    words = shlex.split(curl_command("127.0.0.1:8000", "scorer", example_input_tensors(config)))
+    words = shlex.split(curl_command("127.0.0.1:8000", "scorer", inputs=example_input_tensors(config)))
     assert words[:-1] == [
         "curl",
         "-sS",

@@ -267,8 +267,8 @@ def test_each_shape_is_invoked_through_the_endpoint(
     """boto3's InvokeEndpoint for each pushed artifact, by its key in staging: the answer its case expects,
     or, for a decoupled model, the refusal SageMaker's Triton front gives (an endpoint does not stream)."""
     store = S3Store.from_uri(STAGING)
-    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME, progress=False)
-    with emulating(store, launcher, tmp_path / "mme.log") as emulator, fronted(emulator) as url:
+    launcher = LocalLauncher.for_runtime(DEFAULT_RUNTIME)
+    with emulating(store, launcher, log_path=tmp_path / "mme.log") as emulator, fronted(emulator) as url:
         client = runtime_client(url)
         for name, (_, case, answer) in SHAPES.items():
             target = str(pushed[name]["uri"]).removeprefix(f"{STAGING}/")

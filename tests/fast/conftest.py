@@ -134,5 +134,5 @@ def scaffold_lock(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def built(model: Path, out: Path) -> Artifact:
     """A real artifact of a model directory for the embedded runtime, its environment a fake's."""
-    report, environment = prepare(ModelDir(model), DEFAULT_RUNTIME, FakeEnvBuilder(), progress=False)
-    return build_artifact(report, DEFAULT_RUNTIME, environment, out)
+    report, environment = prepare(ModelDir(model), DEFAULT_RUNTIME, FakeEnvBuilder())
+    return build_artifact(report, DEFAULT_RUNTIME, environment=environment, out_dir=out)

@@ -48,7 +48,7 @@ def fake() -> FakeLauncher:
 
 @pytest.fixture
 def emulator(store: MemoryStore, fake: FakeLauncher, tmp_path: Path) -> Iterator[Emulator]:
-    with emulating(store, fake, tmp_path / "mme.log") as running:
+    with emulating(store, fake, log_path=tmp_path / "mme.log") as running:
         yield running
         slots = list(running.servers.slots)
     assert not [slot for slot in slots if slot.repository.exists()], "the repositories are removed"
@@ -221,7 +221,7 @@ def test_a_target_model_is_a_key_inside_the_file_store(
         "../outside/fraud_1.tar.gz",
         "escape/fraud_1.tar.gz",
     ]
-    with emulating(file_store, fake, tmp_path / "mme.log") as emulator, fronted(emulator) as url:
+    with emulating(file_store, fake, log_path=tmp_path / "mme.log") as emulator, fronted(emulator) as url:
         client = runtime_client(url)
         absent = [_refusal(client, target) for target in targets]
         shutil.copyfile(directory / "fraud_1.tar.gz", outside / "fraud_1.tar.gz")

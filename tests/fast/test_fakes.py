@@ -138,7 +138,7 @@ def test_the_fake_env_builder_builds_the_same_environment_from_the_same_lock(
     tarballs = []
     for cache in ("one", "two"):
         monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path / cache))
-        environment = ensure_environment(model, DEFAULT_RUNTIME, FakeEnvBuilder(), progress=False)
+        environment = ensure_environment(model, DEFAULT_RUNTIME, FakeEnvBuilder())
         assert environment.metadata()["packages"] == {"numpy": "1.26.4"} and environment.portable
         tarballs.append(environment.tarball.read_bytes())
     assert tarballs[0] == tarballs[1]
@@ -146,4 +146,4 @@ def test_the_fake_env_builder_builds_the_same_environment_from_the_same_lock(
     with pytest.raises(
         RequirementsError, match="the environment got numpy 2.0.0, which breaks runtime 'local'"
     ):
-        ensure_environment(model, DEFAULT_RUNTIME, FakeEnvBuilder(), progress=False)
+        ensure_environment(model, DEFAULT_RUNTIME, FakeEnvBuilder())

@@ -54,11 +54,10 @@ def _push(
         FakeEnvBuilder(),
         fake,
         Revision(branch, commit),
-        route(branch, commit, store, production),
+        route(branch, commit, store=store, production=production),
         model_repo / "dist",
         model_repo / "dist" / "logs",
         repository=model_repo,
-        progress=False,
         check=check,
     )
     return push_model(ModelDir(model_repo / "models" / "fraud"), plan)
@@ -75,7 +74,9 @@ def test_a_push_builds_replays_checks_the_cold_start_and_publishes(
     def cold_start(artifact: Artifact, report: ModelReport) -> dict[str, object]:
         seen.append(store.head(key))
         log = model_repo / "dist" / "logs" / "cold-start.log"
-        return measure_cold_start(artifact.path, BODY, "application/json", fake, log, budget=60).to_json()
+        return measure_cold_start(
+            artifact.path, BODY, content_type="application/json", launcher=fake, log_path=log, budget=60
+        ).to_json()
 
     result = _push(model_repo, fake, store, check=cold_start)
     assert result.ok and result.error is None, result.error

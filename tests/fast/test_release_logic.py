@@ -58,13 +58,13 @@ def _artifact(
         if committed:
             git(repo, "add", "-A")
             git(repo, "commit", "-q", "-m", "model")
-    report, environment = prepare(ModelDir(repo / "models" / "fraud"), runtime, FakeEnvBuilder(), False)
+    report, environment = prepare(ModelDir(repo / "models" / "fraud"), runtime, FakeEnvBuilder())
     assert environment is not None and environment.metadata()["builder"] == "fake"
-    return build_artifact(report, runtime, environment, repo / "dist")
+    return build_artifact(report, runtime, environment=environment, out_dir=repo / "dist")
 
 
 def _stage(staging: MemoryStore, artifact: Artifact, branch: str = "feature/x", commit: str = COMMIT) -> str:
-    target = route(branch, commit, staging, production=False).destination(artifact)
+    target = route(branch, commit, store=staging, production=False).destination(artifact)
     assert publish(artifact, target, commit).outcome == "uploaded"
     return target.key
 
@@ -79,16 +79,16 @@ def test_routes_put_branches_under_their_commit_and_production_at_the_root(
 ) -> None:
     store = MemoryStore()
     artifact = _artifact(tmp_path, scaffold_lock, version=3)
-    staged = route("feature/New Model", COMMIT, store, production=False).destination(artifact)
+    staged = route("feature/New Model", COMMIT, store=store, production=False).destination(artifact)
     assert (staged.key, staged.production) == (f"feature-new-model/{COMMIT[:12]}/fraud_3.tar.gz", False)
-    released = route("main", COMMIT, store, production=True).destination(artifact)
+    released = route("main", COMMIT, store=store, production=True).destination(artifact)
     assert (released.key, released.production) == ("fraud_3.tar.gz", True)
     assert released.uri == "memory://store/fraud_3.tar.gz"
-    dirty = route("feature/x", COMMIT, store, production=False).destination(_dirty(artifact))
+    dirty = route("feature/x", COMMIT, store=store, production=False).destination(_dirty(artifact))
     assert dirty.key == f"feature-x/{COMMIT[:12]}-dirty-{artifact.content_digest[:12]}/fraud_3.tar.gz"
     edited = _dirty(_artifact(tmp_path, scaffold_lock, version=3, tag="second edit"))
     assert (
-        route("feature/x", COMMIT, store, False).destination(edited).key != dirty.key
+        route("feature/x", COMMIT, store=store, production=False).destination(edited).key != dirty.key
     ), "each edit its own key"
     uncommitted = _artifact(tmp_path, scaffold_lock, tag="new", committed=False)
     assert (
@@ -133,7 +133,7 @@ def test_concurrent_publishers_of_one_key_agree(tmp_path: Path, scaffold_lock: s
 def test_history_appends_and_current_follows_it_under_concurrent_writers() -> None:
     store = MemoryStore()
     entries = [
-        new_entry("publish", version, f"m_{version}.tar.gz", f"{version:064x}", COMMIT)
+        new_entry("publish", version, key=f"m_{version}.tar.gz", sha256=f"{version:064x}", commit=COMMIT)
         for version in range(1, 21)
     ]
     with ThreadPoolExecutor(8) as pool:
@@ -174,22 +174,29 @@ def test_a_history_the_packager_did_not_write_is_refused_and_left_as_it_is(docum
     with pytest.raises(ReleaseError, match=unreadable):
         history(store, "m")
     with pytest.raises(ReleaseError, match=unreadable):
-        record(store, "m", new_entry("publish", 2, "m_2.tar.gz", "b" * 64, COMMIT))
+        record(store, "m", new_entry("publish", 2, key="m_2.tar.gz", sha256="b" * 64, commit=COMMIT))
     assert store.read("_releases/m/history.json")[0] == document  # type: ignore[index]
 
 
 def test_a_history_binds_each_key_to_one_sha256_and_rebuilds_an_unreadable_current() -> None:
     store = MemoryStore()
     store.write("_releases/m/current.json", b'{"vers', None)
-    assert record(store, "m", new_entry("publish", 1, "m_1.tar.gz", "a" * 64, COMMIT)) is True
+    assert (
+        record(store, "m", new_entry("publish", 1, key="m_1.tar.gz", sha256="a" * 64, commit=COMMIT)) is True
+    )
     pointer = store.read("_releases/m/current.json")
     assert (
         pointer is not None and json.loads(pointer[0])["version"] == 1
     ), "current.json is derived: rewritten"
     with pytest.raises(OtherBytes, match=r"records m_1.tar.gz as sha256 aaaaaaaaaaaa \(commit aaaaaaaaaaaa"):
-        record(store, "m", new_entry("rollback", 1, "m_1.tar.gz", "b" * 64, OTHER_COMMIT))
+        record(store, "m", new_entry("rollback", 1, key="m_1.tar.gz", sha256="b" * 64, commit=OTHER_COMMIT))
     assert (
-        record(store, "m", new_entry("publish", 1, "m_1.tar.gz", "a" * 64, COMMIT), unless_known=True)
+        record(
+            store,
+            "m",
+            new_entry("publish", 1, key="m_1.tar.gz", sha256="a" * 64, commit=COMMIT),
+            unless_known=True,
+        )
         is False
     )
     assert len(history(store, "m")) == 1
@@ -199,7 +206,9 @@ def test_promote_copies_the_tested_bytes_and_records_them(tmp_path: Path, scaffo
     staging, production = MemoryStore("memory://staging"), MemoryStore("memory://production")
     artifact = _artifact(tmp_path, scaffold_lock)
     staged_key = _stage(staging, artifact)
-    promotion = promote(staging, production, "fraud", 1, COMMIT[:7], None)
+    promotion = promote(
+        staging, production, model="fraud", version=1, from_commit=COMMIT[:7], public_key=None
+    )
     entry = promotion.entry
     assert promotion.source.key == staged_key and entry is not None and promotion.outcome == "promoted"
     assert promotion.source.uri == f"memory://staging/{staged_key}"
@@ -213,7 +222,7 @@ def test_promote_copies_the_tested_bytes_and_records_them(tmp_path: Path, scaffo
     production.download("fraud_1.tar.gz", tmp_path / "promoted")
     assert (tmp_path / "promoted").read_bytes() == artifact.path.read_bytes()
     assert current(production, "fraud") == entry
-    again = promote(staging, production, "fraud", 1, COMMIT, None)
+    again = promote(staging, production, model="fraud", version=1, from_commit=COMMIT, public_key=None)
     assert (
         again.entry is None and len(history(production, "fraud")) == 1
     ), "promoting the same bytes twice is a no-op"
@@ -224,21 +233,29 @@ def test_promote_refuses_what_it_cannot_promote(tmp_path: Path, scaffold_lock: s
     staging, production = MemoryStore("memory://staging"), MemoryStore("memory://production")
     artifact = _artifact(tmp_path, scaffold_lock)
     with pytest.raises(ReleaseError, match=f"no fraud_1.tar.gz from commit {COMMIT} in memory://staging"):
-        promote(staging, production, "fraud", 1, COMMIT, None)
+        promote(staging, production, model="fraud", version=1, from_commit=COMMIT, public_key=None)
     _stage(staging, artifact, branch="feature/x")
     _stage(staging, artifact, branch="feature/y")
     with pytest.raises(
         ReleaseError,
         match=r"staged under several branches \(feature-x, feature-y\): choose one with --branch",
     ):
-        promote(staging, production, "fraud", 1, COMMIT, None)
-    chosen = promote(staging, MemoryStore(), "fraud", 1, COMMIT, None, branch="feature/y")
+        promote(staging, production, model="fraud", version=1, from_commit=COMMIT, public_key=None)
+    chosen = promote(
+        staging,
+        MemoryStore(),
+        model="fraud",
+        version=1,
+        from_commit=COMMIT,
+        public_key=None,
+        branch="feature/y",
+    )
     assert chosen.entry is not None and chosen.source.key.startswith("feature-y/")
     with pytest.raises(Exception, match="not a commit"):
-        promote(staging, production, "fraud", 1, "abc", None)
+        promote(staging, production, model="fraud", version=1, from_commit="abc", public_key=None)
     _stage(staging, artifact, commit="a" * 7 + "b" * 33)
     with pytest.raises(ReleaseError, match="commit prefix aaaaaaa is ambiguous"):
-        promote(staging, production, "fraud", 1, "aaaaaaa", None)
+        promote(staging, production, model="fraud", version=1, from_commit="aaaaaaa", public_key=None)
 
     tampered = MemoryStore("memory://tampered")
     key = _stage(tampered, artifact, commit=OTHER_COMMIT)
@@ -248,7 +265,7 @@ def test_promote_refuses_what_it_cannot_promote(tmp_path: Path, scaffold_lock: s
     corrupted = MemoryStore("memory://corrupted")
     corrupted.put_new(key, tmp_path / "flipped.tar.gz", dict(tampered.head(key).metadata))  # type: ignore[union-attr]
     with pytest.raises(ReleaseError, match="does not verify; not promoted"):
-        promote(corrupted, production, "fraud", 1, OTHER_COMMIT, None)
+        promote(corrupted, production, model="fraud", version=1, from_commit=OTHER_COMMIT, public_key=None)
     assert production.head("fraud_1.tar.gz") is None
 
     dirty_staging = MemoryStore("memory://dirty")
@@ -256,7 +273,7 @@ def test_promote_refuses_what_it_cannot_promote(tmp_path: Path, scaffold_lock: s
     with pytest.raises(
         ReleaseError, match="only uncommitted builds of it are staged, which are never promoted"
     ):
-        promote(dirty_staging, MemoryStore(), "fraud", 1, COMMIT, None)
+        promote(dirty_staging, MemoryStore(), model="fraud", version=1, from_commit=COMMIT, public_key=None)
     forged = MemoryStore("memory://forged")  # a dirty build copied under a clean key by hand
     forged.put_new(
         f"feature-x/{COMMIT[:12]}/fraud_1.tar.gz",
@@ -264,30 +281,30 @@ def test_promote_refuses_what_it_cannot_promote(tmp_path: Path, scaffold_lock: s
         {},
     )
     with pytest.raises(ReleaseError, match="built from uncommitted sources"):
-        promote(forged, MemoryStore(), "fraud", 1, COMMIT, None)
+        promote(forged, MemoryStore(), model="fraud", version=1, from_commit=COMMIT, public_key=None)
 
     other_bytes = _artifact(tmp_path, scaffold_lock, tag="other")
     production.put_new("fraud_1.tar.gz", other_bytes.path, {"sha256": other_bytes.sha256})
     with pytest.raises(ImmutableKey, match="already published with other contents"):
-        promote(tampered, production, "fraud", 1, OTHER_COMMIT, None)
+        promote(tampered, production, model="fraud", version=1, from_commit=OTHER_COMMIT, public_key=None)
 
 
 def test_rollback_moves_current_back_and_grows_history(tmp_path: Path, scaffold_lock: str) -> None:
     staging, production = MemoryStore(), MemoryStore()
     with pytest.raises(ReleaseError, match="fraud has no release history"):
-        rollback(production, "fraud", None)
+        rollback(production, "fraud", to_version=None)
     for version, commit in ((1, COMMIT), (2, OTHER_COMMIT)):
         _stage(staging, _artifact(tmp_path, scaffold_lock, version=version), commit=commit)
-        promote(staging, production, "fraud", version, commit, None)
+        promote(staging, production, model="fraud", version=version, from_commit=commit, public_key=None)
     assert current(production, "fraud").version == 2  # type: ignore[union-attr]
-    back = rollback(production, "fraud", None)
+    back = rollback(production, "fraud", to_version=None)
     assert (back.action, back.version, back.commit, back.note) == ("rollback", 1, COMMIT, "from version 2")
     assert current(production, "fraud") == back and len(history(production, "fraud")) == 3
     with pytest.raises(Exception, match="fraud is already at version 1"):
-        rollback(production, "fraud", 1)
+        rollback(production, "fraud", to_version=1)
     with pytest.raises(ReleaseError, match="fraud 7 was never published"):
-        rollback(production, "fraud", 7)
-    forward = rollback(production, "fraud", 2)
+        rollback(production, "fraud", to_version=7)
+    forward = rollback(production, "fraud", to_version=2)
     assert forward.version == 2 and current(production, "fraud") == forward
 
     stored = production.head("fraud_1.tar.gz")
@@ -298,7 +315,7 @@ def test_rollback_moves_current_back_and_grows_history(tmp_path: Path, scaffold_
     with pytest.raises(
         ReleaseError, match=rf"does not verify; not rolled back:\n.*{stored.metadata['sha256']} was rec"
     ):
-        rollback(production, "fraud", 1)
+        rollback(production, "fraud", to_version=1)
     assert current(production, "fraud") == forward
 
 
@@ -311,13 +328,15 @@ def test_a_publish_whose_record_was_lost_is_repaired_and_promote_makes_a_publish
     for artifact in (one, two):
         key = f"fraud_{artifact.version}.tar.gz"
         publish(artifact, Destination(production, key, production=True), COMMIT)  # its record never written
-        entry = new_entry("publish", artifact.version, key, artifact.sha256, COMMIT)
+        entry = new_entry("publish", artifact.version, key=key, sha256=artifact.sha256, commit=COMMIT)
         assert record(production, "fraud", entry, unless_known=True) is True
         assert record(production, "fraud", entry, unless_known=True) is False, "the next run finds it known"
     assert [entry.version for entry in history(production, "fraud")] == [1, 2]
-    rollback(production, "fraud", 1)
+    rollback(production, "fraud", to_version=1)
     _stage(staging, two, commit=OTHER_COMMIT)
-    promoted = promote(staging, production, "fraud", 2, OTHER_COMMIT, None).entry
+    promoted = promote(
+        staging, production, model="fraud", version=2, from_commit=OTHER_COMMIT, public_key=None
+    ).entry
     assert (
         promoted is not None and current(production, "fraud") == promoted
     ), "in production, not current: now current"

@@ -36,7 +36,12 @@ def _answering(model: ModelDir) -> FakeLauncher:
 def _replayed(model: ModelDir, fake: FakeLauncher, tmp_path: Path, load_timeout: float = 60.0) -> ModelReplay:
     log = tmp_path / "triton.log"
     return replay_model(
-        model, DEFAULT_RUNTIME, FakeEnvBuilder(), fake, log, progress=False, load_timeout=load_timeout
+        model,
+        DEFAULT_RUNTIME,
+        builder=FakeEnvBuilder(),
+        launcher=fake,
+        log_path=log,
+        load_timeout=load_timeout,
     )
 
 
@@ -133,7 +138,7 @@ def test_a_model_without_cases_or_with_a_case_that_does_not_fit_stops_before_a_s
 def test_a_built_artifact_replays_as_it_is(model: ModelDir, tmp_path: Path) -> None:
     artifact = built(model.path, tmp_path / "dist")
     fake = _answering(model)
-    replay = replay_artifact(artifact.path, model, fake, tmp_path / "triton.log")
+    replay = replay_artifact(artifact.path, model, launcher=fake, log_path=tmp_path / "triton.log")
     assert replay.passed and len(replay.results) == 4
     (server,) = fake.servers
     assert server.repository.name.startswith(

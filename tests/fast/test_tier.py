@@ -32,7 +32,7 @@ def _unused_port() -> int:
         (lambda: subprocess.run([sys.executable, "-m", "packager", "--help"]), "starts"),
         (lambda: subprocess.run("bwrap --version", shell=True), "starts"),
         (lambda: os.system("true"), "runs 'true'"),
-        (lambda: launcher_for(DEFAULT_RUNTIME, progress=False), "asks for a real launcher"),
+        (lambda: launcher_for(DEFAULT_RUNTIME), "asks for a real launcher"),
         (lambda: LocalLauncher.start(None, Path("repo"), Path("log")), "starts a real Triton"),  # type: ignore[arg-type]
         (lambda: container_ready(DEFAULT_RUNTIME), "connects to a container engine"),
         (lambda: socket.create_connection(("127.0.0.1", _unused_port()), timeout=1), "which no socket"),

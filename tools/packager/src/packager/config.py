@@ -170,8 +170,8 @@ class _Reader:
         channels = self.names(
             (*at, "channels"),
             table,
-            ["conda-forge"],
-            f'[runtime.{name}] channels is a non-empty list of conda channels, such as ["conda-forge"]',
+            default=["conda-forge"],
+            shape=f'[runtime.{name}] channels is a non-empty list of conda channels, such as ["conda-forge"]',
         )
         network = self.boolean((*at, "network"), table, Runtime.network)
         gpu_as_cpu = self.boolean((*at, "gpu_as_cpu"), table, Runtime.gpu_as_cpu)
@@ -216,8 +216,8 @@ class _Reader:
         branches = self.names(
             ("stores", "production_branches"),
             table,
-            list(Stores().production_branches),
-            '[stores] production_branches is a non-empty list of branch names, such as ["main"]',
+            default=list(Stores().production_branches),
+            shape='[stores] production_branches is a non-empty list of branch names, such as ["main"]',
         )
         return Stores(uris["staging"], uris["production"], tuple(branches))
 
@@ -264,7 +264,9 @@ class _Reader:
             raise self._wrong_type(at, "a list", value)
         return value
 
-    def names(self, at: tuple[str, ...], table: dict[str, Any], default: list[str], shape: str) -> list[str]:
+    def names(
+        self, at: tuple[str, ...], table: dict[str, Any], *, default: list[str], shape: str
+    ) -> list[str]:
         """A non-empty list of non-empty strings, refused at the first item that is not one."""
         value = self.array(at, table, default)
         wrong = next(

@@ -36,7 +36,7 @@ def credential_free(environment: dict[str, str]) -> dict[str, str]:
     }
 
 
-def run_tool(command: list[str], what: str, cwd: Path | None = None, untrusted: bool = False) -> None:
+def run_tool(command: list[str], what: str, *, cwd: Path | None = None, untrusted: bool = False) -> None:
     """Run `command`; raise ToolFailure with the tail of its output when it fails. An `untrusted` tool
     (one that runs code from the model's requirements) gets a credential-free environment."""
     environment = credential_free(dict(os.environ)) if untrusted else None

@@ -26,8 +26,13 @@ def replay_results(model_dir: Path) -> ModelReplay:
     """Replay every case once per test process, on the repository's default runtime."""
     runtime = Workspace.find(find_repo_root(model_dir)).runtime(None)
     log = Path(tempfile.mkdtemp(prefix="packager-test-")) / f"{model_dir.name}-triton.log"
-    launcher = launcher_for(runtime, progress=False)
-    return replay_model(ModelDir(model_dir), runtime, env_builder_for(runtime), launcher, log, progress=False)
+    return replay_model(
+        ModelDir(model_dir),
+        runtime,
+        builder=env_builder_for(runtime),
+        launcher=launcher_for(runtime),
+        log_path=log,
+    )
 
 
 def check_case(model_dir: Path, case_id: str) -> None:

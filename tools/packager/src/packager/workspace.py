@@ -78,14 +78,16 @@ class Workspace:
     def revision(self, branch: str | None, commit: str | None) -> Revision:
         """The branch and commit a push publishes as (flags, else CI variables, else git), checked."""
         root = self.require_root("publishing")
-        return resolve_revision(root, branch, commit, self.config.stores.production_branches)
+        return resolve_revision(
+            root, branch=branch, commit=commit, production_branches=self.config.stores.production_branches
+        )
 
     def route(self, revision: Revision, staging: str | None, production: str | None) -> Route:
         """Where a push of `revision` publishes, with that store opened."""
         staging_uri, production_uri = self.store_uris(staging, production)
         to_production = revision.branch in self.config.stores.production_branches
         store = self.store(production_uri if to_production else staging_uri)
-        return route(revision.branch, revision.commit, store, to_production)
+        return route(revision.branch, revision.commit, store=store, production=to_production)
 
     def public_key(self, given: Path | None) -> Path | None:
         """The key signatures are verified with: --public-key / PACKAGER_VERIFY_KEY, else packager.toml;

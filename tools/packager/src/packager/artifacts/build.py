@@ -147,6 +147,7 @@ def _manifest(
 def build_artifact(
     report: ModelReport,
     runtime: Runtime,
+    *,
     environment: Environment | None,
     out_dir: Path,
     signing_key: Path | None = None,

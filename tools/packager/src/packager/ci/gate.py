@@ -62,7 +62,7 @@ class GateResult:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def run_gate(root: Path, model: ModelDir, pants: list[str], log: Path) -> GateResult:
+def run_gate(root: Path, model: ModelDir, *, pants: list[str], log: Path) -> GateResult:
     """`<pants> --no-pantsd lint check test <model>::` in the repository, sandboxed, its output to `log`."""
     spec = f"{model.path.resolve().relative_to(root.resolve()).as_posix()}::"
     command = [*pants, "--no-pantsd", *GOALS, spec]
@@ -73,7 +73,7 @@ def run_gate(root: Path, model: ModelDir, pants: list[str], log: Path) -> GateRe
     with scratch_dir("gate") as scratch, log.open("a") as output:
         proxy_socket = scratch / "egress.sock"
         with egress_proxy(proxy_socket, index_hosts(root / "pants.toml", environment), log):
-            sandbox = gate_sandbox(root, environment, scratch, pants[0])
+            sandbox = gate_sandbox(root, environment, scratch=scratch, pants=pants[0])
             wrapped = ["/bin/sh", "-c", INSIDE_SCRIPT, "sh", str(proxy_socket), *command]
             try:
                 result = subprocess.run(
@@ -89,7 +89,7 @@ def run_gate(root: Path, model: ModelDir, pants: list[str], log: Path) -> GateRe
     return GateResult(result.returncode == 0, time.monotonic() - started, command, log)
 
 
-def gate_sandbox(root: Path, environment: dict[str, str], scratch: Path, pants: str) -> Sandbox:
+def gate_sandbox(root: Path, environment: dict[str, str], *, scratch: Path, pants: str) -> Sandbox:
     """What the gate's Pants sees of this machine (see the module's docstring); `pants`, the command
     that runs it, is seen wherever it lies."""
     socat_binary()  # the relay to the proxy: refused before anything starts when it is missing

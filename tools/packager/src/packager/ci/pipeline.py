@@ -8,7 +8,6 @@ there and publishes nothing; the others go on."""
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +17,10 @@ from packager.environments import env_builder_for
 from packager.errors import ExitCode, Outcome, PackagerError, worst
 from packager.modeldir import ModelDir, check_weights, pull
 from packager.pipeline import Base, PushPlan, PushResult, SelectionKind, push_model
-from packager.preflight import NotServable, prepare
+from packager.preflight import NotServable
 from packager.release import Revision
 from packager.settings import Runtime
-from packager.triton import TritonCompleter, install_server
+from packager.triton import launcher_for, prepare_to_serve
 
 STEPS = ("weights", "gate", "build", "replay", "publish")
 
@@ -61,7 +60,7 @@ class ModelRun:
         """The named step (skipped when the run stopped before it)."""
         return next((step for step in self.steps if step.name == name), Step(name, Outcome.SKIPPED))
 
-    def fail(self, name: str, seconds: float, detail: str, code: ExitCode) -> ModelRun:
+    def fail(self, name: str, seconds: float, *, detail: str, code: ExitCode) -> ModelRun:
         self.steps.append(Step(name, Outcome.FAILED, seconds, detail))
         self.error_code = code
         return self
@@ -125,27 +124,27 @@ def run_model(model: ModelDir, plan: CiPlan, position: str = "") -> ModelRun:
     run = ModelRun(model.name)
     started = time.monotonic()
     try:
-        _say(plan, f"{position}{model.name}: pulling its weights")
+        plan.push.report(f"{position}{model.name}: pulling its weights")
         pull([model], plan.remote)
         problems = check_weights(model)
         if problems:
             raise NotServable(problems)
     except PackagerError as error:
-        return run.fail("weights", time.monotonic() - started, str(error), error.exit_code)
+        return run.fail("weights", time.monotonic() - started, detail=str(error), code=error.exit_code)
     run.steps.append(Step("weights", Outcome.PASSED, time.monotonic() - started))
     log = plan.push.log_dir / f"{model.name}-gate.log"
     started = time.monotonic()
     try:
         _prepare_gate(model, plan)
     except PackagerError as error:
-        return run.fail("gate", time.monotonic() - started, str(error), error.exit_code)
-    _say(plan, f"{position}{model.name}: quality gate (Black, mypy and its tests, through Pants) ...")
-    gate = run_gate(plan.root, model, plan.pants, log)
+        return run.fail("gate", time.monotonic() - started, detail=str(error), code=error.exit_code)
+    plan.push.report(f"{position}{model.name}: quality gate (Black, mypy and its tests, through Pants) ...")
+    gate = run_gate(plan.root, model, pants=plan.pants, log=log)
     if not gate.passed:
         detail = f"`{shlex.join(gate.command)}` failed (log: {gate.log}):\n{gate.tail()}"
-        return run.fail("gate", gate.seconds, detail, ExitCode.MODEL_ERROR)
+        return run.fail("gate", gate.seconds, detail=detail, code=ExitCode.MODEL_ERROR)
     run.steps.append(Step("gate", Outcome.PASSED, gate.seconds))
-    _say(plan, f"{position}{model.name}: gate passed in {gate.seconds:.0f} s")
+    plan.push.report(f"{position}{model.name}: gate passed in {gate.seconds:.0f} s")
     run.push = push_model(model, plan.push)
     run.steps.extend(_push_steps(run.push))
     run.error_code = run.push.error_code if not run.push.ok else ExitCode.OK
@@ -159,10 +158,10 @@ def _prepare_gate(model: ModelDir, plan: CiPlan) -> None:
     runtime = plan.gate_runtime
     if runtime is None or runtime.launcher != "local":
         return
-    install_server(runtime, plan.push.progress)
-    builder, progress = env_builder_for(runtime), plan.push.progress
-    complete = TritonCompleter.for_runtime(runtime, builder, True, progress)
-    prepare(model, runtime, builder, progress, complete)  # the configs Triton completes go in the cache too
+    report = plan.push.report
+    launcher = launcher_for(runtime, report)  # installs the server
+    builder = env_builder_for(runtime, report)
+    prepare_to_serve(model, runtime, builder=builder, launcher=launcher, report=report)
 
 
 def _push_steps(result: PushResult) -> list[Step]:
@@ -189,11 +188,6 @@ def _push_steps(result: PushResult) -> list[Step]:
         return [built, replay, Step("publish", Outcome.FAILED, seconds.get("publish", 0.0), error)]
     where = f"{result.published.outcome}: {result.published.destination.uri}"
     return [built, replay, Step("publish", Outcome.PASSED, seconds.get("publish", 0.0), where)]
-
-
-def _say(plan: CiPlan, message: str) -> None:
-    if plan.push.progress:
-        print(message, file=sys.stderr, flush=True)
 
 
 def run_ci(models: list[ModelDir], plan: CiPlan, run: CiRun) -> CiRun:

@@ -17,8 +17,8 @@ from packager.cli.options import (
     RUNTIME_OPTION,
     SIGN_KEY_OPTION,
     echo_json,
-    echo_stderr,
     pass_workspace,
+    reporter,
 )
 from packager.environments import env_builder_for
 from packager.errors import ExitCode, worst
@@ -44,6 +44,7 @@ from packager.workspace import Workspace
 @pass_workspace
 def build(
     workspace: Workspace,
+    *,
     models: tuple[str, ...],
     runtime: str | None,
     out: Path | None,
@@ -56,18 +57,18 @@ def build(
     Byte-reproducible: the same sources, weights and environment give the same sha256."""
     target = workspace.runtime(runtime)
     signing_key = workspace.signing_key(sign_key)
-    builder = env_builder_for(target)
+    report = reporter(as_json)
+    builder = env_builder_for(target, report)
     check = (  # the manifest is checked; a signature is push's and verify's to check
         cold_start_check(
-            workspace.config.cold_start,
-            launcher_for(target, not as_json),
-            workspace.log_dir(),
-            say=None if as_json else echo_stderr,
+            workspace.config.cold_start, launcher_for(target, report), workspace.log_dir(), report=report
         )
         if cold_start
         else None
     )
-    plan = BuildPlan(target, builder, out or workspace.dist(), signing_key, check)
+    plan = BuildPlan(
+        target, builder, out or workspace.dist(), signing_key=signing_key, check=check, report=report
+    )
     results = build_models(workspace.models(models), plan)
     if as_json:
         echo_json({"artifacts": [built.to_json() for built in results]})
@@ -95,7 +96,7 @@ def build(
 @PUBLIC_KEY_OPTION
 @JSON_OPTION
 @pass_workspace
-def verify(workspace: Workspace, artifact: str, public_key: Path | None, as_json: bool) -> ExitCode:
+def verify(workspace: Workspace, *, artifact: str, public_key: Path | None, as_json: bool) -> ExitCode:
     """Check an artifact (a file, or s3://bucket/key, file:///path) against its manifest, its recorded
     digest, and its signature when a public key is configured."""
     key = workspace.public_key(public_key)

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import click
 
-from packager.cli.options import EXIT_CODES, JSON_OPTION, PUBLIC_KEY_OPTION, RUNTIME_OPTION, pass_workspace
+from packager.cli.options import (
+    EXIT_CODES,
+    JSON_OPTION,
+    PUBLIC_KEY_OPTION,
+    RUNTIME_OPTION,
+    pass_workspace,
+    reporter,
+)
 from packager.endpoint import TARGET_HEADER, Event, Settings, emulating, fronted, parse_size, shown_size
 from packager.errors import ExitCode
 from packager.triton import launcher_for
@@ -48,6 +55,7 @@ def mme() -> None:
 @pass_workspace
 def serve(
     workspace: Workspace,
+    *,
     store_uri: str,
     runtime: str | None,
     port: int | None,
@@ -66,13 +74,13 @@ def serve(
     try:
         with emulating(
             store,
-            launcher_for(target, progress=not as_json),
-            log_path,
-            Settings(public_key=key, memory_limit=limit),
+            launcher_for(target, reporter(as_json)),
+            log_path=log_path,
+            settings=Settings(public_key=key, memory_limit=limit),
             listener=_reporter(as_json),
         ) as emulator:
             with fronted(emulator, port) as url:
-                _banner(url, store_uri, target.name, limit, log_path, as_json)
+                _banner(url, store_uri, runtime=target.name, limit=limit, log_path=log_path, as_json=as_json)
                 while (exited := emulator.servers.exited()) is None:
                     time.sleep(0.3)
                 click.echo(f"Triton exited unexpectedly:\n{exited.log_excerpt()}", err=True)
@@ -90,7 +98,9 @@ def _reporter(as_json: bool) -> Callable[[Event], None]:
     return report
 
 
-def _banner(url: str, store_uri: str, runtime: str, limit: int | None, log_path: Path, as_json: bool) -> None:
+def _banner(
+    url: str, store_uri: str, *, runtime: str, limit: int | None, log_path: Path, as_json: bool
+) -> None:
     """Where the endpoint answers, and a boto3 snippet to call it with."""
     snippet = (
         "import boto3\n"

@@ -15,6 +15,7 @@ from packager.cli.options import (
     echo_json,
     load_timeout_option,
     pass_workspace,
+    reporter,
 )
 from packager.environments import env_builder_for
 from packager.errors import ExitCode
@@ -101,6 +102,7 @@ def _concurrencies(context: click.Context, parameter: click.Parameter, value: st
 @pass_workspace
 def loadtest(
     workspace: Workspace,
+    *,
     model: str,
     url: str | None,
     endpoint: str | None,
@@ -146,9 +148,10 @@ def loadtest(
         where = Remote(sagemaker, _unstreamed(model_cases(chosen), "SageMaker's InvokeEndpoint (--endpoint)"))
     else:
         local = workspace.runtime(runtime)
-        launcher, builder = launcher_for(local, progress=not as_json), env_builder_for(local)
+        report = reporter(as_json)
+        launcher, builder = launcher_for(local, report), env_builder_for(local, report)
         log_path = workspace.log_dir() / f"{chosen.name}-loadtest.log"
-        where = LocalTriton(local, builder, launcher, log_path, load_timeout, progress=not as_json)
+        where = LocalTriton(local, builder, launcher, log_path, load_timeout=load_timeout, report=report)
 
     def starting(target: Target, requests: int) -> None:
         click.echo(

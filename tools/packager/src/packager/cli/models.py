@@ -14,6 +14,7 @@ from packager.cli.options import (
     RUNTIME_OPTION,
     echo_json,
     pass_workspace,
+    reporter,
 )
 from packager.environments import env_builder_for, lock_model, place_in_steps
 from packager.errors import ExitCode
@@ -40,7 +41,9 @@ from packager.workspace import Workspace
 @RUNTIME_OPTION
 @JSON_OPTION
 @pass_workspace
-def validate(workspace: Workspace, models: tuple[str, ...], runtime: str | None, as_json: bool) -> ExitCode:
+def validate(
+    workspace: Workspace, *, models: tuple[str, ...], runtime: str | None, as_json: bool
+) -> ExitCode:
     """Check model directories before anything runs (default: every model under models/).
 
     Reports every problem of every model at once, as path:line:col: message (warnings too, which do not
@@ -49,7 +52,10 @@ def validate(workspace: Workspace, models: tuple[str, ...], runtime: str | None,
     cases and ensembles are judged against what Triton loads; everything else is checked offline.
     """
     target = workspace.runtime(runtime)
-    complete = TritonCompleter.for_runtime(target, env_builder_for(target), False, progress=not as_json)
+    progress = reporter(as_json)
+    complete = TritonCompleter.for_runtime(
+        target, env_builder_for(target, progress), build_envs=False, report=progress
+    )
     reports = validate_models(workspace.models(models), complete)
     failed = [report for report in reports if not report.ok]
     if as_json:
@@ -83,18 +89,19 @@ def _render_report(report: ModelReport) -> None:
 @RUNTIME_OPTION
 @JSON_OPTION
 @pass_workspace
-def env(workspace: Workspace, models: tuple[str, ...], runtime: str | None, as_json: bool) -> ExitCode:
+def env(workspace: Workspace, *, models: tuple[str, ...], runtime: str | None, as_json: bool) -> ExitCode:
     """Build (or reuse) each model's python_env.tar.gz and put it where EXECUTION_ENV_PATH points.
 
     Environments are cached by content in PACKAGER_CACHE (default ~/.cache/packager): an unchanged one is
     reused at once, and models with identical requirements share one.
     """
     target = workspace.runtime(runtime)
-    builder = env_builder_for(target)
+    report = reporter(as_json)
+    builder = env_builder_for(target, report)
     rows, records = [], []
     for model in workspace.models(models):
-        report, environment = prepare(model, target, builder)
-        placed = place_in_steps(environment, report.triton_models) if environment is not None else []
+        validated, environment = prepare(model, target, builder, report=report)
+        placed = place_in_steps(environment, validated.triton_models) if environment is not None else []
         size = f"{environment.tarball.stat().st_size / 1e6:.1f} MB" if environment else "-"
         state = ("cached" if environment.cache_hit else "built") if environment else "no python step uses one"
         seconds = f"{environment.seconds:.2f}" if environment else "-"
@@ -125,7 +132,7 @@ def env(workspace: Workspace, models: tuple[str, ...], runtime: str | None, as_j
 @JSON_OPTION
 @pass_workspace
 def pull_weights(
-    workspace: Workspace, models: tuple[str, ...], remote: str | None, as_json: bool
+    workspace: Workspace, *, models: tuple[str, ...], remote: str | None, as_json: bool
 ) -> ExitCode:
     """Fetch the DVC-tracked weights of these models only (`dvc pull` of their pointers), then check them."""
     chosen = workspace.models(models)
@@ -170,7 +177,7 @@ def _models_parent(workspace: Workspace, models_dir: Path | None) -> Path:
 @JSON_OPTION
 @pass_workspace
 def new(
-    workspace: Workspace, name: str, models_dir: Path | None, runtime: str | None, as_json: bool
+    workspace: Workspace, *, name: str, models_dir: Path | None, runtime: str | None, as_json: bool
 ) -> ExitCode:
     """Create a model directory that passes validate and replay as it is: python pre- and post-processing
     steps wired by an ensemble, a requirements.txt and its lock, test cases and a BUILD file."""
@@ -200,6 +207,7 @@ def new(
 @pass_workspace
 def adopt_command(
     workspace: Workspace,
+    *,
     source: Path,
     name: str | None,
     top: str | None,
@@ -215,8 +223,16 @@ def adopt_command(
     where they are, and listed. Then validates."""
     parent = _models_parent(workspace, models_dir)
     target = workspace.runtime(runtime)
-    builder = env_builder_for(target)
-    result = adopt_model(source, parent, target, builder, name=name, top=top, progress=not as_json)
+    progress = reporter(as_json)
+    result = adopt_model(
+        source,
+        parent,
+        runtime=target,
+        builder=env_builder_for(target, progress),
+        name=name,
+        top=top,
+        report=progress,
+    )
     adopted, locked, report = result.adoption, result.locked, result.report
     model = ModelDir(adopted.path)
     if as_json:
@@ -280,7 +296,7 @@ def adopt_command(
 @JSON_OPTION
 @pass_workspace
 def lock_command(
-    workspace: Workspace, models: tuple[str, ...], runtime: str | None, check: bool, as_json: bool
+    workspace: Workspace, *, models: tuple[str, ...], runtime: str | None, check: bool, as_json: bool
 ) -> ExitCode:
     """Resolve each model's requirements.txt, with the runtime's constraints, for the runtime's Python and
     platform (not this machine's) into requirements.lock beside it: every package pinned, with hashes.

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import click
 
+from packager.reporting import Report, silent, to_stderr
+
 EXIT_CODES = """\b
 Exit codes:
   0  success
@@ -108,6 +110,7 @@ def echo_json(document: dict[str, Any]) -> None:
     click.echo(json.dumps(document, indent=2))
 
 
-def echo_stderr(line: str) -> None:
-    """A line of progress, on stderr (where `--json` keeps stdout for its document)."""
-    click.echo(line, err=True)
+def reporter(as_json: bool) -> Report:
+    """Where a command's progress goes: stderr, or nowhere under `--json` (whose reader takes the document
+    on stdout alone, and would have to tell progress from warnings on stderr)."""
+    return silent if as_json else to_stderr

@@ -32,10 +32,10 @@ from packager.cli.options import (
     PUBLIC_KEY_OPTION,
     STAGING_OPTION,
     echo_json,
-    echo_stderr,
     load_timeout_option,
     pass_workspace,
     publishing_options,
+    reporter,
 )
 from packager.environments import env_builder_for
 from packager.errors import ExitCode, worst
@@ -59,6 +59,7 @@ LOAD_TIMEOUT_OPTION = load_timeout_option(LOAD_TIMEOUT)
 @pass_workspace
 def push(
     workspace: Workspace,
+    *,
     models: tuple[str, ...],
     branch: str | None,
     commit: str | None,
@@ -84,7 +85,16 @@ def push(
     revision = workspace.revision(branch, commit)
     target = workspace.runtime(runtime, cpu=cpu)
     plan = _push_plan(
-        workspace, revision, target, staging, production, out, sign_key, public_key, load_timeout, as_json
+        workspace,
+        revision,
+        target=target,
+        staging=staging,
+        production=production,
+        out=out,
+        sign_key=sign_key,
+        public_key=public_key,
+        load_timeout=load_timeout,
+        as_json=as_json,
     )
     with closing(plan.route.store):
         results = [push_model(model, plan) for model in workspace.models(models)]
@@ -118,6 +128,7 @@ def push(
 def _push_plan(
     workspace: Workspace,
     revision: Revision,
+    *,
     target: Runtime,
     staging: str | None,
     production: str | None,
@@ -128,7 +139,8 @@ def _push_plan(
     as_json: bool,
 ) -> PushPlan:
     """What `push` and `ci` publish with: the runtime's backends, the branch's route, keys and outputs."""
-    launcher = launcher_for(target, progress=not as_json)
+    report = reporter(as_json)
+    launcher = launcher_for(target, report)
     key = workspace.public_key(public_key)
     log_dir = workspace.log_dir()
     check = cold_start_check(
@@ -138,11 +150,11 @@ def _push_plan(
         public_key=key,
         load_timeout=load_timeout,
         refused="nothing was published",
-        say=None if as_json else echo_stderr,
+        report=report,
     )
     return PushPlan(
         runtime=target,
-        builder=env_builder_for(target),
+        builder=env_builder_for(target, report),
         launcher=launcher,
         revision=revision,
         route=workspace.route(revision, staging, production),
@@ -151,7 +163,7 @@ def _push_plan(
         repository=workspace.root,
         signing_key=workspace.signing_key(sign_key),
         public_key=key,
-        progress=not as_json,
+        report=report,
         load_timeout=load_timeout,
         check=check,
     )
@@ -178,6 +190,7 @@ def _push_plan(
 @pass_workspace
 def ci_command(
     workspace: Workspace,
+    *,
     models: tuple[str, ...],
     since: str | None,
     every: bool,
@@ -234,7 +247,16 @@ def ci_command(
     if selection.models:
         target = workspace.runtime(runtime)
         push_plan = _push_plan(
-            workspace, revision, target, staging, production, out, sign_key, public_key, load_timeout, as_json
+            workspace,
+            revision,
+            target=target,
+            staging=staging,
+            production=production,
+            out=out,
+            sign_key=sign_key,
+            public_key=public_key,
+            load_timeout=load_timeout,
+            as_json=as_json,
         )
         with closing(push_plan.route.store):
             gate_runtime = workspace.runtime(None, engine=False)  # what the models' tests resolve
@@ -260,7 +282,7 @@ def ci_command(
 @PRODUCTION_OPTION
 @JSON_OPTION
 @pass_workspace
-def releases(workspace: Workspace, model: str | None, production: str | None, as_json: bool) -> ExitCode:
+def releases(workspace: Workspace, *, model: str | None, production: str | None, as_json: bool) -> ExitCode:
     """The release history of one model, or of every released model: what was in production, and when,
     and which version is current (the newest entry)."""
     with closing(workspace.production_store(production)) as store:
@@ -316,6 +338,7 @@ def releases(workspace: Workspace, model: str | None, production: str | None, as
 @pass_workspace
 def promote_command(
     workspace: Workspace,
+    *,
     model: str,
     version: int,
     from_commit: str,
@@ -331,7 +354,15 @@ def promote_command(
     staging_uri, production_uri = workspace.store_uris(staging, production)
     key = workspace.public_key(public_key)
     with closing(workspace.store(staging_uri)) as source, closing(workspace.store(production_uri)) as target:
-        promotion = promote(source, target, model, version, from_commit, key, branch)
+        promotion = promote(
+            source,
+            target,
+            model=model,
+            version=version,
+            from_commit=from_commit,
+            public_key=key,
+            branch=branch,
+        )
     entry, source_key = promotion.entry, promotion.source.key
     if as_json:
         echo_json(
@@ -365,6 +396,7 @@ def promote_command(
 @pass_workspace
 def rollback_command(
     workspace: Workspace,
+    *,
     model: str,
     to_version: int | None,
     production: str | None,
@@ -376,7 +408,7 @@ def rollback_command(
     grows by one entry."""
     key = workspace.public_key(public_key)
     with closing(workspace.production_store(production)) as store:
-        entry = rollback(store, model, to_version, key)
+        entry = rollback(store, model, to_version=to_version, public_key=key)
     if as_json:
         echo_json({"model": model, "current": entry.version, "entry": asdict(entry)})
     else:

@@ -19,15 +19,14 @@ from packager.cli.options import (
     PUBLIC_KEY_OPTION,
     RUNTIME_OPTION,
     echo_json,
-    echo_stderr,
     load_timeout_option,
     pass_workspace,
+    reporter,
 )
 from packager.environments import env_builder_for
 from packager.errors import ExitCode, worst
 from packager.modeldir import Case, load_cases, top_model
 from packager.pipeline import ReplayPlan, replay_built, replay_models
-from packager.preflight import prepare
 from packager.replay import PROTOCOLS, replay_table, summary, write_junit
 from packager.settings import Runtime
 from packager.tables import table
@@ -38,7 +37,6 @@ from packager.triton import (
     Ports,
     Reload,
     Served,
-    TritonCompleter,
     Watcher,
     artifact_launched,
     build_image,
@@ -47,6 +45,7 @@ from packager.triton import (
     image_for,
     launched,
     launcher_for,
+    prepare_to_serve,
 )
 from packager.workspace import Workspace
 
@@ -91,6 +90,7 @@ LOAD_TIMEOUT_OPTION = load_timeout_option(LOAD_TIMEOUT)
 @pass_workspace
 def serve(
     workspace: Workspace,
+    *,
     model: str | None,
     runtime: str | None,
     env_mode: str,
@@ -111,29 +111,56 @@ def serve(
         raise click.UsageError("serve takes one MODEL|PATH or --artifact FILE")
     if watch and artifact is not None:
         raise click.UsageError("--reload watches a model directory; an artifact never changes")
-    launcher = launcher_for(target, progress=not as_json)
+    report = reporter(as_json)
+    launcher = launcher_for(target, report)
     ports = Ports(http_port, grpc_port)
     if artifact is not None:
         log_path = workspace.log_dir() / f"{artifact.name}-serve.log"
         key = workspace.public_key(public_key)
-        with artifact_launched(artifact, launcher, log_path, key, load_timeout, ports) as (checked, served):
-            return _serve(f"{checked.name} {checked.version} ({artifact})", target, served, log_path, as_json)
+        with artifact_launched(
+            artifact, launcher, log_path=log_path, public_key=key, load_timeout=load_timeout, ports=ports
+        ) as (checked, served):
+            return _serve(
+                f"{checked.name} {checked.version} ({artifact})",
+                target,
+                served=served,
+                log_path=log_path,
+                as_json=as_json,
+            )
     found = workspace.models((str(model),))
     if len(found) != 1:
         raise click.UsageError(f"serve takes one model; {model} holds {len(found)}")
     log_path = workspace.log_dir() / f"{found[0].name}-serve.log"
-    builder = env_builder_for(target)
-    complete = TritonCompleter.for_runtime(target, builder, True, not as_json, launcher, load_timeout)
-    report, environment = prepare(found[0], target, builder, not as_json, complete)
-    cases = load_cases(found[0].path, report.triton_models, top_model(report.triton_models))
-    with launched(report, environment, launcher, log_path, env_mode, load_timeout, ports) as served:
+    builder = env_builder_for(target, report)
+    validated, environment = prepare_to_serve(
+        found[0], target, builder=builder, launcher=launcher, report=report, load_timeout=load_timeout
+    )
+    cases = load_cases(found[0].path, validated.triton_models, top_model(validated.triton_models))
+    with launched(
+        validated,
+        environment,
+        launcher=launcher,
+        log_path=log_path,
+        env_mode=env_mode,
+        load_timeout=load_timeout,
+        ports=ports,
+    ) as served:
         watcher = Watcher(found[0], served, environment) if watch else None
-        return _serve(found[0].name, target, served, log_path, as_json, watcher, cases)
+        return _serve(
+            found[0].name,
+            target,
+            served=served,
+            log_path=log_path,
+            as_json=as_json,
+            watcher=watcher,
+            cases=cases,
+        )
 
 
 def _serve(
     what: str,
     runtime: Runtime,
+    *,
     served: Served,
     log_path: Path,
     as_json: bool,
@@ -144,7 +171,12 @@ def _serve(
     then keep it up until Ctrl-C (or until it dies)."""
     endpoints = served.server.endpoints
     example = example_for(
-        endpoints.http, endpoints.grpc, served.top_model, served.triton_models, cases or [], log_path.parent
+        endpoints.http,
+        endpoints.grpc,
+        model=served.top_model,
+        triton_models=served.triton_models,
+        cases=cases or [],
+        bodies=log_path.parent,
     )
     document = {
         "serving": what,
@@ -241,6 +273,7 @@ def _report_reload(reload: Reload, as_json: bool) -> None:
 @pass_workspace
 def replay(
     workspace: Workspace,
+    *,
     models: tuple[str, ...],
     runtime: str | None,
     env_mode: str,
@@ -261,21 +294,27 @@ def replay(
     """
     target = workspace.runtime(runtime, cpu=cpu)
     log_dir = workspace.log_dir()
-    launcher = launcher_for(target, progress=not as_json)
-    say = None if as_json else echo_stderr
+    report = reporter(as_json)
+    launcher = launcher_for(target, report)
     if artifact is not None:
         chosen = workspace.models(models or (str(read_manifest(artifact)[0]["model"]),))
         if len(chosen) != 1:
             raise click.UsageError("--artifact replays one model's cases: name that one model")
     plan = ReplayPlan(
-        target, env_builder_for(target), launcher, log_dir, env_mode, protocols or PROTOCOLS, load_timeout,
-        progress=not as_json,
-    )  # fmt: skip
+        target,
+        env_builder_for(target, report),
+        launcher,
+        log_dir,
+        env_mode=env_mode,
+        protocols=protocols or PROTOCOLS,
+        load_timeout=load_timeout,
+        report=report,
+    )
     if artifact is not None:
         key = workspace.public_key(public_key)
-        replays = [replay_built(artifact, chosen[0], plan, public_key=key, say=say)]
+        replays = [replay_built(artifact, chosen[0], plan, public_key=key)]
     else:
-        replays = replay_models(workspace.models(models), plan, say=say)
+        replays = replay_models(workspace.models(models), plan)
     if junit_xml is not None:
         write_junit(replays, junit_xml, {"runtime": target.name, "launcher": target.launcher})
     if as_json:
@@ -306,7 +345,7 @@ def image_build(workspace: Workspace, runtime: str, as_json: bool) -> ExitCode:
     """Build the runtime's Triton image from a Debian rootfs (debootstrap, made once) and a local wheelhouse
     of its server_package, tagged by content: building an unchanged image does nothing."""
     target = workspace.runtime(runtime)
-    built = build_image(target, progress=not as_json)
+    built = build_image(target, reporter(as_json))
     if as_json:
         echo_json(
             {
@@ -329,7 +368,7 @@ def image_build(workspace: Workspace, runtime: str, as_json: bool) -> ExitCode:
 )
 @JSON_OPTION
 @pass_workspace
-def image_check(workspace: Workspace, reference: str | None, runtime: str, as_json: bool) -> ExitCode:
+def image_check(workspace: Workspace, *, reference: str | None, runtime: str, as_json: bool) -> ExitCode:
     """Run an image's Triton (default: the runtime's image) and report its Triton version, its stub's
     Python and its backends, compared with the runtime's profile; exit 1 where they differ."""
     target = workspace.runtime(runtime)

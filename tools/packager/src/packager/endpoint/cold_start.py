@@ -61,6 +61,7 @@ class ColdStartCheck:
 def measure_cold_start(
     archive: Path,
     body: bytes,
+    *,
     content_type: str,
     launcher: Launcher,
     log_path: Path,
@@ -77,9 +78,9 @@ def measure_cold_start(
     store = FileStore(f"file://{directory}", directory)
     settings = Settings(public_key=public_key, not_ready_after=load_timeout, load_timeout=load_timeout)
     try:
-        with emulating(store, launcher, log_path, settings) as emulator:
+        with emulating(store, launcher, log_path=log_path, settings=settings) as emulator:
             try:
-                emulator.invoke(archive.name, body, content_type, stream)
+                emulator.invoke(archive.name, body, content_type=content_type, stream=stream)
             except EndpointError as error:
                 raise _failed(archive.name, emulator.cold_starts, error, log_path, budget) from None
             (cold,) = emulator.cold_starts

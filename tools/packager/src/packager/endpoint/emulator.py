@@ -179,6 +179,7 @@ class Emulator:
         self,
         store: ArtifactStore,
         servers: ServerPool,
+        *,
         downloads: Path,
         settings: Settings,
         listener: Callable[[Event], None],
@@ -207,6 +208,7 @@ class Emulator:
         target: str | None,
         body: bytes,
         content_type: str | None,
+        *,
         stream: Sequence[Tensor] | None = None,
     ) -> Answer:
         """Answer one InvokeEndpoint request: load the target if it is not loaded, then send the body to its
@@ -230,7 +232,7 @@ class Emulator:
         these inputs, over gRPC streaming)."""
         if stream is not None:
             return stream_infer(loaded.slot.server.endpoints.grpc, loaded.top, stream)
-        return infer(loaded.slot.server.endpoints.http, loaded.top, body, content_type)
+        return infer(loaded.slot.server.endpoints.http, loaded.top, body=body, content_type=content_type)
 
     def _first_inference(
         self, loaded: Loaded, body: bytes, content_type: str | None, stream: Sequence[Tensor] | None
@@ -429,6 +431,7 @@ class Emulator:
 def emulating(
     store: ArtifactStore,
     launcher: Launcher,
+    *,
     log_path: Path,
     settings: Settings | None = None,
     ports: Ports = Ports(),
@@ -441,6 +444,8 @@ def emulating(
     with ExitStack() as stack:
         downloads = stack.enter_context(scratch_dir("mme-downloads"))
         servers = stack.enter_context(server_pool(launcher, log_path, ports))
-        emulator = Emulator(store, servers, downloads, settings or Settings(), listener)
+        emulator = Emulator(
+            store, servers, downloads=downloads, settings=settings or Settings(), listener=listener
+        )
         stack.callback(emulator.close)
         yield emulator

@@ -56,7 +56,7 @@ def triton_headers(content_type: str | None) -> dict[str, str]:
     return {"Content-Type": "application/json"}
 
 
-def infer(address: str, model: str, body: bytes, content_type: str | None) -> Answer:
+def infer(address: str, model: str, *, body: bytes, content_type: str | None) -> Answer:
     """Send `body` to `model`'s /infer on the server at `address`; ModelError with Triton's status and
     message when it refuses it."""
     host, _, port = address.rpartition(":")

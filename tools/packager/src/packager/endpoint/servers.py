@@ -102,7 +102,9 @@ class ServerPool:
             repository = stack.enter_context(scratch_dir("mme-repo"))
             repository.chmod(0o755)  # a server in a container reads it as another user
             ports = self.ports if number == 1 else Ports()
-            server = stack.enter_context(self.launcher.start(repository, log, True, ports))
+            server = stack.enter_context(
+                self.launcher.start(repository, log, lend_interpreter=True, ports=ports)
+            )
             return Slot(server, repository, stack.pop_all())
 
     def close(self) -> None:

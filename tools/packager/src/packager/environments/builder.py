@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from packager.registry import Registry
+from packager.reporting import Report, silent
 from packager.settings import Runtime
 
 
@@ -26,7 +27,7 @@ class EnvBuilder(Protocol):
         """Create the environment at `destination` (which does not exist yet) with what `lock` pins."""
 
 
-ENV_BUILDERS: Registry[Callable[[Runtime], EnvBuilder]] = Registry(
+ENV_BUILDERS: Registry[Callable[[Runtime, Report], EnvBuilder]] = Registry(
     "env builder",
     {
         "venv": "packager.environments.venv:VenvBuilder.for_runtime",
@@ -35,6 +36,6 @@ ENV_BUILDERS: Registry[Callable[[Runtime], EnvBuilder]] = Registry(
 )
 
 
-def env_builder_for(runtime: Runtime) -> EnvBuilder:
-    """The builder the runtime's configuration names."""
-    return ENV_BUILDERS.factory(runtime.env_builder)(runtime)
+def env_builder_for(runtime: Runtime, report: Report = silent) -> EnvBuilder:
+    """The builder the runtime's configuration names, saying what it does (a slow step) to `report`."""
+    return ENV_BUILDERS.factory(runtime.env_builder)(runtime, report)

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from packager.environments.builder import EnvBuilder
 from packager.environments.lock import checked_lock
 from packager.environments.requirements import check_constraints
 from packager.modeldir import LOCK_FILE, ModelDir, RequirementsError, TritonModel, env_path
+from packager.reporting import Report, silent
 from packager.settings import Runtime
 from packager.subprocesses import credential_free
 
@@ -63,7 +63,7 @@ class Environment:
         return loaded
 
 
-def environment_key(lock: str, runtime: Runtime, builder: str, fingerprint: dict[str, str]) -> str:
+def environment_key(lock: str, runtime: Runtime, *, builder: str, fingerprint: dict[str, str]) -> str:
     """The content address of an environment: everything that changes what gets built."""
     inputs = {
         "format": ENV_FORMAT,
@@ -98,11 +98,13 @@ def _address(model: ModelDir, runtime: Runtime, builder: EnvBuilder) -> _Address
     lock = checked_lock(model, runtime)
     pins = lock.read_text()
     fingerprint = builder.fingerprint(runtime.python)
-    return _Address(lock, pins, fingerprint, environment_key(pins, runtime, builder.name, fingerprint))
+    return _Address(
+        lock, pins, fingerprint, environment_key(pins, runtime, builder=builder.name, fingerprint=fingerprint)
+    )
 
 
 def ensure_environment(
-    model: ModelDir, runtime: Runtime, builder: EnvBuilder, progress: bool = True
+    model: ModelDir, runtime: Runtime, builder: EnvBuilder, *, report: Report = silent
 ) -> Environment:
     """The model's environment for `runtime`, from the cache or built now by `builder` from its lock."""
     started = time.monotonic()
@@ -112,11 +114,18 @@ def ensure_environment(
         return Environment(key, directory, cache_hit=True, seconds=time.monotonic() - started)
     with locked(directory):
         if not (directory / TARBALL).is_file():
-            _say(
-                progress,
-                f"{model.name}: building the {builder.name} environment {key[:12]} from {address.lock.name}",
+            report(
+                f"{model.name}: building the {builder.name} environment {key[:12]} from {address.lock.name}"
             )
-            _build(model, address.pins, runtime, builder, address.fingerprint, key, directory)
+            _build(
+                model,
+                address.pins,
+                runtime=runtime,
+                builder=builder,
+                fingerprint=address.fingerprint,
+                key=key,
+                directory=directory,
+            )
             hit = False
         else:
             hit = True
@@ -139,6 +148,7 @@ def cached_environment(model: ModelDir, runtime: Runtime, builder: EnvBuilder) -
 def _build(
     model: ModelDir,
     pins: str,
+    *,
     runtime: Runtime,
     builder: EnvBuilder,
     fingerprint: dict[str, str],
@@ -214,8 +224,3 @@ def place_in_steps(environment: Environment, triton_models: Mapping[str, TritonM
             place(environment, destination)
             placed.append(destination)
     return placed
-
-
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        print(message, file=sys.stderr, flush=True)

@@ -17,7 +17,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 from packager.cache import building, cache_root, locked
 from packager.environments.interpreters import Interpreter
 from packager.errors import EnvironmentFailure
+from packager.reporting import Report, silent
 
 LOCAL_CHANNEL = "local"
 PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
@@ -34,7 +34,7 @@ CHANNEL_FORMAT = 1
 LEFT_OUT = ("test", "idlelib", "tkinter", "turtledemo", "__pycache__", "ensurepip", "lib2to3")
 
 
-def local_channel(interpreter: Interpreter, progress: bool = True) -> Path:
+def local_channel(interpreter: Interpreter, report: Report = silent) -> Path:
     """The channel directory holding `python` made from `interpreter`, built now if it is not cached."""
     fingerprint = json.dumps(
         [CHANNEL_FORMAT, str(interpreter.prefix), interpreter.version, interpreter.platform]
@@ -44,8 +44,7 @@ def local_channel(interpreter: Interpreter, progress: bool = True) -> Path:
     if not (directory / "channel.json").is_file():
         with locked(directory):
             if not (directory / "channel.json").is_file():
-                if progress:
-                    print(f"making a local conda channel from CPython {interpreter.version}", file=sys.stderr)
+                report(f"making a local conda channel from CPython {interpreter.version}")
                 with building(directory) as scratch:
                     _write_channel(interpreter, key, scratch)
     return directory

@@ -26,6 +26,7 @@ from packager.environments.channel import LOCAL_CHANNEL, local_channel
 from packager.environments.interpreters import find_interpreter
 from packager.environments.lock import install_from_lock
 from packager.errors import EnvironmentFailure
+from packager.reporting import Report, silent
 from packager.scratch import scratch_dir
 from packager.settings import Runtime
 
@@ -41,15 +42,15 @@ class CondaBuilder:
     name = "conda"
     portable = True
 
-    def __init__(self, channels: tuple[str, ...] = ("conda-forge",), progress: bool = True) -> None:
+    def __init__(self, channels: tuple[str, ...] = ("conda-forge",), report: Report = silent) -> None:
         override = os.environ.get(CHANNELS_VARIABLE, "")
         self.channels = tuple(item.strip() for item in override.split(",") if item.strip()) or channels
-        self.progress = progress
+        self.report = report
         self._sources: dict[str, list[tuple[str, str]]] = {}
 
     @classmethod
-    def for_runtime(cls, runtime: Runtime) -> CondaBuilder:
-        return cls(runtime.channels)
+    def for_runtime(cls, runtime: Runtime, report: Report = silent) -> CondaBuilder:
+        return cls(runtime.channels, report)
 
     def _channel_sources(self, python: str) -> list[tuple[str, str]]:
         """Each channel as rattler takes it, and as it joins the cache key: the local one (made once from
@@ -58,7 +59,7 @@ class CondaBuilder:
             sources = []
             for channel in self.channels:
                 if channel == LOCAL_CHANNEL:
-                    made = local_channel(find_interpreter(python), self.progress)
+                    made = local_channel(find_interpreter(python), self.report)
                     sources.append((made.as_uri(), f"{LOCAL_CHANNEL}:{made.name}"))
                 else:
                     sources.append((channel, channel))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from packager.environments.interpreters import Interpreter, find_interpreter
 from packager.environments.lock import install_from_lock
+from packager.reporting import Report, silent
 from packager.settings import Runtime
 from packager.subprocesses import run_tool
 
@@ -33,7 +34,8 @@ class VenvBuilder:
         self._interpreters: dict[str, Interpreter] = {}
 
     @classmethod
-    def for_runtime(cls, runtime: Runtime) -> VenvBuilder:
+    def for_runtime(cls, runtime: Runtime, report: Report = silent) -> VenvBuilder:
+        """The same builder for every runtime (it builds without saying anything)."""
         return cls()
 
     def _interpreter(self, python: str) -> Interpreter:

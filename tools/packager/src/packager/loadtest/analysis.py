@@ -71,6 +71,7 @@ class Level:
 def summarize(
     concurrency: int,
     latencies: Sequence[float],
+    *,
     errors: int,
     seconds: float,
     error_samples: Sequence[str] = (),

@@ -213,7 +213,7 @@ class _Samples:
 
 
 def run_level(
-    target: Target, requests: Sequence[RequestBody], concurrency: int, duration: float, warmup: float
+    target: Target, requests: Sequence[RequestBody], *, concurrency: int, duration: float, warmup: float
 ) -> Level:
     """`concurrency` workers sending `requests` in turn (each worker starting at its own offset), back to
     back, for `warmup` then `duration` seconds; the level measured over the `duration` only."""
@@ -265,11 +265,11 @@ def run_level(
     return summarize(
         concurrency,
         latencies,
-        sum(errors.values()),
-        duration,
-        shown,
-        firsts,
-        first_error[1] if first_error else "",
+        errors=sum(errors.values()),
+        seconds=duration,
+        error_samples=shown,
+        firsts=firsts,
+        first_error=first_error[1] if first_error else "",
     )
 
 
@@ -296,6 +296,7 @@ def warmup_for(duration: float) -> float:
 def run_levels(
     target: Target,
     requests: Sequence[RequestBody],
+    *,
     concurrencies: Sequence[int],
     duration: float,
     progress: Callable[[Level], None] | None = None,
@@ -304,7 +305,9 @@ def run_levels(
     prime(target, requests)
     levels = []
     for concurrency in concurrencies:
-        level = run_level(target, requests, concurrency, duration, warmup_for(duration))
+        level = run_level(
+            target, requests, concurrency=concurrency, duration=duration, warmup=warmup_for(duration)
+        )
         if progress is not None:
             progress(level)
         levels.append(level)

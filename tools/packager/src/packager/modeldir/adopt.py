@@ -133,7 +133,7 @@ class Adoption:
     )  # None when the top model declares no inputs to fill, or Triton completes them, or Triton completes them
 
 
-def adopt(source: Path, parent: Path, name: str | None = None, top: str | None = None) -> Adoption:
+def adopt(source: Path, parent: Path, *, name: str | None = None, top: str | None = None) -> Adoption:
     """Lay out `source` (a Triton model directory or a model repository) as `parent/<name>`, with `top` (or
     the model no other calls) as the model requests go to."""
     if not source.is_dir():
@@ -260,7 +260,7 @@ def _lay_out(
         (root / entry.wrapper / "1").mkdir(parents=True)
         (root / entry.wrapper / "1" / ".gitkeep").write_text("")
         wrapper = wrapper_config(
-            entry.wrapper, entry.model, found[entry.model], loader.name if loader else None
+            entry.wrapper, entry.model, model=found[entry.model], loader=loader.name if loader else None
         )
         (root / entry.wrapper / TRITON_CONFIG).write_text(wrapper)
     triton_dirs = {triton.directory for triton in found.values()}
@@ -296,7 +296,7 @@ def _lay_out(
     )
 
 
-def wrapper_config(name: str, model_name: str, model: TritonModel, loader: str | None = None) -> str:
+def wrapper_config(name: str, model_name: str, *, model: TritonModel, loader: str | None = None) -> str:
     """config.pbtxt of an ensemble `name` with `model`'s inputs and outputs, which passes each request to it
     (streaming its responses when it is decoupled), through `loader` first where there is one."""
     source = model.config

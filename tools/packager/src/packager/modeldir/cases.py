@@ -401,7 +401,7 @@ def _tensor(located: _CaseText, at: tuple[str | int, ...], item: Any) -> Tensor:
         )
     elif "fill" in item:
         _check_size(located, where, at, shape)
-        data = _filled(located, where, (*at, "fill"), item["fill"], shape, datatype)
+        data = _filled(located, where, at=(*at, "fill"), value=item["fill"], shape=shape, datatype=datatype)
     elif "data" in item:
         data = _data(located, where, (*at, "data"), item["data"], datatype)
     else:
@@ -454,7 +454,7 @@ def _check_size(located: _CaseText, where: str, at: tuple[str | int, ...], shape
 
 
 def _filled(
-    located: _CaseText, where: str, at: tuple[str | int, ...], value: Any, shape: list[int], datatype: str
+    located: _CaseText, where: str, *, at: tuple[str | int, ...], value: Any, shape: list[int], datatype: str
 ) -> np.ndarray:
     """An array of `shape` whose every element is `value` (a case's `fill`), checked against `datatype`."""
     if isinstance(value, list):

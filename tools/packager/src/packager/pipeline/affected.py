@@ -73,7 +73,9 @@ def pants_environment(environment: dict[str, str]) -> dict[str, str]:
     return kept
 
 
-def base_for(root: Path, revision: Revision, production_branches: tuple[str, ...], since: str | None) -> Base:
+def base_for(
+    root: Path, revision: Revision, *, production_branches: tuple[str, ...], since: str | None
+) -> Base:
     """What `revision` is compared with: --since; else for a branch that does not publish to production,
     where it left a production branch (so each push stages every model the branch changed); else the
     previous tip the CI system reports; else the commit's first parent."""
@@ -94,7 +96,7 @@ def base_for(root: Path, revision: Revision, production_branches: tuple[str, ...
     return Base(None, f"{revision.commit[:12]} has no parent")
 
 
-def affected_models(root: Path, models: list[ModelDir], base: Base, pants: list[str]) -> list[ModelDir]:
+def affected_models(root: Path, models: list[ModelDir], *, base: Base, pants: list[str]) -> list[ModelDir]:
     """The models of `models` whose targets changed since `base`, or depend on a change (all of them when
     there is no base)."""
     if base.commit is None:

@@ -14,19 +14,21 @@ from packager.errors import ExitCode
 from packager.modeldir import ModelDir
 from packager.pipeline.push import Check, CheckRefused
 from packager.preflight import prepare
+from packager.reporting import Report, silent
 from packager.settings import Runtime
 
 
 @dataclass(frozen=True)
 class BuildPlan:
     """What every model's build shares: the target runtime, the env builder for it, where the archives go,
-    the key that signs their manifests, and the check each artifact gets (None: none)."""
+    the key that signs their manifests, the check each artifact gets (None: none), and who hears progress."""
 
     runtime: Runtime
     builder: EnvBuilder
     out_dir: Path
     signing_key: Path | None = None
     check: Check | None = None
+    report: Report = silent  # hears what is slow: an environment built
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,14 @@ def build_models(models: Iterable[ModelDir], plan: BuildPlan) -> list[Built]:
 
 def _build(model: ModelDir, plan: BuildPlan) -> Built:
     started = time.monotonic()
-    report, environment = prepare(model, plan.runtime, plan.builder)
-    artifact = build_artifact(report, plan.runtime, environment, plan.out_dir, plan.signing_key)
+    validated, environment = prepare(model, plan.runtime, plan.builder, report=plan.report)
+    artifact = build_artifact(
+        validated, plan.runtime, environment=environment, out_dir=plan.out_dir, signing_key=plan.signing_key
+    )
     seconds = time.monotonic() - started
     if plan.check is None:
         return Built(model.name, artifact, seconds)
     try:
-        return Built(model.name, artifact, seconds, plan.check(artifact, report))
+        return Built(model.name, artifact, seconds, plan.check(artifact, validated))
     except CheckRefused as refused:
         return Built(model.name, artifact, seconds, refused.found, str(refused), refused.exit_code)

@@ -4,7 +4,6 @@ emulated multi-model endpoint, with its first case that calls the top-level mode
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from packager.artifacts import Artifact
@@ -12,6 +11,7 @@ from packager.endpoint import ColdStartCheck, ColdStartFailed, measure_cold_star
 from packager.loadtest import request_body
 from packager.modeldir import Case, load_cases
 from packager.pipeline.push import Check, CheckRefused
+from packager.reporting import Report, silent
 from packager.settings import ColdStartBudget
 from packager.triton import LOAD_TIMEOUT, Launcher
 from packager.validation import ModelReport
@@ -29,29 +29,28 @@ def cold_start_check(
     public_key: Path | None = None,
     load_timeout: float = LOAD_TIMEOUT,
     refused: str = "it is refused",
-    say: Callable[[str], None] | None = None,
+    report: Report = silent,
 ) -> Check:
     """The check: the artifact's cold start on an emulated multi-model endpoint, with its first case that
     calls the top-level model (over gRPC streaming for a decoupled one), judged against `budget`
-    (`judge_cold_start`); `refused` says what a refusal means, and `say` gets the measured line."""
+    (`judge_cold_start`); `refused` says what a refusal means, and `report` hears the measured line."""
 
-    def check(artifact: Artifact, report: ModelReport) -> dict[str, object]:
+    def check(artifact: Artifact, validated: ModelReport) -> dict[str, object]:
         top = str(artifact.manifest["top_model"])
-        first = first_case(load_cases(report.model.path, report.triton_models, top), top)
+        first = first_case(load_cases(validated.model.path, validated.triton_models, top), top)
         if first is None:
             return {"cold_start": None, "why": f"no case calls {top}, the model an endpoint serves"}
         request = request_body(first)
-        log = log_dir / f"{report.model.name}-cold-start.log"
+        log = log_dir / f"{validated.model.name}-cold-start.log"
         try:
             measured = measure_cold_start(
-                artifact.path, request.body, request.sagemaker_content_type, launcher, log, budget.seconds,
-                public_key, load_timeout, first.inputs if first.stream is not None else None,
+                artifact.path, request.body, content_type=request.sagemaker_content_type, launcher=launcher, log_path=log, budget=budget.seconds,
+                public_key=public_key, load_timeout=load_timeout, stream=first.inputs if first.stream is not None else None,
             )  # fmt: skip
         except ColdStartFailed as failed:
             raise CheckRefused(str(failed), failed.found, failed.exit_code) from None
-        found = judge_cold_start(measured, budget, artifact.path.name, refused)
-        if say is not None:
-            say(measured.line())
+        found = judge_cold_start(measured, budget, archive=artifact.path.name, refused=refused)
+        report(measured.line())
         return found
 
     return check
@@ -63,7 +62,7 @@ def first_case(cases: list[Case], top: str) -> Case | None:
 
 
 def judge_cold_start(
-    measured: ColdStartCheck, budget: ColdStartBudget, archive: str, refused: str
+    measured: ColdStartCheck, budget: ColdStartBudget, *, archive: str, refused: str
 ) -> dict[str, object]:
     """What the check found, for the report's `checked`; ColdStartOverBudget (with it) when the cold start
     is over the budget and the budget refuses such an artifact, rather than only warning."""

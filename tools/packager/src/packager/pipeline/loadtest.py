@@ -20,10 +20,11 @@ from packager.loadtest import (
     run_levels,
 )
 from packager.modeldir import CASES_DIR, Case, CaseError, ModelDir, TritonModel, load_cases, top_model
-from packager.preflight import NotServable, prepare
+from packager.preflight import NotServable
 from packager.replay import NoCases
+from packager.reporting import Report, silent
 from packager.settings import Runtime
-from packager.triton import LOAD_TIMEOUT, Launcher, TritonCompleter, launched
+from packager.triton import LOAD_TIMEOUT, Launcher, launched, prepare_to_serve
 from packager.validation import validate_model
 
 
@@ -54,7 +55,7 @@ class LocalTriton:
     launcher: Launcher
     log_path: Path
     load_timeout: float = LOAD_TIMEOUT
-    progress: bool = True
+    report: Report = silent  # hears what is slow: an environment built, a config completed
 
 
 def load_test(
@@ -75,7 +76,9 @@ def load_test(
         requests = [request_body(case) for case in cases]
         if starting is not None:
             starting(target, len(requests))
-        levels = run_levels(target, requests, plan.concurrencies, plan.duration, measured)
+        levels = run_levels(
+            target, requests, concurrencies=plan.concurrencies, duration=plan.duration, progress=measured
+        )
     streamed = isinstance(target, TritonGrpcStream)
     return LoadReport(
         model.name, target.description, plan.duration, plan.p99_ms, plan.headroom, tuple(levels), streamed
@@ -86,13 +89,21 @@ def load_test(
 def _local(model: ModelDir, local: LocalTriton) -> Iterator[tuple[Target, list[Case]]]:
     """The model prepared and served by a Triton of its own: its HTTP endpoint, or its gRPC streams when a
     case calls a decoupled model."""
-    complete = TritonCompleter.for_runtime(
-        local.runtime, local.builder, True, local.progress, local.launcher, local.load_timeout
+    validated, environment = prepare_to_serve(
+        model,
+        local.runtime,
+        builder=local.builder,
+        launcher=local.launcher,
+        report=local.report,
+        load_timeout=local.load_timeout,
     )
-    report, environment = prepare(model, local.runtime, local.builder, local.progress, complete)
-    cases = model_cases(model, report.triton_models)
+    cases = model_cases(model, validated.triton_models)
     with launched(
-        report, environment, local.launcher, local.log_path, load_timeout=local.load_timeout
+        validated,
+        environment,
+        launcher=local.launcher,
+        log_path=local.log_path,
+        load_timeout=local.load_timeout,
     ) as served:
         endpoints = served.server.endpoints
         streamed = any(case.stream is not None for case in cases)

@@ -4,7 +4,6 @@ replay (and check) passed in this run is ever published."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,12 +13,12 @@ from packager.artifacts import Artifact, build_artifact
 from packager.environments import EnvBuilder
 from packager.errors import ExitCode, PackagerError
 from packager.modeldir import ModelDir, libraries_dir, model_libraries
-from packager.preflight import prepare
 from packager.release import Published, Revision, Route, check_publishable, history, publish_release
 from packager.release.publishing import same_or_refuse
 from packager.replay import ModelReplay, replay_artifact
+from packager.reporting import Report, silent
 from packager.settings import Runtime
-from packager.triton import LOAD_TIMEOUT, Launcher, TritonCompleter
+from packager.triton import LOAD_TIMEOUT, Launcher, prepare_to_serve
 from packager.validation import ModelReport
 
 
@@ -93,7 +92,7 @@ class PushPlan:
     repository: Path | None = None  # the monorepo: sources outside it count as uncommitted
     signing_key: Path | None = None
     public_key: Path | None = None
-    progress: bool = True
+    report: Report = silent  # hears what is slow: an environment built, a config completed, a replay
     load_timeout: float = LOAD_TIMEOUT  # the longest one Triton model's load may take in the replay
     check: Check | None = None  # run on an artifact whose replay passed, before it is published
 
@@ -104,30 +103,46 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
     result = PushResult(model.name)
     started = time.monotonic()
     try:
-        complete = TritonCompleter.for_runtime(
-            plan.runtime, plan.builder, True, plan.progress, plan.launcher, plan.load_timeout
+        validated, environment = prepare_to_serve(
+            model,
+            plan.runtime,
+            builder=plan.builder,
+            launcher=plan.launcher,
+            report=plan.report,
+            load_timeout=plan.load_timeout,
         )
-        report, environment = prepare(model, plan.runtime, plan.builder, plan.progress, complete)
         artifact = build_artifact(
-            report, plan.runtime, environment, plan.out_dir, plan.signing_key, plan.repository
+            validated,
+            plan.runtime,
+            environment=environment,
+            out_dir=plan.out_dir,
+            signing_key=plan.signing_key,
+            repository=plan.repository,
         )
         result.artifact = artifact
         started = result.timed("build", started)
         target = plan.route.destination(artifact)
         shared = [
             library.path
-            for library in model_libraries(report.triton_models.values(), libraries_dir(model.path))
+            for library in model_libraries(validated.triton_models.values(), libraries_dir(model.path))
         ]
-        check_publishable(artifact, model.path, plan.revision, target.production, plan.public_key, shared)
+        check_publishable(
+            artifact,
+            model.path,
+            revision=plan.revision,
+            production=target.production,
+            public_key=plan.public_key,
+            shared=shared,
+        )
         existing = target.store.head(target.key)
         if existing is not None:  # refuse other bytes under a published key before replaying them
             same_or_refuse(existing, artifact, target)
         if target.production:  # and a release history it could not record in
             history(plan.route.store, model.name)
-        _say(plan, f"{model.name}: built {artifact.path.name} ({artifact.sha256[:12]}); replaying it")
+        plan.report(f"{model.name}: built {artifact.path.name} ({artifact.sha256[:12]}); replaying it")
         log = plan.log_dir / f"{model.name}-push.log"
         result.replay = replay_artifact(
-            artifact.path, model, plan.launcher, log, load_timeout=plan.load_timeout
+            artifact.path, model, launcher=plan.launcher, log_path=log, load_timeout=plan.load_timeout
         )
         started = result.timed("replay", started)
         if not result.replay.passed:
@@ -136,7 +151,7 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
             return result
         if plan.check is not None:
             try:
-                result.checked = plan.check(artifact, report)
+                result.checked = plan.check(artifact, validated)
             except CheckRefused as refused:
                 result.checked = refused.found
                 raise
@@ -146,8 +161,3 @@ def push_model(model: ModelDir, plan: PushPlan) -> PushResult:
         result.error, result.error_code = str(error), error.exit_code
     result.timed("build" if result.artifact is None else "publish", started)
     return result
-
-
-def _say(plan: PushPlan, message: str) -> None:
-    if plan.progress:
-        print(message, file=sys.stderr, flush=True)

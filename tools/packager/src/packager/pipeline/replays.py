@@ -4,13 +4,14 @@ artifact holds."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from packager.environments import EnvBuilder
 from packager.modeldir import ModelDir
 from packager.replay import PROTOCOLS, ModelReplay, replay_artifact, replay_model
+from packager.reporting import Report, silent
 from packager.settings import Runtime
 from packager.triton import LOAD_TIMEOUT, Launcher
 
@@ -27,23 +28,26 @@ class ReplayPlan:
     env_mode: str = "unpacked"
     protocols: tuple[str, ...] = PROTOCOLS
     load_timeout: float = LOAD_TIMEOUT
-    progress: bool = True
+    report: Report = silent  # hears which model starts, and what is slow (an environment built, ...)
 
 
-def replay_models(
-    models: Iterable[ModelDir], plan: ReplayPlan, *, say: Callable[[str], None] | None = None
-) -> list[ModelReplay]:
-    """Replay each model directory on its own; `say` hears which one starts."""
+def replay_models(models: Iterable[ModelDir], plan: ReplayPlan) -> list[ModelReplay]:
+    """Replay each model directory on its own; the plan's report hears which one starts."""
     replays = []
     for model in models:
-        if say is not None:
-            say(f"replaying {model.name} on runtime {plan.runtime.name} ...")
-        log = plan.log_dir / f"{model.name}-replay.log"
+        plan.report(f"replaying {model.name} on runtime {plan.runtime.name} ...")
         replays.append(
             replay_model(
-                model, plan.runtime, plan.builder, plan.launcher, log, plan.env_mode, plan.protocols,
-                plan.progress, plan.load_timeout,
-            )  # fmt: skip
+                model,
+                plan.runtime,
+                builder=plan.builder,
+                launcher=plan.launcher,
+                log_path=plan.log_dir / f"{model.name}-replay.log",
+                env_mode=plan.env_mode,
+                protocols=plan.protocols,
+                report=plan.report,
+                load_timeout=plan.load_timeout,
+            )
         )
     return replays
 
@@ -54,11 +58,17 @@ def replay_built(
     plan: ReplayPlan,
     *,
     public_key: Path | None = None,
-    say: Callable[[str], None] | None = None,
 ) -> ModelReplay:
     """Replay `model`'s cases against what `artifact` holds, once it verified (its signature too, with
-    `public_key`); `say` hears that it starts."""
-    if say is not None:
-        say(f"replaying {artifact} with the cases of {model.name} ...")
+    `public_key`); the plan's report hears that it starts."""
+    plan.report(f"replaying {artifact} with the cases of {model.name} ...")
     log = plan.log_dir / f"{model.name}-artifact.log"
-    return replay_artifact(artifact, model, plan.launcher, log, plan.protocols, public_key, plan.load_timeout)
+    return replay_artifact(
+        artifact,
+        model,
+        launcher=plan.launcher,
+        log_path=log,
+        protocols=plan.protocols,
+        public_key=public_key,
+        load_timeout=plan.load_timeout,
+    )

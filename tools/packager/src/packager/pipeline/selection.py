@@ -46,5 +46,5 @@ def select_models(
         return Selection("named", named, len(known))
     if every:
         return Selection("--all", known, len(known))
-    base = base_for(root, revision, production_branches, since)
-    return Selection("affected", affected_models(root, known, base, pants), len(known), base)
+    base = base_for(root, revision, production_branches=production_branches, since=since)
+    return Selection("affected", affected_models(root, known, base=base, pants=pants), len(known), base)

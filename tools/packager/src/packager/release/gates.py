@@ -35,7 +35,7 @@ class Revision:
 
 
 def resolve_revision(
-    root: Path, branch: str | None, commit: str | None, production_branches: tuple[str, ...]
+    root: Path, *, branch: str | None, commit: str | None, production_branches: tuple[str, ...]
 ) -> Revision:
     """The branch and commit from the flags, else the CI system's variables, else git; the commit must
     exist, and a production branch must hold it."""
@@ -62,6 +62,7 @@ def resolve_revision(
 def check_publishable(
     artifact: Artifact,
     model_path: Path,
+    *,
     revision: Revision,
     production: bool,
     public_key: Path | None,

@@ -58,7 +58,7 @@ class OtherBytes(ReleaseError):
         self.recorded = recorded
 
 
-def new_entry(action: str, version: int, key: str, sha256: str, commit: str, note: str = "") -> Entry:
+def new_entry(action: str, version: int, *, key: str, sha256: str, commit: str, note: str = "") -> Entry:
     """An entry stamped now, with who and which pipeline makes it."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
     return Entry(action, version, key, sha256, commit, now, actor(), pipeline(), note)
@@ -113,7 +113,7 @@ def _unreadable(store: DocumentStore, where: str, problem: str) -> ReleaseError:
     )
 
 
-def record(store: DocumentStore, model: str, entry: Entry, unless_known: bool = False) -> bool:
+def record(store: DocumentStore, model: str, entry: Entry, *, unless_known: bool = False) -> bool:
     """Append `entry` to the model's history, then point "current" at the history's newest entry (both
     retried on races); whether it was appended. The history binds a key to one sha256: an entry naming
     other bytes under a recorded key is refused (OtherBytes), which makes the first to record a key win.

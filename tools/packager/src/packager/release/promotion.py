@@ -36,6 +36,7 @@ class Promotion:
 def promote(
     staging: ArtifactStore,
     production: Store,
+    *,
     model: str,
     version: int,
     from_commit: str,
@@ -51,7 +52,14 @@ def promote(
     if staged is None:
         raise ReleaseError(f"{staging.uri}/{source_key} vanished while promoting; try again")
     recorded = staged.metadata.get("sha256")
-    artifact = _verified(staging, source_key, (model, version), public_key, recorded, "not promoted")
+    artifact = _verified(
+        staging,
+        source_key,
+        identity=(model, version),
+        public_key=public_key,
+        recorded=recorded,
+        consequence="not promoted",
+    )
     if artifact.manifest.get("source_dirty", True):
         raise ReleaseError(
             f"{source_key} was built from uncommitted sources (or from outside the repository); "
@@ -61,7 +69,7 @@ def promote(
     existing = production.head(target.key)
     if existing is None:
         try:
-            production.copy_new(staging, source_key, target.key, dict(staged.metadata))
+            production.copy_new(staging, source_key, key=target.key, metadata=dict(staged.metadata))
         except AlreadyExists:
             pass
         existing = production.head(target.key)
@@ -76,10 +84,10 @@ def promote(
     entry = new_entry(
         "promote",
         version,
-        target.key,
-        existing.metadata.get("sha256", artifact.sha256),
-        commit,
-        f"from {source_key}",
+        key=target.key,
+        sha256=existing.metadata.get("sha256", artifact.sha256),
+        commit=commit,
+        note=f"from {source_key}",
     )
     record(production, model, entry)
     return Promotion(source, target, entry)
@@ -114,7 +122,9 @@ def _staged_key(staging: ArtifactStore, filename: str, prefix: str, branch: str 
     return "/".join(matches[0])
 
 
-def rollback(production: Store, model: str, to_version: int | None, public_key: Path | None = None) -> Entry:
+def rollback(
+    production: Store, model: str, *, to_version: int | None, public_key: Path | None = None
+) -> Entry:
     """Point "current" back (to `to_version`, or to the version before the current one) after verifying that
     version as promote does (its recorded sha256, its files, its signature with a public key); history
     grows."""
@@ -141,9 +151,23 @@ def rollback(production: Store, model: str, to_version: int | None, public_key: 
         raise ReleaseError(f"{production.uri}/{key} does not exist: {model} {to_version} was never published")
     known = next((entry for entry in reversed(entries) if entry.version == to_version), None)
     recorded = known.sha256 if known else stored.metadata.get("sha256")  # the history's, where it has one
-    artifact = _verified(production, key, (model, to_version), public_key, recorded, "not rolled back")
+    artifact = _verified(
+        production,
+        key,
+        identity=(model, to_version),
+        public_key=public_key,
+        recorded=recorded,
+        consequence="not rolled back",
+    )
     commit = known.commit if known else stored.metadata.get("commit", "")
-    entry = new_entry("rollback", to_version, key, artifact.sha256, commit, f"from version {now.version}")
+    entry = new_entry(
+        "rollback",
+        to_version,
+        key=key,
+        sha256=artifact.sha256,
+        commit=commit,
+        note=f"from version {now.version}",
+    )
     record(production, model, entry)
     return entry
 
@@ -151,6 +175,7 @@ def rollback(production: Store, model: str, to_version: int | None, public_key: 
 def _verified(
     store: ArtifactStore,
     key: str,
+    *,
     identity: tuple[str, int],
     public_key: Path | None,
     recorded: str | None,

@@ -95,7 +95,7 @@ class Route:
         return Destination(self.store, f"{branch_slug(self.branch)}/{revision}/{name}", production=False)
 
 
-def route(branch: str, commit: str, store: Store, production: bool) -> Route:
+def route(branch: str, commit: str, *, store: Store, production: bool) -> Route:
     """Where `branch` at `commit` publishes, in `store` (production's or staging's)."""
     return Route(store, branch, commit, production)
 
@@ -150,7 +150,9 @@ def record_release(artifact: Artifact, published: Published, route: Route) -> No
     back): the first to record the key wins and puts its bytes back if they were replaced; the others
     remove what they wrote and are refused."""
     target = published.destination
-    entry = new_entry("publish", artifact.version, target.key, published.sha256, route.commit)
+    entry = new_entry(
+        "publish", artifact.version, key=target.key, sha256=published.sha256, commit=route.commit
+    )
     try:
         record(route.store, artifact.name, entry, unless_known=True)
     except OtherBytes as lost:

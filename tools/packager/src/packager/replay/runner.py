@@ -19,18 +19,18 @@ from packager.artifacts import triton_models_in, verified
 from packager.environments import EnvBuilder
 from packager.errors import ExitCode, PackagerError
 from packager.modeldir import CASES_DIR, Case, CaseError, ModelDir, TritonModel, load_cases, top_model
-from packager.preflight import prepare
 from packager.replay.clients import PROTOCOLS, SENDERS, STREAMS, NotSent, Sender, StreamFailed
 from packager.replay.compare import compare, compare_stream
+from packager.reporting import Report, silent
 from packager.settings import Runtime
 from packager.triton import (
     LOAD_TIMEOUT,
     Launcher,
     Server,
-    TritonCompleter,
     completed_from,
     launched,
     loaded,
+    prepare_to_serve,
     shm_hint,
 )
 
@@ -101,7 +101,7 @@ class ModelReplay:
 
 
 def replay_cases(
-    model: str, server: Server, cases: list[Case], protocols: tuple[str, ...] = PROTOCOLS
+    model: str, server: Server, *, cases: list[Case], protocols: tuple[str, ...] = PROTOCOLS
 ) -> list[CaseResult]:
     """Send every case over every protocol to `server`: the protocols side by side, each one request at a
     time; results in case order, then protocol order."""
@@ -146,29 +146,39 @@ def _run(model: str, case: Case, protocol: str, send: Sender) -> CaseResult:
 def replay_model(
     model: ModelDir,
     runtime: Runtime,
+    *,
     builder: EnvBuilder,
     launcher: Launcher,
     log_path: Path,
     env_mode: str = "unpacked",
     protocols: tuple[str, ...] = PROTOCOLS,
-    progress: bool = True,
+    report: Report = silent,
     load_timeout: float = LOAD_TIMEOUT,
 ) -> ModelReplay:
     """Validate, build the environment, start Triton, load (each Triton model within `load_timeout`
     seconds), and replay every case of one model directory."""
     replay = ModelReplay(model.name)
     with _recorded(replay):
-        complete = TritonCompleter.for_runtime(runtime, builder, True, progress, launcher, load_timeout)
-        report, environment = prepare(model, runtime, builder, progress, complete)
-        cases = _cases(model, report.triton_models, top_model(report.triton_models))
-        with launched(report, environment, launcher, log_path, env_mode, load_timeout) as served:
-            replay.results = replay_cases(model.name, served.server, cases, protocols)
+        validated, environment = prepare_to_serve(
+            model, runtime, builder=builder, launcher=launcher, report=report, load_timeout=load_timeout
+        )
+        cases = _cases(model, validated.triton_models, top_model(validated.triton_models))
+        with launched(
+            validated,
+            environment,
+            launcher=launcher,
+            log_path=log_path,
+            env_mode=env_mode,
+            load_timeout=load_timeout,
+        ) as served:
+            replay.results = replay_cases(model.name, served.server, cases=cases, protocols=protocols)
     return replay
 
 
 def replay_artifact(
     archive: Path,
     model: ModelDir,
+    *,
     launcher: Launcher,
     log_path: Path,
     protocols: tuple[str, ...] = PROTOCOLS,
@@ -185,9 +195,16 @@ def replay_artifact(
             top = str(artifact.manifest["top_model"])
             _cases(model, triton_models, top)  # no server started for cases that do not load
             portable = artifact.manifest.get("env_portable")
-            with loaded(repository, triton_models, launcher, log_path, portable, load_timeout) as server:
+            with loaded(
+                repository,
+                triton_models,
+                launcher=launcher,
+                log_path=log_path,
+                env_portable=portable,
+                load_timeout=load_timeout,
+            ) as server:
                 cases = _cases(model, completed_from(server, triton_models), top)
-                replay.results = replay_cases(model.name, server, cases, protocols)
+                replay.results = replay_cases(model.name, server, cases=cases, protocols=protocols)
     return replay
 
 

@@ -12,6 +12,7 @@ Public: Launcher, LAUNCHERS, launcher_for, Server, TritonServer, Endpoints, Port
 ServerStartError, UnservableModel, PortUnavailable, free_ports, shm_hint, READY_TIMEOUT, LOAD_TIMEOUT, ServerInstall,
 install_server, Served, staged_repository, loaded, load_all, check_backends, fit_devices, refuse_gpus,
 on_cpu, write_staged_config, served_config, completed_from, launched, artifact_launched, ENV_MODES, TritonCompleter,
+prepare_to_serve,
 container_ready, build_image, check_image, image_for, ImageFacts, Watcher, Reload, example_request,
 Example, example_for, curl_command, stream_curl, stream_snippet, Sandbox (the bubblewrap sandbox, which
 the quality gate uses too), socat_binary. Backends are
@@ -20,7 +21,7 @@ reached through the registry (`packager.triton.local.LocalLauncher` and
 launcher of in-process fake servers for tests, is in no registry.
 """
 
-from packager.triton.completion import TritonCompleter
+from packager.triton.completion import TritonCompleter, prepare_to_serve
 from packager.triton.container import container_ready
 from packager.triton.example import (
     Example,
@@ -114,6 +115,7 @@ __all__ = [
     "on_cpu",
     "write_staged_config",
     "TritonCompleter",
+    "prepare_to_serve",
     "staged_repository",
     "Reload",
     "Watcher",

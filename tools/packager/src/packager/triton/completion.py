@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -39,10 +38,13 @@ from packager.modeldir import (
     libraries_dir,
     library_files,
 )
+from packager.preflight import prepare
+from packager.reporting import Report, silent
 from packager.scratch import scratch_dir
 from packager.settings import Runtime
 from packager.triton.launcher import LOAD_TIMEOUT, Launcher, Server, ServerError, launcher_for
 from packager.triton.serving import lends_interpreter, on_cpu, parsed_config, stage_model, write_staged_config
+from packager.validation import ModelReport
 
 # Bump when what a cached completion holds, or how it is keyed, changes.
 COMPLETION_FORMAT = 1
@@ -50,7 +52,7 @@ CONFIG_FILE = "config.json"  # Triton's answer, as it gave it
 
 
 def completion_key(
-    triton: TritonModel, libs: Path | None, runtime: Runtime, environment: Environment | None
+    triton: TritonModel, libs: Path | None, *, runtime: Runtime, environment: Environment | None
 ) -> str:
     """The content address of a Triton model's completed config: everything that decides it."""
     skipped = env_path(triton)
@@ -106,7 +108,7 @@ def _stage(
 ) -> None:
     """Stage one model to complete, as a replay would, with its instance groups on CPU (devices do not
     change a config's tensors) and, without `environment`, without its EXECUTION_ENV_PATH."""
-    stage_model(destination, triton, libs, environment, mode)
+    stage_model(destination, triton, libs=libs, environment=environment, env_mode=mode)
     config = on_cpu(triton.config)
     if environment is None and ENV_PATH_PARAMETER in config.parameters:
         del config.parameters[ENV_PATH_PARAMETER]
@@ -124,13 +126,14 @@ class TritonCompleter:
         runtime: Runtime,
         launcher: Callable[[], Launcher],
         environment: Callable[[ModelDir], Environment | None],
-        progress: bool = True,
+        *,
+        report: Report = silent,
         load_timeout: float = LOAD_TIMEOUT,
     ) -> None:
         self.runtime = runtime
         self.launcher = launcher
         self.environment = environment
-        self.progress = progress
+        self.report = report
         self.load_timeout = load_timeout
         self.who = f"Triton {runtime.triton_version}"
 
@@ -139,8 +142,9 @@ class TritonCompleter:
         cls,
         runtime: Runtime,
         builder: EnvBuilder,
+        *,
         build_envs: bool,
-        progress: bool = True,
+        report: Report = silent,
         launcher: Launcher | None = None,
         load_timeout: float = LOAD_TIMEOUT,
     ) -> TritonCompleter:
@@ -150,15 +154,15 @@ class TritonCompleter:
         made = [launcher] if launcher is not None else []
 
         def launch() -> Launcher:
-            made[:] = made or [launcher_for(runtime, progress)]
+            made[:] = made or [launcher_for(runtime, report)]
             return made[0]
 
         def environment(model: ModelDir) -> Environment | None:
             if build_envs:
-                return ensure_environment(model, runtime, builder, progress)
+                return ensure_environment(model, runtime, builder, report=report)
             return cached_environment(model, runtime, builder)
 
-        return cls(runtime, launch, environment, progress, load_timeout)
+        return cls(runtime, launch, environment, report=report, load_timeout=load_timeout)
 
     def __call__(self, model: ModelDir, triton_models: Mapping[str, TritonModel]) -> dict[str, Completion]:
         started = time.monotonic()
@@ -169,7 +173,7 @@ class TritonCompleter:
         completions: dict[str, Completion] = {}
         pending: dict[str, str] = {}  # the models to ask a server about, and their keys
         for name, triton in sorted(triton_models.items()):
-            key = completion_key(triton, libs, self.runtime, environment)
+            key = completion_key(triton, libs, runtime=self.runtime, environment=environment)
             cached = _cached(key)
             if cached is None:
                 pending[name] = key
@@ -178,7 +182,9 @@ class TritonCompleter:
                 completions[name] = Completion(cached, note, True, time.monotonic() - started)
         if pending:
             asked = {name: triton_models[name] for name in pending}
-            completions.update(self._ask(model, asked, pending, libs, environment, bare))
+            completions.update(
+                self._ask(model, asked, keys=pending, libs=libs, environment=environment, bare=bare)
+            )
         return completions
 
     def _who(self, model: str, bare: bool) -> str:
@@ -192,6 +198,7 @@ class TritonCompleter:
         self,
         model: ModelDir,
         triton_models: Mapping[str, TritonModel],
+        *,
         keys: Mapping[str, str],
         libs: Path | None,
         environment: Environment | None,
@@ -213,7 +220,7 @@ class TritonCompleter:
         asked = {name: triton for name, triton in triton_models.items() if name not in missing}
         if not asked:
             return completions
-        self._say(
+        self.report(
             f"{model.name}: asking {self.who} for the config it completes of {', '.join(sorted(asked))}"
         )
         with scratch_dir(f"complete-{model.name}") as scratch:
@@ -225,17 +232,24 @@ class TritonCompleter:
                 _stage(repository / name, triton, libs, None if name in bare else environment, mode)
             portable = environment.portable if environment is not None else None
             lend = lends_interpreter(asked, portable) or bool(bare)
-            with launcher.start(repository, scratch / "triton.log", lend) as server:
+            with launcher.start(repository, scratch / "triton.log", lend_interpreter=lend) as server:
 
                 def read(name: str) -> Completion:
-                    return self._read(server, asked[name], keys[name], started, model.name, name in bare)
+                    return self._read(
+                        server,
+                        asked[name],
+                        key=keys[name],
+                        started=started,
+                        model=model.name,
+                        bare=name in bare,
+                    )
 
                 with ThreadPoolExecutor(max_workers=len(asked)) as pool:
                     completions.update(zip(sorted(asked), pool.map(read, sorted(asked)), strict=True))
         return completions
 
     def _read(
-        self, server: Server, triton: TritonModel, key: str, started: float, model: str, bare: bool
+        self, server: Server, triton: TritonModel, *, key: str, started: float, model: str, bare: bool
     ) -> Completion:
         """Load one model (of model directory `model`) and read back its completed config (kept in the
         cache)."""
@@ -255,6 +269,19 @@ class TritonCompleter:
         _store(key, document, facts)
         return Completion(parsed_config(document), self._who(model, bare), False, seconds)
 
-    def _say(self, message: str) -> None:
-        if self.progress:
-            print(message, file=sys.stderr, flush=True)
+
+def prepare_to_serve(
+    model: ModelDir,
+    runtime: Runtime,
+    *,
+    builder: EnvBuilder,
+    launcher: Launcher,
+    report: Report = silent,
+    load_timeout: float = LOAD_TIMEOUT,
+) -> tuple[ModelReport, Environment | None]:
+    """The preflight of a model `launcher` is about to serve: validated against the configs its Triton
+    completes (asked of `launcher`), weights checked, environment built now where it is not cached."""
+    complete = TritonCompleter.for_runtime(
+        runtime, builder, build_envs=True, report=report, launcher=launcher, load_timeout=load_timeout
+    )
+    return prepare(model, runtime, builder, report=report, complete=complete)

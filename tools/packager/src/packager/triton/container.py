@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import EnvironmentFailure
+from packager.reporting import Report, silent
 from packager.settings import Runtime
 from packager.triton.engine import connect, missing_image
 from packager.triton.image import NO_RELAY, image_contents, image_for
@@ -57,6 +58,7 @@ class ContainerLauncher:
     def __init__(
         self,
         image: str,
+        *,
         shm_size: str = "256m",
         ready_timeout: float = READY_TIMEOUT,
         backends: frozenset[str] = frozenset({"python"}),
@@ -71,8 +73,9 @@ class ContainerLauncher:
         self.gpu_as_cpu = gpu_as_cpu
 
     @classmethod
-    def for_runtime(cls, runtime: Runtime, progress: bool = True) -> ContainerLauncher:
-        """A launcher of the runtime's image, which must be here (nothing is pulled behind your back)."""
+    def for_runtime(cls, runtime: Runtime, report: Report = silent) -> ContainerLauncher:
+        """A launcher of the runtime's image, which must be here (nothing is pulled or built behind your back,
+        so there is nothing to `report`)."""
         image = image_for(runtime)
         client = connect()
         try:
@@ -98,12 +101,16 @@ class ContainerLauncher:
             raise EnvironmentFailure(f"image {image} has {NO_RELAY}")
         backends = frozenset(contents.backends)
         return cls(
-            image, runtime.shm_size, backends=backends, network=runtime.network, gpu_as_cpu=runtime.gpu_as_cpu
+            image,
+            shm_size=runtime.shm_size,
+            backends=backends,
+            network=runtime.network,
+            gpu_as_cpu=runtime.gpu_as_cpu,
         )
 
     @contextmanager
     def start(
-        self, repository: Path, log_path: Path, lend_interpreter: bool = True, ports: Ports = Ports()
+        self, repository: Path, log_path: Path, *, lend_interpreter: bool = True, ports: Ports = Ports()
     ) -> Iterator[TritonServer]:
         if not repository.is_dir():  # the engine would make it, as root, and serve it empty
             raise ServerStartError(f"the model repository {repository} is not a directory: nothing to serve")
@@ -145,7 +152,10 @@ class ContainerLauncher:
             refresh_log = _log_writer(container, log_path)
             try:
                 server = TritonServer(
-                    wiring.process(ContainerProcess(container)), wiring.endpoints, log_path, refresh_log
+                    wiring.process(ContainerProcess(container)),
+                    wiring.endpoints,
+                    log_path=log_path,
+                    refresh_log=refresh_log,
                 )
                 server.wait_ready(self.ready_timeout)
                 yield server

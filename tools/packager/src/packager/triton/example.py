@@ -44,6 +44,7 @@ class Example:
 def example_for(
     http: str,
     grpc: str,
+    *,
     model: str,
     triton_models: Mapping[str, TritonModel],
     cases: Sequence[Case] = (),
@@ -60,10 +61,10 @@ def example_for(
     sends = f"its case {case.id}" if case is not None else "an example request (zeros)"
     spill = bodies / f"{model}-example.json" if bodies is not None else None
     if decoupled_model(model, triton_models) is None:
-        return Example(model, sends, curl_command(http, model, inputs, spill))
+        return Example(model, sends, curl_command(http, model, inputs=inputs, spill=spill))
     problem = generate_problem(config, inputs)
     if problem is None:
-        return Example(model, sends, stream_curl(http, model, inputs, spill), decoupled=True)
+        return Example(model, sends, stream_curl(http, model, inputs=inputs, spill=spill), decoupled=True)
     return Example(model, sends, None, stream_snippet(grpc, model, inputs), True, problem)
 
 
@@ -81,7 +82,7 @@ def example_request(inputs: Sequence[Tensor]) -> dict[str, object]:
     return {"inputs": tensors}
 
 
-def curl_command(http: str, model: str, inputs: Sequence[Tensor], spill: Path | None = None) -> str:
+def curl_command(http: str, model: str, *, inputs: Sequence[Tensor], spill: Path | None = None) -> str:
     """A shell command that POSTs `example_request(inputs)` to `model` at the HTTP endpoint `http` (a long
     body from the file `spill`, written now)."""
     body = _data(json.dumps(example_request(inputs)), spill)
@@ -90,7 +91,7 @@ def curl_command(http: str, model: str, inputs: Sequence[Tensor], spill: Path | 
     )
 
 
-def stream_curl(http: str, model: str, inputs: Sequence[Tensor], spill: Path | None = None) -> str:
+def stream_curl(http: str, model: str, *, inputs: Sequence[Tensor], spill: Path | None = None) -> str:
     """A shell command that POSTs `inputs` to a decoupled `model`'s generate_stream (each a flat JSON list
     under its name) and prints each response as it comes (`-N`: unbuffered); a long body as curl_command's."""
     body = _data(json.dumps({tensor.name: tensor.json_values() for tensor in inputs}), spill)

@@ -132,9 +132,9 @@ class FakeLauncher:
 
     @contextmanager
     def start(
-        self, repository: Path, log_path: Path, lend_interpreter: bool = True, ports: Ports = Ports()
+        self, repository: Path, log_path: Path, *, lend_interpreter: bool = True, ports: Ports = Ports()
     ) -> Iterator[FakeServer]:
-        server = FakeServer(self, repository, log_path, ports)
+        server = FakeServer(self, repository, log_path=log_path, ports=ports)
         self.servers.append(server)
         try:
             server.wait_ready()
@@ -147,7 +147,7 @@ class FakeServer:
     """A server in this process on `repository` (see the module's docstring): `loads` lists each load asked
     of it, with its timeout; `ready`, the models loaded now."""
 
-    def __init__(self, launcher: FakeLauncher, repository: Path, log_path: Path, ports: Ports) -> None:
+    def __init__(self, launcher: FakeLauncher, repository: Path, *, log_path: Path, ports: Ports) -> None:
         self.launcher = launcher
         self.repository = repository
         self.log_path = log_path
@@ -164,7 +164,7 @@ class FakeServer:
             self._exit(1, f"error: creating server: Internal - failed to stat file {repository}")
             return
         self._fronts = Fronts(self, http, grpc)
-        self._say("I Started HTTPService and GRPCInferenceService (fake)")
+        self._log("I Started HTTPService and GRPCInferenceService (fake)")
 
     def alive(self) -> bool:
         return self.exit_status is None
@@ -187,7 +187,7 @@ class FakeServer:
         try:
             self._load(model, time.monotonic() + timeout)
         except _Refused as refused:
-            self._say(f"E failed to load '{model}': {refused}")
+            self._log(f"E failed to load '{model}': {refused}")
             raise load_refused(model, str(refused), self.log_excerpt()) from None
         except _Hung:
             raise load_hung(model, timeout, self.log_excerpt()) from None
@@ -201,7 +201,7 @@ class FakeServer:
         with self._lock:
             unloaded = self.ready.pop(model, None)
         if unloaded is not None:
-            self._say(f"I successfully unloaded '{model}' version 1")
+            self._log(f"I successfully unloaded '{model}' version 1")
 
     def model_config(self, model: str, timeout: float = READY_TIMEOUT) -> dict[str, object]:
         """The config as its file says it (the fake completes nothing), with its name."""
@@ -253,12 +253,12 @@ class FakeServer:
             if self.exit_status is not None:
                 return
             self.exit_status = status
-        self._say(line)
+        self._log(line)
         self._stopped.set()
         if self._fronts is not None:
             self._fronts.close()
 
-    def _say(self, line: str) -> None:
+    def _log(self, line: str) -> None:
         with self._lock, self.log_path.open("a") as log:
             log.write(line + "\n")
 
@@ -269,7 +269,7 @@ class FakeServer:
         self._fault(name, deadline)
         with self._lock:
             self.ready[name] = model
-        self._say(f"I successfully loaded '{name}' version 1")
+        self._log(f"I successfully loaded '{name}' version 1")
 
     def _model(self, name: str) -> TritonModel:
         """The model's directory in the repository, with its config as written."""

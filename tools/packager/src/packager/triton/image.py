@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tarfile
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 from packager.environments.lock import uv_command
 from packager.errors import EnvironmentFailure
+from packager.reporting import Report, silent
 from packager.scratch import scratch_dir
 from packager.settings import Runtime
 from packager.subprocesses import run_tool
@@ -91,7 +91,7 @@ def _recipe_digest(runtime: Runtime) -> str:
     return hashlib.sha256(inputs.encode()).hexdigest()[:12]
 
 
-def build_image(runtime: Runtime, progress: bool = True) -> Built:
+def build_image(runtime: Runtime, report: Report = silent) -> Built:
     """The runtime's image, built now unless an image with its content tag exists."""
     started = time.monotonic()
     if runtime.image:
@@ -104,9 +104,9 @@ def build_image(runtime: Runtime, progress: bool = True) -> Built:
         if not missing_image(client, tag):
             return Built(tag, False, time.monotonic() - started)
         if missing_image(client, BASE_IMAGE):
-            _say(progress, f"making the Debian base image {BASE_IMAGE} (debootstrap, once)")
+            report(f"making the Debian base image {BASE_IMAGE} (debootstrap, once)")
             _import_base(client)
-        _say(progress, f"building {tag} from {runtime.server_package}")
+        report(f"building {tag} from {runtime.server_package}")
         with scratch_dir("image") as scratch:
             context = Path(scratch)
             _install_server(runtime, context / "site")
@@ -254,8 +254,3 @@ def _server_version(port: int, container: Any) -> str:
             time.sleep(0.1)
     logs = container.logs().decode(errors="replace")[-2000:]
     raise EnvironmentFailure(f"the image's Triton did not answer:\n{logs}")
-
-
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        print(message, file=sys.stderr, flush=True)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from packager.cache import building, cache_root, locked
 from packager.environments import Interpreter, find_interpreter
 from packager.errors import EnvironmentFailure
+from packager.reporting import Report, silent
 from packager.settings import Runtime
 from packager.subprocesses import run_tool
 
@@ -34,7 +34,7 @@ class ServerInstall:
         return self.directory / "bin" / "tritonserver"
 
 
-def install_server(runtime: Runtime, progress: bool = True) -> ServerInstall:
+def install_server(runtime: Runtime, report: Report = silent) -> ServerInstall:
     """The runtime's server, installed once into the cache from its PyPI package (nvidia-pytriton)."""
     if not runtime.server_package:
         raise EnvironmentFailure(f"runtime {runtime.name!r} names no server_package to run Triton from")
@@ -47,12 +47,7 @@ def install_server(runtime: Runtime, progress: bool = True) -> ServerInstall:
     if not (directory / "installed.json").is_file():
         with locked(directory):
             if not (directory / "installed.json").is_file():
-                if progress:
-                    print(
-                        f"installing Triton from {runtime.server_package} into {directory}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                report(f"installing Triton from {runtime.server_package} into {directory}")
                 _install(runtime, interpreter, directory)
     return _server_install(directory, interpreter)
 

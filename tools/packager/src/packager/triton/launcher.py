@@ -25,6 +25,7 @@ from typing import Protocol
 
 from packager.errors import EnvironmentFailure, PackagerError
 from packager.registry import Registry
+from packager.reporting import Report, silent
 from packager.settings import Runtime
 
 READY_TIMEOUT = 30.0
@@ -161,6 +162,7 @@ class TritonServer:
         self,
         process: Process,
         endpoints: Endpoints,
+        *,
         log_path: Path,
         refresh_log: Callable[[], None] = lambda: None,
     ) -> None:
@@ -255,14 +257,14 @@ class Launcher(Protocol):
     gpu_as_cpu: bool
 
     def start(
-        self, repository: Path, log_path: Path, lend_interpreter: bool = True, ports: Ports = Ports()
+        self, repository: Path, log_path: Path, *, lend_interpreter: bool = True, ports: Ports = Ports()
     ) -> AbstractContextManager[Server]:
         """Start the server and wait until it is ready. `lend_interpreter`: python steps without an
         environment of their own run on the server's interpreter; with False, none is there to lean on.
         `ports`: where it answers on this machine (see `relay.wired`)."""
 
 
-LAUNCHERS: Registry[Callable[[Runtime, bool], Launcher]] = Registry(
+LAUNCHERS: Registry[Callable[[Runtime, Report], Launcher]] = Registry(
     "launcher",
     {
         "local": "packager.triton.local:LocalLauncher.for_runtime",
@@ -271,9 +273,10 @@ LAUNCHERS: Registry[Callable[[Runtime, bool], Launcher]] = Registry(
 )
 
 
-def launcher_for(runtime: Runtime, progress: bool = True) -> Launcher:
-    """The launcher the runtime's configuration names, ready to start servers."""
-    return LAUNCHERS.factory(runtime.launcher)(runtime, progress)
+def launcher_for(runtime: Runtime, report: Report = silent) -> Launcher:
+    """The launcher the runtime's configuration names, ready to start servers (what it installs or builds
+    for them first, said to `report`)."""
+    return LAUNCHERS.factory(runtime.launcher)(runtime, report)
 
 
 def server_arguments(repository: Path, listen: tuple[int, int, int]) -> list[str]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from packager.reporting import Report, silent
 from packager.settings import Runtime
 from packager.triton.cleanup import die_with_parent, stop_process_group
 from packager.triton.install import ServerInstall, install_server
@@ -26,6 +27,7 @@ class LocalLauncher:
     def __init__(
         self,
         install: ServerInstall,
+        *,
         ready_timeout: float = READY_TIMEOUT,
         network: bool = False,
         gpu_as_cpu: bool = False,
@@ -39,13 +41,13 @@ class LocalLauncher:
         )
 
     @classmethod
-    def for_runtime(cls, runtime: Runtime, progress: bool = True) -> LocalLauncher:
+    def for_runtime(cls, runtime: Runtime, report: Report = silent) -> LocalLauncher:
         """A launcher of the runtime's server, installed into the cache first if it is not there yet."""
-        return cls(install_server(runtime, progress), network=runtime.network, gpu_as_cpu=runtime.gpu_as_cpu)
+        return cls(install_server(runtime, report), network=runtime.network, gpu_as_cpu=runtime.gpu_as_cpu)
 
     @contextmanager
     def start(
-        self, repository: Path, log_path: Path, lend_interpreter: bool = True, ports: Ports = Ports()
+        self, repository: Path, log_path: Path, *, lend_interpreter: bool = True, ports: Ports = Ports()
     ) -> Iterator[TritonServer]:
         with wired(ports, self.network, log_path) as wiring:
             command = [
@@ -76,7 +78,7 @@ class LocalLauncher:
                     preexec_fn=die_with_parent,
                 )
             try:
-                server = TritonServer(wiring.process(process), wiring.endpoints, log_path)
+                server = TritonServer(wiring.process(process), wiring.endpoints, log_path=log_path)
                 server.wait_ready(self.ready_timeout)
                 yield server
             finally:

@@ -137,7 +137,13 @@ class Watcher:
         repository = self.served.repository
         for name in names:
             with scratch_dir(f"restage-{name}", repository.parent) as fresh:
-                stage_model(fresh / name, models[name], self.libs, self.environment, self.served.env_mode)
+                stage_model(
+                    fresh / name,
+                    models[name],
+                    libs=self.libs,
+                    environment=self.environment,
+                    env_mode=self.served.env_mode,
+                )
                 if self.served.gpu_as_cpu and gpu_groups(models[name].config):
                     write_staged_config(fresh / name / TRITON_CONFIG, on_cpu(models[name].config))
                 (repository / name).rename(fresh / "retired")

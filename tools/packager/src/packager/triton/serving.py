@@ -72,12 +72,23 @@ def staged_repository(report: ModelReport, environment: Environment | None, env_
     with scratch_dir(f"repo-{report.model.name}") as repository:
         repository.chmod(0o755)  # a server in a container reads it as another user
         for name, triton in report.triton_models.items():
-            stage_model(repository / name, triton, libraries_dir(report.model.path), environment, env_mode)
+            stage_model(
+                repository / name,
+                triton,
+                libs=libraries_dir(report.model.path),
+                environment=environment,
+                env_mode=env_mode,
+            )
         yield repository
 
 
 def stage_model(
-    destination: Path, triton: TritonModel, libs: Path | None, environment: Environment | None, env_mode: str
+    destination: Path,
+    triton: TritonModel,
+    *,
+    libs: Path | None,
+    environment: Environment | None,
+    env_mode: str,
 ) -> None:
     """One Triton model's directory at `destination`: its files as hard links, the shared libraries its
     steps import, and the environment where EXECUTION_ENV_PATH points (see `staged_repository`)."""
@@ -113,6 +124,7 @@ def _link_or_copy(source: str, destination: str) -> None:
 def loaded(
     repository: Path,
     models: Mapping[str, TritonModel],
+    *,
     launcher: Launcher,
     log_path: Path,
     env_portable: bool | None,
@@ -124,7 +136,9 @@ def loaded(
     where a step needs it (see `lends_interpreter`)."""
     check_backends(models, launcher)
     fit_devices(repository, models, launcher)
-    with launcher.start(repository, log_path, lends_interpreter(models, env_portable), ports) as server:
+    with launcher.start(
+        repository, log_path, lend_interpreter=lends_interpreter(models, env_portable), ports=ports
+    ) as server:
         load_all(server, models, load_timeout)
         yield server
 
@@ -237,6 +251,7 @@ def load_all(server: Server, models: Mapping[str, TritonModel], timeout: float =
 def launched(
     report: ModelReport,
     environment: Environment | None,
+    *,
     launcher: Launcher,
     log_path: Path,
     env_mode: str = "unpacked",
@@ -249,7 +264,13 @@ def launched(
     with staged_repository(report, environment, mode) as repository:
         portable = environment.portable if environment is not None else None
         with loaded(
-            repository, report.triton_models, launcher, log_path, portable, load_timeout, ports
+            repository,
+            report.triton_models,
+            launcher=launcher,
+            log_path=log_path,
+            env_portable=portable,
+            load_timeout=load_timeout,
+            ports=ports,
         ) as server:
             top = top_model(report.triton_models)
             served = Served(
@@ -262,6 +283,7 @@ def launched(
 def artifact_launched(
     archive: Path,
     launcher: Launcher,
+    *,
     log_path: Path,
     public_key: Path | None = None,
     load_timeout: float = LOAD_TIMEOUT,
@@ -271,7 +293,15 @@ def artifact_launched(
     with verified(archive, public_key) as (artifact, repository):
         triton_models = triton_models_in(repository)
         portable = artifact.manifest.get("env_portable")
-        with loaded(repository, triton_models, launcher, log_path, portable, load_timeout, ports) as server:
+        with loaded(
+            repository,
+            triton_models,
+            launcher=launcher,
+            log_path=log_path,
+            env_portable=portable,
+            load_timeout=load_timeout,
+            ports=ports,
+        ) as server:
             top = str(artifact.manifest["top_model"])
             completed = completed_from(server, triton_models)
             served = Served(server, repository, completed, top, "packed", load_timeout, launcher.gpu_as_cpu)

@@ -66,7 +66,7 @@ class FileStore:
             shutil.copyfile(source, partial)
             self._link_new(key, partial, metadata)
 
-    def copy_new(self, source: ArtifactStore, source_key: str, key: str, metadata: dict[str, str]) -> None:
+    def copy_new(self, source: ArtifactStore, source_key: str, *, key: str, metadata: dict[str, str]) -> None:
         with partial_file(self._path(key)) as partial:
             source.download(source_key, partial)
             self._link_new(key, partial, metadata)

@@ -68,7 +68,7 @@ class ArtifactStore(Protocol):
     def put_new(self, key: str, source: Path, metadata: dict[str, str]) -> None:
         """Create `key` from a file; raise AlreadyExists if it exists. Never visible half-written."""
 
-    def copy_new(self, source: ArtifactStore, source_key: str, key: str, metadata: dict[str, str]) -> None:
+    def copy_new(self, source: ArtifactStore, source_key: str, *, key: str, metadata: dict[str, str]) -> None:
         """Create `key` from another store's object (server-side where `source.locate` allows it)."""
 
     def remove(self, stored: StoredObject) -> None:
@@ -145,7 +145,7 @@ def open_store(uri: str, root: Path | None) -> Store:
 
 
 def copy_by_download(
-    source: ArtifactStore, source_key: str, target: ArtifactStore, key: str, metadata: dict[str, str]
+    source: ArtifactStore, source_key: str, *, target: ArtifactStore, key: str, metadata: dict[str, str]
 ) -> None:
     """Create `key` in `target` from a local copy of `source`'s object (when no server-side copy applies)."""
     with scratch_dir("copy") as scratch:

@@ -48,8 +48,8 @@ class MemoryStore:
     def put_new(self, key: str, source: Path, metadata: dict[str, str]) -> None:
         self._create(key, _Object(source.read_bytes(), dict(metadata)))
 
-    def copy_new(self, source: ArtifactStore, source_key: str, key: str, metadata: dict[str, str]) -> None:
-        copy_by_download(source, source_key, self, key, metadata)
+    def copy_new(self, source: ArtifactStore, source_key: str, *, key: str, metadata: dict[str, str]) -> None:
+        copy_by_download(source, source_key, target=self, key=key, metadata=metadata)
 
     def _create(self, key: str, stored: _Object) -> None:
         with self._lock:

@@ -185,10 +185,10 @@ class S3Store:
             MultipartUpload={"Parts": parts},
         )
 
-    def copy_new(self, source: ArtifactStore, source_key: str, key: str, metadata: dict[str, str]) -> None:
+    def copy_new(self, source: ArtifactStore, source_key: str, *, key: str, metadata: dict[str, str]) -> None:
         where = source.locate(source_key)
         if where.scheme != "s3":
-            copy_by_download(source, source_key, self, key, metadata)
+            copy_by_download(source, source_key, target=self, key=key, metadata=metadata)
             return
         head = source.head(source_key)
         if head is None:
